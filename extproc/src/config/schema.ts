@@ -1,0 +1,136 @@
+import { z } from "zod";
+
+/**
+ * The policy file schema (DESIGN.md §1). Objects are strict: an unknown key is an error,
+ * because a misspelt limit silently ignored is worse than a refused file.
+ */
+
+const listenAddress = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):\d{1,5}$/, "must be HOST:PORT, e.g. 0.0.0.0:9002 or :9002");
+
+const positiveInt = z.number().int().positive();
+const nonNegativeInt = z.number().int().nonnegative();
+
+export const limitsSchema = z.strictObject({
+  rpm: positiveInt.optional(),
+  tpm: positiveInt.optional(),
+  /** Bucket sizes; default to one minute's allowance. */
+  rpmBurst: positiveInt.optional(),
+  tpmBurst: positiveInt.optional(),
+  maxConcurrency: positiveInt.optional(),
+  tokensPerDay: positiveInt.optional(),
+  tokensPerMonth: positiveInt.optional(),
+  maxContextTokens: positiveInt.optional(),
+  maxQueued: nonNegativeInt.optional(),
+  maxQueueWaitMs: positiveInt.optional(),
+});
+
+const storeSchema = z.union([
+  z.strictObject({
+    redis: z.string().regex(/^rediss?:\/\//, "must be a redis:// or rediss:// URL"),
+    onOutage: z.enum(["fail-open", "fail-closed"]).default("fail-open"),
+    /** Upper bound on any Redis call made on the request path. */
+    timeoutMs: positiveInt.max(10_000).default(25),
+    keyPrefix: z.string().min(1).default("fairgate:"),
+  }),
+  z.strictObject({ memory: z.strictObject({}) }),
+]);
+
+const unlistedMode = z.enum(["defaults", "reject"]);
+
+const identitySourceSchema = z.union([
+  z.strictObject({
+    apiKey: z.strictObject({
+      header: z.string().min(1).default("authorization"),
+      /** Empty string: the whole header value is the key. */
+      scheme: z.string().default("Bearer"),
+    }),
+  }),
+  z.strictObject({
+    header: z.strictObject({
+      name: z.string().min(1),
+      trusted: z.boolean().default(false),
+      unlisted: unlistedMode.default("defaults"),
+    }),
+  }),
+  z.strictObject({
+    jwtClaims: z.strictObject({
+      header: z.string().min(1).default("x-jwt-payload"),
+      claim: z.string().min(1).default("sub"),
+      unlisted: unlistedMode.default("defaults"),
+    }),
+  }),
+]);
+
+const backendSchema = z.strictObject({
+  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, "must be letters, digits, '.', '_' or '-'"),
+  models: z.array(z.string().min(1)).min(1).optional(),
+  metrics: z.array(z.url()).optional(),
+  maxInFlightRequests: positiveInt.default(256),
+  maxInFlightTokens: positiveInt.optional(),
+  kvCacheHighWatermark: z.number().gt(0).lte(1).default(0.85),
+  scrapeIntervalMs: positiveInt.default(1000),
+});
+
+const tierSchema = z.strictObject({
+  priority: nonNegativeInt.default(0),
+  weight: z.number().positive().default(1),
+});
+
+export const API_KEY_HASH = /^sha256:[0-9a-f]{64}$/;
+
+const tenantSchema = z.strictObject({
+  id: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}$/, "must be 1-128 of letters, digits, . _ @ : -"),
+  tier: z.string().min(1).optional(),
+  weight: z.number().positive().optional(),
+  apiKeys: z.array(z.string().regex(API_KEY_HASH, "must be sha256:<64 lowercase hex digits>")).prefault([]),
+  limits: limitsSchema.prefault({}),
+});
+
+const defaultsSchema = z.strictObject({
+  tier: z.string().min(1).optional(),
+  limits: limitsSchema.prefault({}),
+  /** Requests with no identity at all are served as the tenant `anonymous`. */
+  allowAnonymous: z.boolean().default(false),
+});
+
+const serverSchema = z.strictObject({
+  grpcListen: listenAddress.default("0.0.0.0:9002"),
+  httpListen: listenAddress.default("0.0.0.0:9090"),
+  /** How long SIGTERM waits for in-flight streams before refusing the rest. */
+  shutdownGraceMs: nonNegativeInt.default(10_000),
+});
+
+const requestsSchema = z.strictObject({
+  maxBodyBytes: positiveInt.max(64 * 1024 * 1024).default(4 * 1024 * 1024),
+  /** max_tokens above this is refused as absurd whatever the tenant's context limit. */
+  maxTokensCeiling: positiveInt.default(1_048_576),
+  tokenizer: z.enum(["approximate", "exact"]).default("approximate"),
+  /** Output tokens assumed when a request names no max_tokens. */
+  defaultMaxTokens: positiveInt.default(1024),
+});
+
+export const policySchema = z.strictObject({
+  store: storeSchema.prefault({ memory: {} }),
+  identity: z
+    .array(identitySourceSchema)
+    .min(1)
+    .prefault([{ apiKey: {} }]),
+  backends: z
+    .array(backendSchema)
+    .min(1)
+    .prefault([{ name: "default" }]),
+  tiers: z.record(z.string().regex(/^[A-Za-z0-9_-]+$/), tierSchema).prefault({}),
+  tenants: z.array(tenantSchema).prefault([]),
+  defaults: defaultsSchema.prefault({}),
+  server: serverSchema.prefault({}),
+  requests: requestsSchema.prefault({}),
+});
+
+export type PolicyInput = z.input<typeof policySchema>;
+export type ParsedPolicy = z.output<typeof policySchema>;
+export type Limits = z.output<typeof limitsSchema>;
+export type IdentitySource = z.output<typeof identitySourceSchema>;
+export type BackendConfig = z.output<typeof backendSchema>;
+export type TierConfig = z.output<typeof tierSchema>;

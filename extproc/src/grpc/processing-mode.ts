@@ -1,0 +1,18 @@
+/**
+ * The ext_proc processing mode fairgate is built for (DESIGN.md §2). The shipped Envoy and
+ * Istio configs are tested against this, and the built-in proxy uses it by default.
+ * Values are envoy.extensions.filters.http.ext_proc.v3.ProcessingMode enum names.
+ */
+export const EXPECTED_PROCESSING_MODE = Object.freeze({
+  request_header_mode: "SEND",
+  response_header_mode: "SEND",
+  request_body_mode: "BUFFERED",
+  response_body_mode: "NONE",
+  request_trailer_mode: "SKIP",
+  response_trailer_mode: "SKIP",
+} as const);
+
+/** Envoy's default per-message timeout, and the ceiling fairgate's shipped configs allow
+ * `override_message_timeout` to extend it to while a request is queued. */
+export const ENVOY_DEFAULT_MESSAGE_TIMEOUT_MS = 200;
+export const SHIPPED_MAX_MESSAGE_TIMEOUT_MS = 300_000;
