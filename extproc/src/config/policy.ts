@@ -32,7 +32,8 @@ export const ANONYMOUS_TENANT = "anonymous";
 export const IMPLICIT_TIER = "default";
 
 export function deepFreeze<T>(value: T): T {
-  if (value !== null && typeof value === "object" && !Object.isFrozen(value)) {
+  // Typed arrays (key digests) cannot be frozen; they are never handed out for writing.
+  if (value !== null && typeof value === "object" && !ArrayBuffer.isView(value) && !Object.isFrozen(value)) {
     Object.freeze(value);
     for (const key of Object.keys(value)) deepFreeze((value as Record<string, unknown>)[key]);
   }

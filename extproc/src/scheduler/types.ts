@@ -1,0 +1,75 @@
+import type { TenantPolicy } from "../config/policy.ts";
+
+/** A request waiting for, or holding, a slot on a backend. */
+export interface SchedulingRequest {
+  readonly id: string;
+  readonly tenant: TenantPolicy;
+  readonly backend: string;
+  readonly promptTokens: number;
+  /** Output tokens the request may generate (max_tokens or the policy's default). */
+  readonly expectedOutputTokens: number;
+  /** Longest the request may wait in the queue before it is refused with queue_timeout. */
+  readonly maxWaitMs: number;
+}
+
+export interface WaitEstimate {
+  /** Expected time in the queue, from the work ahead and the measured service rate. */
+  readonly expectedMs: number;
+  /** Longest time the request could wait if everything ahead of it runs to max_tokens. */
+  readonly worstCaseMs: number;
+}
+
+/** What submit returns: whether the request had to queue (the caller then asks Envoy to
+ * wait longer), and the dispatch to await. */
+export interface Submission {
+  readonly queued: boolean;
+  readonly dispatch: Promise<Dispatch>;
+}
+
+/** A dispatched request. `release` must be called exactly once when its stream ends. */
+export interface Dispatch {
+  readonly waitedMs: number;
+  readonly estimate: WaitEstimate;
+  release(): void;
+}
+
+export interface TenantQueueState {
+  readonly tenant: string;
+  readonly tier: string;
+  readonly queued: number;
+  readonly inFlight: number;
+  readonly queuedTokens: number;
+  readonly inFlightTokens: number;
+  readonly estimatedWaitMs: number;
+  readonly worstCaseWaitMs: number;
+}
+
+export interface BackendQueueState {
+  readonly backend: string;
+  readonly queued: number;
+  readonly inFlight: number;
+  readonly inFlightTokens: number;
+  /** Tokens per second the backend has been completing, or null before any measurement. */
+  readonly serviceRateTokensPerSec: number | null;
+}
+
+export interface SchedulerSnapshot {
+  readonly policy: string;
+  readonly backends: readonly BackendQueueState[];
+  readonly tenants: readonly TenantQueueState[];
+}
+
+/**
+ * Decides when a request may go to its backend. Implementations: FIFO (vLLM's own order,
+ * the baseline) and the weighted fair queue. Refusals are FairgateErrors (queue_full,
+ * queue_timeout, shutting_down); an aborted signal rejects with the signal's reason and
+ * leaves nothing behind.
+ */
+export interface Scheduler {
+  readonly name: string;
+  submit(request: SchedulingRequest, signal: AbortSignal): Submission;
+  estimate(request: Omit<SchedulingRequest, "id" | "maxWaitMs">): WaitEstimate;
+  snapshot(): SchedulerSnapshot;
+  /** Refuses everything queued with shutting_down; in-flight requests are left to finish. */
+  refuseQueued(): void;
+}
