@@ -47,7 +47,10 @@ function trySource(source: IdentitySource, headers: RequestHeaders, policy: Poli
     if (!source.header.trusted) return undefined;
     const value = headers.get(source.header.name.toLowerCase())?.trim();
     if (!value) return undefined;
-    return { tenant: resolveNamedTenant(value, source.header.unlisted, policy, source.header.name), source: "header" };
+    return {
+      tenant: resolveNamedTenant(value, source.header.unlisted, policy, source.header.name),
+      source: "header",
+    };
   }
   const raw = headers.get(source.jwtClaims.header.toLowerCase());
   if (!raw) return undefined;
@@ -102,7 +105,10 @@ export function hashApiKey(key: string): string {
 function describeSources(sources: readonly IdentitySource[]): string {
   return sources
     .map((s) => {
-      if ("apiKey" in s) return s.apiKey.scheme ? `"${s.apiKey.header}: ${s.apiKey.scheme} <key>"` : `"${s.apiKey.header}: <key>"`;
+      if ("apiKey" in s)
+        return s.apiKey.scheme
+          ? `"${s.apiKey.header}: ${s.apiKey.scheme} <key>"`
+          : `"${s.apiKey.header}: <key>"`;
       if ("header" in s) return s.header.trusted ? `a trusted "${s.header.name}" header` : undefined;
       return `a JWT payload in "${s.jwtClaims.header}"`;
     })

@@ -22,7 +22,9 @@ export function readJwtClaim(headerValue: string, claim: string): string | undef
 
 function decodePayload(encoded: string): Record<string, unknown> {
   if (!/^[A-Za-z0-9_-]+={0,2}$/.test(encoded)) {
-    throw new FairgateError("invalid_jwt_payload", { message: "The forwarded JWT payload is not base64url." });
+    throw new FairgateError("invalid_jwt_payload", {
+      message: "The forwarded JWT payload is not base64url.",
+    });
   }
   let parsed: unknown;
   try {
@@ -31,7 +33,9 @@ function decodePayload(encoded: string): Record<string, unknown> {
     throw new FairgateError("invalid_jwt_payload", { message: "The forwarded JWT payload is not JSON." });
   }
   if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
-    throw new FairgateError("invalid_jwt_payload", { message: "The forwarded JWT payload is not a JSON object." });
+    throw new FairgateError("invalid_jwt_payload", {
+      message: "The forwarded JWT payload is not a JSON object.",
+    });
   }
   return parsed as Record<string, unknown>;
 }

@@ -69,7 +69,10 @@ export class FifoScheduler implements Scheduler {
     const estimate = this.estimate(request);
 
     if (backend.queue.length === 0 && this.#hasHeadroom(backend, tokens)) {
-      return { queued: false, dispatch: Promise.resolve(this.#start(backend, request, this.#clock.now(), estimate)) };
+      return {
+        queued: false,
+        dispatch: Promise.resolve(this.#start(backend, request, this.#clock.now(), estimate)),
+      };
     }
     if (maxQueued !== undefined && tenant.queued >= maxQueued) {
       const refusal = new FairgateError("queue_full", {
@@ -114,11 +117,13 @@ export class FifoScheduler implements Scheduler {
   estimate(request: Omit<SchedulingRequest, "id" | "maxWaitMs">): WaitEstimate {
     const backend = this.#backend(request.backend);
     const tokens = request.promptTokens + request.expectedOutputTokens;
-    if (backend.queue.length === 0 && this.#hasHeadroom(backend, tokens)) return { expectedMs: 0, worstCaseMs: 0 };
+    if (backend.queue.length === 0 && this.#hasHeadroom(backend, tokens))
+      return { expectedMs: 0, worstCaseMs: 0 };
     const now = this.#clock.now();
     // FIFO: everything queued is ahead, and the in-flight work must drain enough to make room.
     let ahead = backend.inFlightTokens;
-    for (const waiter of backend.queue) ahead += waiter.request.promptTokens + waiter.request.expectedOutputTokens;
+    for (const waiter of backend.queue)
+      ahead += waiter.request.promptTokens + waiter.request.expectedOutputTokens;
     const expectedRate = backend.rate.expected(now) ?? PRIOR_TOKENS_PER_SEC;
     const slowRate = backend.rate.pessimistic(now) ?? PRIOR_TOKENS_PER_SEC;
     return {
@@ -179,7 +184,12 @@ export class FifoScheduler implements Scheduler {
     return maxTokens === undefined || backend.inFlight === 0 || backend.inFlightTokens + tokens <= maxTokens;
   }
 
-  #start(backend: BackendState, request: SchedulingRequest, enqueuedAt: number, estimate: WaitEstimate): Dispatch {
+  #start(
+    backend: BackendState,
+    request: SchedulingRequest,
+    enqueuedAt: number,
+    estimate: WaitEstimate,
+  ): Dispatch {
     const tokens = request.promptTokens + request.expectedOutputTokens;
     const tenant = this.#tenant(request);
     backend.inFlight += 1;

@@ -1,0 +1,32 @@
+# fairgate — the README's two commands are `make demo` and `make test`.
+.PHONY: install build demo test lint typecheck unit bench format
+
+NODE_TEST := node --import tsx --test --test-concurrency=2
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci
+
+install: node_modules/.package-lock.json
+
+build: install
+	npm run build
+
+demo: install
+	node --import tsx scripts/demo.ts
+
+lint: install
+	npx biome check .
+
+typecheck: install
+	npx tsc --noEmit
+
+unit: install
+	$(NODE_TEST) test/*/*.test.ts
+
+test: lint typecheck unit
+
+bench: install
+	node --import tsx test/bench/run.ts
+
+format: install
+	npx biome check --write .

@@ -1,0 +1,49 @@
+#!/usr/bin/env node
+import { processIo } from "./commands/io.ts";
+import { runServe } from "./commands/serve.ts";
+import { runValidate } from "./commands/validate.ts";
+
+const USAGE = `fairgate — fairness middleware for shared LLM inference (Envoy ext_proc)
+
+Usage:
+  fairgate serve --config FILE [options]   run the ext_proc gRPC service and HTTP API
+  fairgate validate FILE [FILE...]         check policy files; exit 0, or 2 with every error
+  fairgate help                            this text
+
+Run "fairgate serve --help" for serve's options.
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case "serve":
+      return runServe(rest, processIo);
+    case "validate":
+      return runValidate(rest, processIo);
+    case undefined:
+    case "help":
+    case "--help":
+    case "-h":
+      processIo.stdout(USAGE);
+      return command === undefined ? 2 : 0;
+    default:
+      processIo.stderr(`fairgate: unknown command "${command}"\n\n${USAGE}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+    // Servers unref nothing on purpose while running; once a command returns, leave.
+    if (command() === "serve") process.exit(code);
+  },
+  (error: unknown) => {
+    process.stderr.write(`fairgate: ${(error as Error)?.stack ?? String(error)}\n`);
+    process.exit(1);
+  },
+);
+
+function command(): string | undefined {
+  return process.argv[2];
+}

@@ -1,0 +1,176 @@
+import { parseArgs } from "node:util";
+import { formatPolicyErrors, loadPolicyFile } from "../config/load.ts";
+import { compilePolicy, type Policy } from "../config/policy.ts";
+import { PolicyHolder } from "../config/reload.ts";
+import type { ParsedPolicy } from "../config/schema.ts";
+import { startGateway } from "../gateway.ts";
+import { SHIPPED_MAX_MESSAGE_TIMEOUT_MS } from "../grpc/processing-mode.ts";
+import { createLogger, type LogLevel } from "../log.ts";
+import { startExtProcProxy } from "../proxy/proxy-server.ts";
+import type { CommandIo } from "./io.ts";
+
+export const SERVE_USAGE = `Usage: fairgate serve --config FILE [options]
+
+  --config FILE            policy file (YAML); reloaded on change and on SIGHUP
+  --grpc-listen ADDR       ext_proc gRPC listen address (default from policy, :9002)
+  --http-listen ADDR       HTTP API listen address (default from policy, :9090)
+  --store memory|redis     override the policy's store
+  --redis URL              use this Redis (implies --store redis)
+  --proxy-listen ADDR      also run the built-in Envoy-faithful proxy on ADDR
+  --upstream URL           the engine the built-in proxy forwards to (with --proxy-listen)
+  --max-message-timeout-ms N  Envoy's ext_proc max_message_timeout (default ${SHIPPED_MAX_MESSAGE_TIMEOUT_MS})
+  --log-level LEVEL        debug, info, warn or error (default info)
+`;
+
+/** Runs until SIGTERM/SIGINT; resolves with the exit code. */
+export async function runServe(args: string[], io: CommandIo): Promise<number> {
+  let values: ReturnType<typeof parse>;
+  try {
+    values = parse(args);
+  } catch (error) {
+    io.stderr(`fairgate serve: ${(error as Error).message}\n\n${SERVE_USAGE}`);
+    return 2;
+  }
+  if (values.help) {
+    io.stdout(SERVE_USAGE);
+    return 0;
+  }
+  const configPath = values.config;
+  if (!configPath) {
+    io.stderr(`fairgate serve: --config FILE is required\n\n${SERVE_USAGE}`);
+    return 2;
+  }
+  if (values["proxy-listen"] && !values.upstream) {
+    io.stderr("fairgate serve: --proxy-listen needs --upstream URL\n");
+    return 2;
+  }
+  if (values.store !== undefined && values.store !== "memory" && values.store !== "redis") {
+    io.stderr("fairgate serve: --store must be memory or redis\n");
+    return 2;
+  }
+  const level = (values["log-level"] ?? "info") as LogLevel;
+  if (!["debug", "info", "warn", "error"].includes(level)) {
+    io.stderr(`fairgate serve: --log-level must be debug, info, warn or error\n`);
+    return 2;
+  }
+  const logger = createLogger({ level });
+
+  const overrideStore = (policy: Policy): Policy => applyStoreFlags(policy, values);
+  const loaded = await loadPolicyFile(configPath);
+  if (!loaded.ok) {
+    io.stderr(`${formatPolicyErrors(configPath, loaded.errors)}\n`);
+    return 2;
+  }
+  let gateway: Awaited<ReturnType<typeof startGateway>> | undefined;
+  const holder = new PolicyHolder(configPath, overrideStore(loaded.policy), {
+    logger,
+    transform: overrideStore,
+    onChange: (policy) => {
+      gateway?.metrics.policyReloads.inc({ result: "applied" });
+      void gateway?.policyChanged(policy);
+    },
+    onReject: () => gateway?.metrics.policyReloads.inc({ result: "rejected" }),
+  });
+  const server = holder.current.source.server;
+  const maxMessageTimeoutMs = Number(values["max-message-timeout-ms"] ?? SHIPPED_MAX_MESSAGE_TIMEOUT_MS);
+  if (!Number.isInteger(maxMessageTimeoutMs) || maxMessageTimeoutMs < 1_000) {
+    io.stderr("fairgate serve: --max-message-timeout-ms must be an integer of at least 1000\n");
+    return 2;
+  }
+  try {
+    gateway = await startGateway({
+      policy: () => holder.current,
+      grpcListen: values["grpc-listen"] ?? server.grpcListen,
+      httpListen: values["http-listen"] ?? server.httpListen,
+      logger,
+      maxMessageTimeoutMs,
+    });
+  } catch (error) {
+    io.stderr(`fairgate serve: cannot start: ${(error as Error).message}\n`);
+    return 1;
+  }
+  holder.watch();
+  logger.info("fairgate serving", {
+    grpcPort: gateway.grpcPort,
+    httpPort: gateway.httpPort,
+    policy: holder.current.version,
+    tenants: holder.current.tenants.size,
+  });
+
+  let proxy: Awaited<ReturnType<typeof startExtProcProxy>> | undefined;
+  if (values["proxy-listen"] && values.upstream) {
+    try {
+      proxy = await startExtProcProxy({
+        listen: values["proxy-listen"],
+        upstream: values.upstream,
+        extProc: {
+          grpcTarget: `127.0.0.1:${gateway.grpcPort}`,
+          maxMessageTimeoutMs,
+          failureModeAllow: false,
+        },
+        logger,
+      });
+      logger.info("built-in proxy listening", { url: proxy.url, upstream: values.upstream });
+    } catch (error) {
+      io.stderr(`fairgate serve: cannot start the proxy: ${(error as Error).message}\n`);
+      await gateway.shutdown(0);
+      return 1;
+    }
+  }
+
+  return await new Promise<number>((resolve) => {
+    const onHup = () => void holder.reload();
+    const stop = (signal: string) => {
+      logger.info("signal received", { signal });
+      process.off("SIGHUP", onHup);
+      void (async () => {
+        holder.close();
+        await proxy?.close();
+        await gateway?.shutdown();
+        resolve(0);
+      })();
+    };
+    process.on("SIGHUP", onHup);
+    process.once("SIGTERM", () => stop("SIGTERM"));
+    process.once("SIGINT", () => stop("SIGINT"));
+  });
+}
+
+function parse(args: string[]) {
+  return parseArgs({
+    args,
+    strict: true,
+    allowPositionals: false,
+    options: {
+      config: { type: "string", short: "c" },
+      "grpc-listen": { type: "string" },
+      "http-listen": { type: "string" },
+      store: { type: "string" },
+      redis: { type: "string" },
+      "proxy-listen": { type: "string" },
+      upstream: { type: "string" },
+      "max-message-timeout-ms": { type: "string" },
+      "log-level": { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  }).values;
+}
+
+/** --store / --redis override the file's store section, on every reload too. */
+function applyStoreFlags(
+  policy: Policy,
+  flags: { store?: string | undefined; redis?: string | undefined },
+): Policy {
+  if (flags.store === undefined && flags.redis === undefined) return policy;
+  const current = policy.source.store;
+  let store: ParsedPolicy["store"];
+  if (flags.store === "memory") store = { memory: {} };
+  else {
+    const url = flags.redis ?? ("redis" in current ? current.redis : "redis://127.0.0.1:6379");
+    store =
+      "redis" in current
+        ? { ...current, redis: url }
+        : { redis: url, onOutage: "fail-open", timeoutMs: 25, keyPrefix: "fairgate:" };
+  }
+  return compilePolicy({ ...structuredClone(policy.source), store } as ParsedPolicy);
+}

@@ -1,0 +1,141 @@
+import { type Clock, systemClock } from "./clock.ts";
+import type { Policy } from "./config/policy.ts";
+import { SHIPPED_MAX_MESSAGE_TIMEOUT_MS } from "./grpc/processing-mode.ts";
+import { type ExtProcServer, startExtProcServer } from "./grpc/server.ts";
+import { grpcBindAddress } from "./http/listen.ts";
+import { type HttpApi, type Readiness, startHttpApi } from "./http/server.ts";
+import type { Logger } from "./log.ts";
+import { GatewayMetrics } from "./metrics/gateway-metrics.ts";
+import { createTokenCounter, type TokenCounter } from "./openai/tokens.ts";
+import { FifoScheduler } from "./scheduler/fifo-scheduler.ts";
+import type { Scheduler } from "./scheduler/types.ts";
+import { type StoreHealth, storeHealthFor } from "./store/store-health.ts";
+
+export interface GatewayOptions {
+  /** Returns the policy in force; read on every request so a reload applies at once. */
+  policy(): Policy;
+  grpcListen: string;
+  httpListen: string;
+  logger: Logger;
+  clock?: Clock;
+  store?: StoreHealth;
+  scheduler?: Scheduler;
+  /** Envoy's ext_proc max_message_timeout; bounds how long a request may be held. */
+  maxMessageTimeoutMs?: number;
+  collectProcessMetrics?: boolean;
+}
+
+export interface Gateway {
+  readonly grpcPort: number;
+  readonly httpPort: number;
+  readonly metrics: GatewayMetrics;
+  readonly scheduler: Scheduler;
+  /** Called after a policy reload so tokenizer changes take effect. */
+  policyChanged(policy: Policy): Promise<void>;
+  readiness(): Promise<Readiness>;
+  /** Graceful stop: not ready at once, in-flight and queued requests get up to graceMs to
+   * finish, what is still queued then is refused with 503 shutting_down. */
+  shutdown(graceMs?: number): Promise<void>;
+}
+
+export async function startGateway(options: GatewayOptions): Promise<Gateway> {
+  const clock = options.clock ?? systemClock;
+  const initial = options.policy();
+  const scheduler = options.scheduler ?? new FifoScheduler({ policy: options.policy, clock });
+  const metrics = new GatewayMetrics({
+    snapshot: () => scheduler.snapshot(),
+    collectProcessMetrics: options.collectProcessMetrics ?? true,
+  });
+  metrics.setPolicyVersion(initial.version);
+  const store = options.store ?? storeHealthFor(initial.source.store);
+  const counters = new Map<string, TokenCounter>();
+  const loadCounter = async (policy: Policy) => {
+    const kind = policy.source.requests.tokenizer;
+    if (!counters.has(kind)) counters.set(kind, await createTokenCounter(kind));
+  };
+  await loadCounter(initial);
+  let shuttingDown = false;
+
+  const grpc: ExtProcServer = await startExtProcServer({
+    listen: grpcBindAddress(options.grpcListen),
+    maxMessageBytes: Math.max(initial.source.requests.maxBodyBytes, 4 * 1024 * 1024),
+    context: {
+      policy: options.policy,
+      scheduler,
+      tokenCounter: () => {
+        const kind = options.policy().source.requests.tokenizer;
+        // A reload switching tokenizers loads the new one asynchronously; until it is
+        // ready the previous counter keeps serving.
+        return counters.get(kind) ?? (counters.values().next().value as TokenCounter);
+      },
+      metrics,
+      clock,
+      logger: options.logger,
+      isShuttingDown: () => shuttingDown,
+      maxMessageTimeoutMs: options.maxMessageTimeoutMs ?? SHIPPED_MAX_MESSAGE_TIMEOUT_MS,
+    },
+  });
+
+  const readiness = async (): Promise<Readiness> => {
+    const policy = options.policy();
+    const storeCheck = await store.check();
+    const failOpen = "redis" in policy.source.store && policy.source.store.onOutage === "fail-open";
+    const checks: Readiness["checks"] = {
+      shutdown: { ok: !shuttingDown, ...(shuttingDown ? { detail: "shutting down" } : {}) },
+      policy: { ok: true, detail: `version ${policy.version}` },
+      store: {
+        ok: storeCheck.ok || failOpen,
+        detail: storeCheck.ok
+          ? storeCheck.detail
+          : `${storeCheck.detail}${failOpen ? " (serving: fail-open)" : ""}`,
+      },
+    };
+    return { ready: Object.values(checks).every((c) => c.ok), checks };
+  };
+
+  let http: HttpApi;
+  try {
+    http = await startHttpApi({
+      listen: options.httpListen,
+      policy: options.policy,
+      scheduler,
+      metrics,
+      readiness,
+      logger: options.logger,
+    });
+  } catch (error) {
+    await grpc.close();
+    throw error;
+  }
+
+  let stopping: Promise<void> | undefined;
+  return {
+    grpcPort: grpc.port,
+    httpPort: http.port,
+    metrics,
+    scheduler,
+    readiness,
+    async policyChanged(policy) {
+      metrics.setPolicyVersion(policy.version);
+      await loadCounter(policy);
+    },
+    shutdown(graceMs = options.policy().source.server.shutdownGraceMs) {
+      stopping ??= (async () => {
+        shuttingDown = true;
+        grpc.setServingStatus("NOT_SERVING");
+        options.logger.info("shutting down", { activeStreams: grpc.activeStreams(), graceMs });
+        const drained = await grpc.drain(graceMs);
+        if (!drained) {
+          scheduler.refuseQueued();
+          // Give refused streams a moment to deliver their 503 before the server closes.
+          await grpc.drain(500);
+        }
+        await grpc.close();
+        await http.close();
+        await store.close();
+        options.logger.info("stopped", { drained });
+      })();
+      return stopping;
+    },
+  };
+}

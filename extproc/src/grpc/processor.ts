@@ -1,0 +1,356 @@
+import type { Clock } from "../clock.ts";
+import type { Policy, TenantPolicy } from "../config/policy.ts";
+import { FairgateError, isFairgateError } from "../errors.ts";
+import { identify } from "../identity/identify.ts";
+import type { Logger } from "../log.ts";
+import type { GatewayMetrics } from "../metrics/gateway-metrics.ts";
+import { type ApiKind, classifyRequest, type ParsedRequest, parseRequestBody } from "../openai/parse.ts";
+import type { TokenCounter } from "../openai/tokens.ts";
+import type { Dispatch, Scheduler } from "../scheduler/types.ts";
+import type {
+  HeaderMutation,
+  HttpBody,
+  HttpHeaders,
+  ProcessingRequest,
+  ProcessingResponse,
+} from "./messages.ts";
+import { msToDuration } from "./messages.ts";
+import { headerMapToRecord, headerMutation, immediateError } from "./mutations.ts";
+
+export const HEADER_PREFIX = "x-fairgate-";
+export const HEADERS = Object.freeze({
+  tenant: "x-fairgate-tenant",
+  priority: "x-fairgate-priority",
+  queueWaitMs: "x-fairgate-queue-wait-ms",
+  estimatedWaitMs: "x-fairgate-estimated-wait-ms",
+  worstCaseWaitMs: "x-fairgate-worst-case-wait-ms",
+  maxWaitMs: "x-fairgate-max-wait-ms",
+});
+
+/** Queue wait used when a tenant sets no maxQueueWaitMs. */
+export const DEFAULT_MAX_QUEUE_WAIT_MS = 30_000;
+/** Kept between fairgate's own queue timeout and Envoy's message timeout, so fairgate
+ * always answers (with a clean 429) before Envoy gives up on the stream (504). */
+const ENVOY_TIMEOUT_MARGIN_MS = 1_000;
+
+/** Everything a stream processor needs from the running gateway. */
+export interface ProcessorContext {
+  policy(): Policy;
+  scheduler: Scheduler;
+  tokenCounter(): TokenCounter;
+  metrics: GatewayMetrics;
+  clock: Clock;
+  logger: Logger;
+  isShuttingDown(): boolean;
+  /** The max_message_timeout configured on Envoy's ext_proc filter. */
+  maxMessageTimeoutMs: number;
+}
+
+/** A violation of the ext_proc protocol by the client; ends the stream with INVALID_ARGUMENT. */
+export class ProtocolError extends Error {
+  override readonly name = "ProtocolError";
+}
+
+type State = "request_headers" | "request_body" | "queued" | "response_headers" | "response_body" | "closed";
+
+/**
+ * Handles one ext_proc stream, i.e. one HTTP request through Envoy: identify the tenant,
+ * parse and check the body, hold it in the scheduler until dispatch, then decorate the
+ * response. Whatever way the stream ends, `close` releases what the request held.
+ */
+export class StreamProcessor {
+  readonly #ctx: ProcessorContext;
+  readonly #send: (response: ProcessingResponse) => void;
+  readonly #id: string;
+  readonly #abort = new AbortController();
+  #state: State = "request_headers";
+  #policy: Policy;
+  #tenant: TenantPolicy | undefined;
+  #kind: ApiKind = "passthrough";
+  #clientMaxWaitMs: number | undefined;
+  #bodyChunks: Buffer[] = [];
+  #bodyBytes = 0;
+  #dispatch: Dispatch | undefined;
+  /** Time the current message spent held in the queue, excluded from phase latency. */
+  #heldMs = 0;
+
+  constructor(ctx: ProcessorContext, id: string, send: (response: ProcessingResponse) => void) {
+    this.#ctx = ctx;
+    this.#id = id;
+    this.#send = send;
+    this.#policy = ctx.policy();
+  }
+
+  get state(): State {
+    return this.#state;
+  }
+
+  /** True once the request was dispatched, passed through or refused. */
+  get requestPhasesDone(): boolean {
+    return this.#state === "response_headers" || this.#state === "response_body" || this.#state === "closed";
+  }
+
+  async onMessage(message: ProcessingRequest): Promise<void> {
+    if (this.#state === "closed") return;
+    const started = performance.now();
+    const phase = message.request;
+    switch (phase) {
+      case "request_headers":
+        this.#expect("request_headers", phase);
+        this.#onRequestHeaders(message.request_headers ?? {});
+        break;
+      case "request_body":
+        if (this.#state !== "request_body")
+          throw new ProtocolError(`request_body received in state ${this.#state}`);
+        await this.#onRequestBody(message.request_body ?? {});
+        break;
+      case "request_trailers":
+        if (this.#state !== "request_body")
+          throw new ProtocolError(`request_trailers received in state ${this.#state}`);
+        // Trailers end the request body: treat them like a final empty chunk.
+        await this.#onRequestBody({ end_of_stream: true });
+        break;
+      case "response_headers":
+        this.#expect("response_headers", phase);
+        this.#onResponseHeaders(message.response_headers ?? {});
+        break;
+      case "response_body":
+        if (this.#state !== "response_body")
+          throw new ProtocolError(`response_body received in state ${this.#state}`);
+        this.#onResponseBody(message.response_body ?? {});
+        break;
+      case "response_trailers":
+        if (this.#state !== "response_body")
+          throw new ProtocolError(`response_trailers received in state ${this.#state}`);
+        this.#send({ response_trailers: {} });
+        this.#finishRequest();
+        break;
+      default:
+        throw new ProtocolError("ProcessingRequest carries no phase (request_headers, request_body, ...)");
+    }
+    const activeMs = performance.now() - started - this.#heldMs;
+    this.#heldMs = 0;
+    if (phase) this.#ctx.metrics.phaseDuration.observe({ phase }, Math.max(0, activeMs) / 1000);
+  }
+
+  /** Ends the stream's claim on everything: leaves the queue, frees the engine slot. */
+  close(reason: "end" | "cancelled" | "error"): void {
+    if (this.#state === "closed") return;
+    if (reason !== "end" && this.#state === "queued")
+      this.#ctx.metrics.streamErrors.inc({ reason: "cancelled_while_queued" });
+    this.#state = "closed";
+    this.#abort.abort(new Error(`ext_proc stream ${reason}`));
+    this.#finishRequest();
+  }
+
+  #expect(state: State, phase: string): void {
+    if (this.#state !== state) throw new ProtocolError(`${phase} received in state ${this.#state}`);
+  }
+
+  #onRequestHeaders(message: HttpHeaders): void {
+    const headers = headerMapToRecord(message.headers);
+    const method = headers.get(":method") ?? "";
+    const path = headers.get(":path") ?? "";
+    if (!method || !path) throw new ProtocolError("request_headers lack :method or :path");
+    const spoofed = [...headers.keys()].filter((k) => k.startsWith(HEADER_PREFIX));
+    try {
+      this.#kind = classifyRequest(method, path);
+      this.#tenant = identify(headers, this.#policy).tenant;
+      this.#clientMaxWaitMs = parseMaxWait(headers.get(HEADERS.maxWaitMs));
+    } catch (error) {
+      this.#refuse(error);
+      return;
+    }
+    const tenant = this.#tenant;
+    const mutation = headerMutation(
+      { [HEADERS.tenant]: tenant.id, [HEADERS.priority]: String(tenant.priority) },
+      spoofed.filter((k) => k !== HEADERS.tenant && k !== HEADERS.priority),
+    );
+    if (this.#kind === "passthrough" || message.end_of_stream) {
+      if (this.#kind !== "passthrough") {
+        this.#refuse(
+          new FairgateError("invalid_request_body", { message: `${path} requires a JSON request body.` }),
+        );
+        return;
+      }
+      this.#ctx.metrics.countRequest(tenant, "passthrough");
+      this.#state = "response_headers";
+      this.#send({ request_headers: { response: { status: "CONTINUE", header_mutation: mutation } } });
+      return;
+    }
+    this.#state = "request_body";
+    this.#send({ request_headers: { response: { status: "CONTINUE", header_mutation: mutation } } });
+  }
+
+  async #onRequestBody(message: HttpBody): Promise<void> {
+    const chunk = message.body ? Buffer.from(message.body) : undefined;
+    const { maxBodyBytes } = this.#policy.source.requests;
+    if (chunk && chunk.length > 0) {
+      this.#bodyBytes += chunk.length;
+      if (this.#bodyBytes > maxBodyBytes) {
+        this.#refuse(
+          new FairgateError("body_too_large", {
+            message: `The request body exceeds the maximum of ${maxBodyBytes} bytes.`,
+          }),
+        );
+        return;
+      }
+      this.#bodyChunks.push(chunk);
+    }
+    // Only BUFFERED mode is expected, but a STREAMED misconfiguration still works: each
+    // chunk is acknowledged and the decision is made on the last one.
+    if (!message.end_of_stream) {
+      this.#send({ request_body: { response: { status: "CONTINUE" } } });
+      return;
+    }
+    const body = Buffer.concat(this.#bodyChunks);
+    this.#bodyChunks = [];
+    let parsed: ParsedRequest;
+    let tenant: TenantPolicy;
+    try {
+      tenant = this.#tenant as TenantPolicy;
+      parsed = parseRequestBody(this.#kind, body, {
+        ...this.#policy.source.requests,
+        counter: this.#ctx.tokenCounter(),
+      });
+      this.#checkContext(tenant, parsed);
+    } catch (error) {
+      this.#refuse(error);
+      return;
+    }
+    await this.#schedule(tenant, parsed);
+  }
+
+  #checkContext(tenant: TenantPolicy, parsed: ParsedRequest): void {
+    const limit = tenant.limits.maxContextTokens;
+    const needed = parsed.promptTokens + parsed.expectedOutputTokens;
+    if (limit !== undefined && needed > limit) {
+      throw new FairgateError("context_too_long", {
+        message: `The request needs ${parsed.promptTokens} prompt + ${parsed.expectedOutputTokens} output tokens, over this tenant's limit of ${limit}.`,
+        param: parsed.maxTokens !== undefined ? "max_tokens" : "messages",
+      });
+    }
+  }
+
+  async #schedule(tenant: TenantPolicy, parsed: ParsedRequest): Promise<void> {
+    if (this.#ctx.isShuttingDown()) {
+      this.#refuse(new FairgateError("shutting_down"));
+      return;
+    }
+    const backend = this.#policy.backendForModel(parsed.model);
+    if (!backend) {
+      this.#refuse(
+        new FairgateError("no_backend", {
+          message: `No backend serves the model "${parsed.model}".`,
+          param: "model",
+        }),
+      );
+      return;
+    }
+    const maxWaitMs = Math.max(
+      1,
+      Math.min(
+        tenant.limits.maxQueueWaitMs ?? DEFAULT_MAX_QUEUE_WAIT_MS,
+        this.#ctx.maxMessageTimeoutMs - ENVOY_TIMEOUT_MARGIN_MS,
+      ),
+    );
+    const request = {
+      id: this.#id,
+      tenant,
+      backend: backend.name,
+      promptTokens: parsed.promptTokens,
+      expectedOutputTokens: parsed.expectedOutputTokens,
+      maxWaitMs,
+    };
+    const estimate = this.#ctx.scheduler.estimate(request);
+    if (this.#clientMaxWaitMs !== undefined && estimate.worstCaseMs > this.#clientMaxWaitMs) {
+      this.#refuse(
+        new FairgateError("wait_exceeds_max", {
+          message: `The worst-case wait is ${estimate.worstCaseMs} ms, over the ${this.#clientMaxWaitMs} ms allowed by ${HEADERS.maxWaitMs}.`,
+          headers: { "retry-after": String(Math.max(1, Math.ceil(estimate.expectedMs / 1000))) },
+        }),
+      );
+      return;
+    }
+    const submission = this.#ctx.scheduler.submit(request, this.#abort.signal);
+    if (submission.queued) {
+      this.#state = "queued";
+      // Envoy fails a message after message_timeout (200 ms by default); one override per
+      // message lets it wait as long as the queue may hold the request.
+      this.#send({ override_message_timeout: msToDuration(maxWaitMs + ENVOY_TIMEOUT_MARGIN_MS / 2) });
+    }
+    let dispatch: Dispatch;
+    const heldFrom = performance.now();
+    try {
+      dispatch = await submission.dispatch;
+    } catch (error) {
+      this.#heldMs = performance.now() - heldFrom;
+      if (this.#abort.signal.aborted) return;
+      this.#refuse(error);
+      return;
+    }
+    this.#heldMs = performance.now() - heldFrom;
+    if (this.#abort.signal.aborted) {
+      dispatch.release();
+      return;
+    }
+    this.#dispatch = dispatch;
+    this.#ctx.metrics.queueWait.observe(
+      { tenant: this.#ctx.metrics.tenantLabel(tenant), tier: tenant.tier },
+      dispatch.waitedMs / 1000,
+    );
+    this.#ctx.metrics.countRequest(tenant, "admitted");
+    this.#state = "response_headers";
+    this.#send({ request_body: { response: { status: "CONTINUE" } } });
+  }
+
+  #onResponseHeaders(_message: HttpHeaders): void {
+    const set: Record<string, string> = {};
+    if (this.#tenant) set[HEADERS.tenant] = this.#tenant.id;
+    if (this.#dispatch) {
+      set[HEADERS.queueWaitMs] = String(Math.round(this.#dispatch.waitedMs));
+      set[HEADERS.estimatedWaitMs] = String(this.#dispatch.estimate.expectedMs);
+      set[HEADERS.worstCaseWaitMs] = String(this.#dispatch.estimate.worstCaseMs);
+    }
+    const mutation: HeaderMutation = headerMutation(set);
+    this.#state = "response_body";
+    this.#send({ response_headers: { response: { status: "CONTINUE", header_mutation: mutation } } });
+  }
+
+  #onResponseBody(message: HttpBody): void {
+    this.#send({ response_body: { response: { status: "CONTINUE" } } });
+    // Seen only when the filter sends response bodies: the end of the body is the true
+    // end of generation, so the engine slot is freed here rather than at stream close.
+    if (message.end_of_stream) this.#finishRequest();
+  }
+
+  #finishRequest(): void {
+    this.#dispatch?.release();
+  }
+
+  #refuse(error: unknown): void {
+    const refusal = isFairgateError(error) ? error : internalError(error, this.#ctx.logger, this.#id);
+    this.#ctx.metrics.countRequest(this.#tenant, "refused", refusal.code);
+    const extra: Record<string, string> = {};
+    if (this.#tenant) extra[HEADERS.tenant] = this.#tenant.id;
+    this.#state = "closed";
+    this.#abort.abort(new Error("refused"));
+    this.#send(immediateError(refusal, extra));
+  }
+}
+
+function parseMaxWait(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^\d{1,9}$/.test(value.trim())) {
+    throw new FairgateError("invalid_header", {
+      message: `${HEADERS.maxWaitMs} must be a non-negative integer number of milliseconds.`,
+      param: HEADERS.maxWaitMs,
+    });
+  }
+  return Number(value.trim());
+}
+
+function internalError(error: unknown, logger: Logger, id: string): FairgateError {
+  logger.error("request processing failed", { stream: id, error: String((error as Error)?.stack ?? error) });
+  return new FairgateError("internal_error");
+}

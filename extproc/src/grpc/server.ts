@@ -1,0 +1,154 @@
+import { randomUUID } from "node:crypto";
+import * as grpc from "@grpc/grpc-js";
+import type { ProcessingRequest, ProcessingResponse } from "./messages.ts";
+import { type ProcessorContext, ProtocolError, StreamProcessor } from "./processor.ts";
+import { EXT_PROC_SERVICE, HEALTH_SERVICE, loadServices } from "./protos.ts";
+
+export type ServingStatus = "SERVING" | "NOT_SERVING";
+
+/** gRPC messages may carry whole prompts; the limit sits just above the policy's body cap
+ * so an oversized body reaches the processor and is refused with a clean 413. */
+const MESSAGE_OVERHEAD_BYTES = 64 * 1024;
+
+export interface ExtProcServer {
+  readonly port: number;
+  activeStreams(): number;
+  setServingStatus(status: ServingStatus): void;
+  /** Waits until no stream is open or the deadline passes. */
+  drain(deadlineMs: number): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+export async function startExtProcServer(options: {
+  listen: string;
+  context: ProcessorContext;
+  maxMessageBytes: number;
+}): Promise<ExtProcServer> {
+  const { extProc, health } = loadServices();
+  const { context } = options;
+  const server = new grpc.Server({
+    "grpc.max_receive_message_length": options.maxMessageBytes + MESSAGE_OVERHEAD_BYTES,
+    "grpc.max_send_message_length": options.maxMessageBytes + MESSAGE_OVERHEAD_BYTES,
+    "grpc.keepalive_permit_without_calls": 1,
+  });
+  const streams = new Set<grpc.ServerDuplexStream<ProcessingRequest, ProcessingResponse>>();
+  let idleWaiters: Array<() => void> = [];
+  let status: ServingStatus = "SERVING";
+  const watchers = new Set<grpc.ServerWritableStream<{ service?: string }, { status: string }>>();
+
+  server.addService(extProc.service, {
+    Process(call: grpc.ServerDuplexStream<ProcessingRequest, ProcessingResponse>) {
+      streams.add(call);
+      context.metrics.streamsActive.inc();
+      const id = randomUUID();
+      let finished = false;
+      const processor = new StreamProcessor(context, id, (response) => {
+        if (!finished && !call.destroyed) call.write(response);
+      });
+      const finish = (reason: "end" | "cancelled" | "error") => {
+        if (finished) return;
+        finished = true;
+        processor.close(reason);
+        streams.delete(call);
+        context.metrics.streamsActive.dec();
+        if (streams.size === 0) {
+          const waiters = idleWaiters;
+          idleWaiters = [];
+          for (const wake of waiters) wake();
+        }
+      };
+      const fail = (error: unknown) => {
+        const protocol = error instanceof ProtocolError;
+        context.metrics.streamErrors.inc({ reason: protocol ? "protocol" : "internal" });
+        if (!protocol) context.logger.error("ext_proc stream failed", { stream: id, error: String(error) });
+        finish("error");
+        if (!call.destroyed) {
+          call.emit("error", {
+            code: protocol ? grpc.status.INVALID_ARGUMENT : grpc.status.INTERNAL,
+            details: protocol ? (error as Error).message : "internal error",
+          });
+        }
+      };
+      // Messages of one stream are handled strictly in order.
+      let chain = Promise.resolve();
+      call.on("data", (message: ProcessingRequest) => {
+        chain = chain.then(() => (finished ? undefined : processor.onMessage(message))).catch(fail);
+      });
+      call.on("end", () => {
+        chain = chain.then(() => {
+          finish("end");
+          if (!call.destroyed) call.end();
+        });
+      });
+      call.on("cancelled", () => {
+        // Envoy half-closes and then resets the stream once it has the last reply it needs,
+        // so a cancellation after the request phases is the normal end, not an error.
+        if (!processor.requestPhasesDone) context.metrics.streamErrors.inc({ reason: "cancelled" });
+        finish("cancelled");
+      });
+      call.on("error", () => finish("error"));
+      call.on("close", () => finish("cancelled"));
+    },
+  });
+
+  const statusFor = (service: string | undefined) =>
+    service === "" || service === undefined || service === EXT_PROC_SERVICE ? status : undefined;
+  server.addService(health.service, {
+    Check(call: grpc.ServerUnaryCall<{ service?: string }, unknown>, callback: grpc.sendUnaryData<unknown>) {
+      const current = statusFor(call.request.service);
+      if (current === undefined) callback({ code: grpc.status.NOT_FOUND, details: "unknown service" });
+      else callback(null, { status: current });
+    },
+    List(_call: unknown, callback: grpc.sendUnaryData<unknown>) {
+      callback(null, { statuses: { "": { status }, [EXT_PROC_SERVICE]: { status } } });
+    },
+    Watch(call: grpc.ServerWritableStream<{ service?: string }, { status: string }>) {
+      call.write({ status: statusFor(call.request.service) ?? "SERVICE_UNKNOWN" });
+      watchers.add(call);
+      call.on("cancelled", () => watchers.delete(call));
+      call.on("close", () => watchers.delete(call));
+    },
+  });
+
+  const port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(options.listen, grpc.ServerCredentials.createInsecure(), (error, bound) =>
+      error ? reject(error) : resolve(bound),
+    );
+  });
+
+  return {
+    port,
+    activeStreams: () => streams.size,
+    setServingStatus(next) {
+      status = next;
+      for (const watcher of watchers) watcher.write({ status });
+    },
+    drain(deadlineMs) {
+      if (streams.size === 0) return Promise.resolve(true);
+      return new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(streams.size === 0), deadlineMs);
+        idleWaiters.push(() => {
+          clearTimeout(timer);
+          resolve(true);
+        });
+      });
+    },
+    async close() {
+      for (const watcher of watchers) watcher.end();
+      watchers.clear();
+      await new Promise<void>((resolve) => {
+        const force = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, 2_000);
+        server.tryShutdown(() => {
+          clearTimeout(force);
+          resolve();
+        });
+      });
+      for (const call of streams) call.destroy();
+    },
+  };
+}
+
+export { HEALTH_SERVICE };
