@@ -58,7 +58,10 @@ describe("FifoScheduler", () => {
     clock.advance(499);
     assert.equal(scheduler.snapshot().backends[0]?.queued, 1);
     clock.advance(1);
-    await assert.rejects(late.dispatch, (e: unknown) => e instanceof FairgateError && e.code === "queue_timeout");
+    await assert.rejects(
+      late.dispatch,
+      (e: unknown) => e instanceof FairgateError && e.code === "queue_timeout",
+    );
     assert.equal(scheduler.snapshot().backends[0]?.queued, 0);
     assert.equal(clock.pendingTimers, 0);
   });
@@ -71,7 +74,10 @@ describe("FifoScheduler", () => {
     const first = scheduler.submit(request("c", "initech"), signal);
     assert.equal(first.queued, true);
     const second = scheduler.submit(request("d", "initech"), signal);
-    await assert.rejects(second.dispatch, (e: unknown) => e instanceof FairgateError && e.code === "queue_full");
+    await assert.rejects(
+      second.dispatch,
+      (e: unknown) => e instanceof FairgateError && e.code === "queue_full",
+    );
   });
 
   it("removes an aborted request from the queue at once", async () => {
@@ -102,7 +108,10 @@ describe("FifoScheduler", () => {
     scheduler.submit(request("b"), signal);
     const held = scheduler.submit(request("c"), signal);
     scheduler.refuseQueued();
-    await assert.rejects(held.dispatch, (e: unknown) => e instanceof FairgateError && e.code === "shutting_down");
+    await assert.rejects(
+      held.dispatch,
+      (e: unknown) => e instanceof FairgateError && e.code === "shutting_down",
+    );
   });
 
   it("estimates zero wait when there is headroom and a positive wait behind a queue", () => {
@@ -118,9 +127,17 @@ describe("FifoScheduler", () => {
   });
 
   it("property: caps hold, order is FIFO, and every request ends dispatched, timed out or aborted", async () => {
-    type Op = { kind: "submit"; tenant: string; tokens: number } | { kind: "release" } | { kind: "abort" } | { kind: "tick"; ms: number };
+    type Op =
+      | { kind: "submit"; tenant: string; tokens: number }
+      | { kind: "release" }
+      | { kind: "abort" }
+      | { kind: "tick"; ms: number };
     const op = fc.oneof(
-      fc.record({ kind: fc.constant("submit" as const), tenant: fc.constantFrom("acme", "globex", "x"), tokens: fc.integer({ min: 2, max: 1_200 }) }),
+      fc.record({
+        kind: fc.constant("submit" as const),
+        tenant: fc.constantFrom("acme", "globex", "x"),
+        tokens: fc.integer({ min: 2, max: 1_200 }),
+      }),
       fc.constant({ kind: "release" as const }),
       fc.constant({ kind: "abort" as const }),
       fc.record({ kind: fc.constant("tick" as const), ms: fc.integer({ min: 1, max: 400 }) }),
@@ -139,7 +156,10 @@ describe("FifoScheduler", () => {
             const n = seq++;
             const controller = new AbortController();
             controllers.push(controller);
-            const { dispatch } = scheduler.submit(request(String(n), o.tenant, o.tokens, 1_000), controller.signal);
+            const { dispatch } = scheduler.submit(
+              request(String(n), o.tenant, o.tokens, 1_000),
+              controller.signal,
+            );
             settled.push(
               dispatch.then(
                 (d) => {
@@ -164,7 +184,10 @@ describe("FifoScheduler", () => {
           }
         }
         for (let i = 1; i < dispatchOrder.length; i++) {
-          assert.ok((dispatchOrder[i] as number) > (dispatchOrder[i - 1] as number), "dispatch out of arrival order");
+          assert.ok(
+            (dispatchOrder[i] as number) > (dispatchOrder[i - 1] as number),
+            "dispatch out of arrival order",
+          );
         }
         clock.advance(2_000);
         for (const d of dispatched) d.release();

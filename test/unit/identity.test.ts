@@ -35,7 +35,9 @@ describe("identify", () => {
   });
 
   it("refuses an unknown key with 401 unknown_api_key even when a trusted header is present", () => {
-    const code = refusalCode(() => identify(headers({ authorization: "Bearer nope", "x-tenant-id": "acme" }), policy));
+    const code = refusalCode(() =>
+      identify(headers({ authorization: "Bearer nope", "x-tenant-id": "acme" }), policy),
+    );
     assert.equal(code, "unknown_api_key");
   });
 
@@ -60,24 +62,39 @@ describe("identify", () => {
   });
 
   it("never honours an untrusted header", () => {
-    const untrusted = policyFrom(standardPolicyInput({ identity: [{ header: { name: "x-tenant-id", trusted: false } }] }));
-    assert.equal(refusalCode(() => identify(headers({ "x-tenant-id": "acme" }), untrusted)), "missing_api_key");
+    const untrusted = policyFrom(
+      standardPolicyInput({ identity: [{ header: { name: "x-tenant-id", trusted: false } }] }),
+    );
+    assert.equal(
+      refusalCode(() => identify(headers({ "x-tenant-id": "acme" }), untrusted)),
+      "missing_api_key",
+    );
   });
 
   it("rejects unlisted header tenants when configured to", () => {
     const strict = policyFrom(
-      standardPolicyInput({ identity: [{ header: { name: "x-tenant-id", trusted: true, unlisted: "reject" } }] }),
+      standardPolicyInput({
+        identity: [{ header: { name: "x-tenant-id", trusted: true, unlisted: "reject" } }],
+      }),
     );
     assert.equal(identify(headers({ "x-tenant-id": "globex" }), strict).tenant.id, "globex");
-    assert.equal(refusalCode(() => identify(headers({ "x-tenant-id": "stranger" }), strict)), "unknown_tenant");
+    assert.equal(
+      refusalCode(() => identify(headers({ "x-tenant-id": "stranger" }), strict)),
+      "unknown_tenant",
+    );
   });
 
   it("rejects tenant ids with characters outside the allowed set", () => {
-    assert.equal(refusalCode(() => identify(headers({ "x-tenant-id": "bad id!" }), policy)), "invalid_header");
+    assert.equal(
+      refusalCode(() => identify(headers({ "x-tenant-id": "bad id!" }), policy)),
+      "invalid_header",
+    );
   });
 
   it("reads a claim from Envoy's forwarded JWT payload", () => {
-    const withJwt = policyFrom(standardPolicyInput({ identity: [{ jwtClaims: { header: "x-jwt-payload", claim: "org.id" } }] }));
+    const withJwt = policyFrom(
+      standardPolicyInput({ identity: [{ jwtClaims: { header: "x-jwt-payload", claim: "org.id" } }] }),
+    );
     const identity = identify(headers({ "x-jwt-payload": jwt({ sub: "u1", org: { id: "acme" } }) }), withJwt);
     assert.equal(identity.tenant.id, "acme");
     assert.equal(identity.source, "jwtClaims");
@@ -91,7 +108,10 @@ describe("identify", () => {
   });
 
   it("hashes keys as sha256:<hex>", () => {
-    assert.equal(hashApiKey("test"), "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08");
+    assert.equal(
+      hashApiKey("test"),
+      "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    );
   });
 
   it("extracts keys by scheme", () => {
@@ -111,8 +131,16 @@ describe("readJwtClaim", () => {
     assert.equal(readJwtClaim(jwt({ other: 1 }), "tid"), undefined);
   });
   it("refuses payloads that are not base64url JSON objects", () => {
-    for (const bad of ["%%%", Buffer.from("not json").toString("base64url"), jwt([1, 2]), jwt({ tid: { a: 1 } })]) {
-      assert.equal(refusalCode(() => readJwtClaim(bad, "tid")), "invalid_jwt_payload");
+    for (const bad of [
+      "%%%",
+      Buffer.from("not json").toString("base64url"),
+      jwt([1, 2]),
+      jwt({ tid: { a: 1 } }),
+    ]) {
+      assert.equal(
+        refusalCode(() => readJwtClaim(bad, "tid")),
+        "invalid_jwt_payload",
+      );
     }
   });
 });
