@@ -20,7 +20,7 @@ lint: install
 typecheck: install
 	npx tsc --noEmit
 
-unit: install
+unit: build
 	$(NODE_TEST) test/*/*.test.ts
 
 test: lint typecheck unit

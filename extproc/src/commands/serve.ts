@@ -107,6 +107,8 @@ export async function runServe(args: string[], io: CommandIo): Promise<number> {
           grpcTarget: `127.0.0.1:${gateway.grpcPort}`,
           maxMessageTimeoutMs,
           failureModeAllow: false,
+          // Envoy's buffer limit must admit every body the policy allows.
+          maxRequestBodyBytes: holder.current.source.requests.maxBodyBytes,
         },
         logger,
       });
