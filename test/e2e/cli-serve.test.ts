@@ -61,7 +61,7 @@ describe("fairgate CLI", () => {
     try {
       const ready = await until(async () => {
         const response = await fetch(`http://127.0.0.1:${httpPort}/readyz`);
-        return response.status === 200 ? response.json() : undefined;
+        return response.status === 200 ? ((await response.json()) as { ready: boolean }) : undefined;
       });
       assert.equal(ready.ready, true);
       const versionOf = async () =>
