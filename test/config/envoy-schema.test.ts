@@ -1,0 +1,115 @@
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { before, describe, it } from "node:test";
+import type protobuf from "protobufjs";
+import { parse, parseAllDocuments } from "yaml";
+import {
+  EXPECTED_PROCESSING_MODE,
+  SHIPPED_MAX_MESSAGE_TIMEOUT_MS,
+} from "../../extproc/src/grpc/processing-mode.ts";
+import { loadEnvoyRoot, validateMessage } from "../helpers/proto-schema.ts";
+
+const read = (path: string) => readFileSync(new URL(`../../${path}`, import.meta.url), "utf8");
+const EXT_PROC = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor";
+
+// biome-ignore lint/suspicious/noExplicitAny: the test walks arbitrary parsed YAML by known paths.
+type Json = Record<string, any>;
+
+describe("shipped Envoy and Istio configs against Envoy's protos", () => {
+  let root: protobuf.Root;
+  before(() => {
+    root = loadEnvoyRoot([
+      "envoy/config/bootstrap/v3/bootstrap.proto",
+      "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto",
+      "envoy/extensions/filters/http/ext_proc/v3/ext_proc.proto",
+      "envoy/extensions/filters/http/router/v3/router.proto",
+      "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
+    ]);
+  });
+
+  const envoy = parse(read("envoy/envoy.yaml")) as Json;
+  const hcm = envoy.static_resources.listeners[0].filter_chains[0].filters[0].typed_config as Json;
+  const istioFilters = (
+    parseAllDocuments(read("istio/envoyfilter.yaml")).map((d) => d.toJS()) as Json[]
+  ).filter((d) => d.kind === "EnvoyFilter");
+
+  it("envoy/envoy.yaml is a valid Bootstrap, typed_config included", () => {
+    assert.deepEqual(validateMessage(root, "envoy.config.bootstrap.v3.Bootstrap", envoy), []);
+  });
+
+  it("every Istio EnvoyFilter patch is a valid HttpFilter inserted before the router", () => {
+    assert.ok(istioFilters.length >= 1);
+    for (const filter of istioFilters) {
+      for (const patch of filter.spec.configPatches as Json[]) {
+        assert.equal(patch.applyTo, "HTTP_FILTER");
+        assert.equal(patch.patch.operation, "INSERT_BEFORE");
+        assert.equal(patch.match.listener.filterChain.filter.subFilter.name, "envoy.filters.http.router");
+        assert.deepEqual(
+          validateMessage(
+            root,
+            "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter",
+            patch.patch.value,
+          ),
+          [],
+        );
+      }
+      assert.ok(filter.spec.workloadSelector?.labels, "scoped to the engine pods, never fairgate's own");
+    }
+  });
+
+  it("every shipped ext_proc filter uses the processing mode and timeouts fairgate expects", () => {
+    const extProcs = [
+      hcm.http_filters.find((f: Json) => f.typed_config["@type"] === EXT_PROC).typed_config,
+      ...istioFilters.flatMap((f) => f.spec.configPatches.map((p: Json) => p.patch.value.typed_config)),
+    ];
+    for (const config of extProcs) {
+      assert.deepEqual(config.processing_mode, { ...EXPECTED_PROCESSING_MODE });
+      assert.equal(config.message_timeout, "0.2s");
+      assert.equal(Number.parseFloat(config.max_message_timeout) * 1000, SHIPPED_MAX_MESSAGE_TIMEOUT_MS);
+    }
+  });
+
+  it("orders ext_proc before the router, talks HTTP/2 to fairgate, and turns the route timeout off", () => {
+    const names = hcm.http_filters.map((f: Json) => f.name);
+    assert.ok(names.indexOf("envoy.filters.http.ext_proc") < names.indexOf("envoy.filters.http.router"));
+    assert.equal(names.at(-1), "envoy.filters.http.router");
+    const cluster = envoy.static_resources.clusters.find((c: Json) => c.name === "fairgate_ext_proc");
+    const options =
+      cluster.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+    assert.ok(options.explicit_http_config.http2_protocol_options);
+    assert.ok(cluster.circuit_breakers.thresholds[0].max_requests > 1024);
+    assert.equal(hcm.route_config.virtual_hosts[0].routes[0].route.timeout, "0s");
+  });
+
+  it("the validator catches unknown fields, wrong types, bad enums, unresolvable @type and oneof clashes", () => {
+    const filter = (typed: Json) =>
+      validateMessage(root, "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter", {
+        name: "x",
+        typed_config: { "@type": EXT_PROC, ...typed },
+      });
+    assert.match(filter({ bogus_field: 1 }).join(), /typed_config\.bogus_field: unknown field/);
+    assert.match(
+      filter({ failure_mode_allow: "yes" }).join(),
+      /typed_config\.failure_mode_allow: expected true or false/,
+    );
+    assert.match(
+      filter({ processing_mode: { request_body_mode: "SOMETIMES" } }).join(),
+      /request_body_mode: "SOMETIMES" is not a value/,
+    );
+    assert.match(filter({ message_timeout: 5 }).join(), /message_timeout: expected a duration/);
+    assert.match(
+      validateMessage(root, "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter", {
+        name: "x",
+        typed_config: { "@type": "type.googleapis.com/no.such.Type" },
+      }).join(),
+      /@type: cannot resolve/,
+    );
+    assert.match(
+      validateMessage(root, "envoy.config.core.v3.GrpcService", {
+        envoy_grpc: { cluster_name: "a" },
+        google_grpc: { target_uri: "b", stat_prefix: "c" },
+      }).join(),
+      /at most one of envoy_grpc, google_grpc/,
+    );
+  });
+});
