@@ -12,6 +12,7 @@ import {
   requestBody,
   requestHeaders,
   responseHeaders,
+  sendChat,
   setHeaders,
 } from "../helpers/raw-ext-proc.ts";
 
@@ -202,17 +203,9 @@ describe("ext_proc protocol (real gRPC)", () => {
   });
 
   it("removes a queued request at once when the client cancels", async () => {
-    const holder = openRawStream(client);
-    holder.send(requestHeaders(auth("acme")));
-    await holder.next();
-    holder.send(requestBody(chatBody()));
-    await holder.next();
+    const holder = await sendChat(client, "key-acme");
 
-    const waiting = openRawStream(client);
-    waiting.send(requestHeaders(auth("globex")));
-    await waiting.next();
-    waiting.send(requestBody(chatBody()));
-    await waiting.next();
+    const waiting = await sendChat(client, "key-globex");
     waiting.cancel();
     await waiting.status;
     const deadline = Date.now() + 1_000;
@@ -225,11 +218,7 @@ describe("ext_proc protocol (real gRPC)", () => {
   });
 
   it("refuses with queue_timeout when held past maxQueueWaitMs, and with queue_full past maxQueued", async () => {
-    const holder = openRawStream(client);
-    holder.send(requestHeaders(auth("acme")));
-    await holder.next();
-    holder.send(requestBody(chatBody()));
-    await holder.next();
+    const holder = await sendChat(client, "key-acme");
 
     const queued = openRawStream(client);
     queued.send(requestHeaders(auth("initech")));
@@ -255,11 +244,7 @@ describe("ext_proc protocol (real gRPC)", () => {
   });
 
   it("refuses at once when the worst-case wait exceeds x-fairgate-max-wait-ms", async () => {
-    const holder = openRawStream(client);
-    holder.send(requestHeaders(auth("acme")));
-    await holder.next();
-    holder.send(requestBody(chatBody()));
-    await holder.next();
+    const holder = await sendChat(client, "key-acme");
 
     const impatient = openRawStream(client);
     impatient.send(requestHeaders({ ...auth("globex"), "x-fairgate-max-wait-ms": "1" }));

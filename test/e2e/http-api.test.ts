@@ -9,6 +9,7 @@ import {
   openRawStream,
   requestBody,
   requestHeaders,
+  sendChat,
 } from "../helpers/raw-ext-proc.ts";
 import { startRedis, type TestRedis } from "../helpers/redis.ts";
 
@@ -70,16 +71,8 @@ describe("HTTP API", () => {
 
   it("shows queued and in-flight requests per tenant in /v1/queue", async () => {
     const client = extProcClient(gw.gateway.grpcPort);
-    const running = openRawStream(client);
-    running.send(requestHeaders({ authorization: "Bearer key-acme" }));
-    await running.next();
-    running.send(requestBody(chatBody()));
-    await running.next();
-    const waiting = openRawStream(client);
-    waiting.send(requestHeaders({ authorization: "Bearer key-globex" }));
-    await waiting.next();
-    waiting.send(requestBody(chatBody()));
-    await waiting.next();
+    const running = await sendChat(client, "key-acme");
+    const waiting = await sendChat(client, "key-globex");
 
     const queue = JSON.parse((await get(gw.gateway.httpPort, "/v1/queue")).text);
     assert.equal(queue.object, "fairgate.queue");

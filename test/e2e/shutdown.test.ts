@@ -8,6 +8,7 @@ import {
   openRawStream,
   requestBody,
   requestHeaders,
+  sendChat,
 } from "../helpers/raw-ext-proc.ts";
 
 describe("graceful shutdown", () => {
@@ -16,11 +17,7 @@ describe("graceful shutdown", () => {
       standardPolicyInput({ backends: [{ name: "engine", maxInFlightRequests: 1 }] }),
     );
     const client = extProcClient(gw.gateway.grpcPort);
-    const running = openRawStream(client);
-    running.send(requestHeaders({ authorization: "Bearer key-acme" }));
-    await running.next();
-    running.send(requestBody(chatBody()));
-    await running.next();
+    const running = await sendChat(client, "key-acme");
     const queued = openRawStream(client);
     queued.send(requestHeaders({ authorization: "Bearer key-globex" }));
     await queued.next();

@@ -139,3 +139,14 @@ export function chatBody(overrides: Record<string, unknown> = {}) {
     ...overrides,
   };
 }
+
+/** Opens a stream and sends a chat request as `Bearer key`, consuming the replies to the
+ * headers and the body (dispatch, or the queue's timeout override). */
+export async function sendChat(client: ReturnType<typeof extProcClient>, key: string): Promise<RawStream> {
+  const stream = openRawStream(client);
+  stream.send(requestHeaders({ authorization: `Bearer ${key}` }));
+  await stream.next();
+  stream.send(requestBody(chatBody()));
+  await stream.next();
+  return stream;
+}
