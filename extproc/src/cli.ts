@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { processIo } from "./commands/io.ts";
 import { runServe } from "./commands/serve.ts";
+import { runSimEngine } from "./commands/sim-engine.ts";
 import { runValidate } from "./commands/validate.ts";
 
 const USAGE = `fairgate — fairness middleware for shared LLM inference (Envoy ext_proc)
@@ -8,9 +9,10 @@ const USAGE = `fairgate — fairness middleware for shared LLM inference (Envoy 
 Usage:
   fairgate serve --config FILE [options]   run the ext_proc gRPC service and HTTP API
   fairgate validate FILE [FILE...]         check policy files; exit 0, or 2 with every error
+  fairgate sim-engine [options]            run a vLLM-compatible engine simulator (OpenAI API + /metrics)
   fairgate help                            this text
 
-Run "fairgate serve --help" for serve's options.
+Run "fairgate serve --help" or "fairgate sim-engine --help" for their options.
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -20,6 +22,8 @@ async function main(argv: string[]): Promise<number> {
       return runServe(rest, processIo);
     case "validate":
       return runValidate(rest, processIo);
+    case "sim-engine":
+      return runSimEngine(rest, processIo);
     case undefined:
     case "help":
     case "--help":
@@ -36,7 +40,7 @@ main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
     // Servers unref nothing on purpose while running; once a command returns, leave.
-    if (command() === "serve") process.exit(code);
+    if (command() === "serve" || command() === "sim-engine") process.exit(code);
   },
   (error: unknown) => {
     process.stderr.write(`fairgate: ${(error as Error)?.stack ?? String(error)}\n`);
