@@ -1,3 +1,4 @@
+import { EngineAwareGate } from "./admission/gate.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import type { Policy } from "./config/policy.ts";
 import { SHIPPED_MAX_MESSAGE_TIMEOUT_MS } from "./grpc/processing-mode.ts";
@@ -7,7 +8,8 @@ import { type HttpApi, type Readiness, startHttpApi } from "./http/server.ts";
 import type { Logger } from "./log.ts";
 import { GatewayMetrics } from "./metrics/gateway-metrics.ts";
 import { createTokenCounter, type TokenCounter } from "./openai/tokens.ts";
-import { FifoScheduler } from "./scheduler/fifo-scheduler.ts";
+import { FairQueueScheduler } from "./queue/fair-queue.ts";
+import { fairnessPolicyFor } from "./queue/policies/index.ts";
 import type { Scheduler } from "./scheduler/types.ts";
 import { type StoreHealth, storeHealthFor } from "./store/store-health.ts";
 
@@ -41,7 +43,15 @@ export interface Gateway {
 export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const clock = options.clock ?? systemClock;
   const initial = options.policy();
-  const scheduler = options.scheduler ?? new FifoScheduler({ policy: options.policy, clock });
+  const scheduling = initial.source.scheduling;
+  const scheduler =
+    options.scheduler ??
+    new FairQueueScheduler({
+      policy: options.policy,
+      clock,
+      fairness: fairnessPolicyFor(scheduling),
+      gate: new EngineAwareGate({ maxEngineWaiting: scheduling.maxEngineWaiting }),
+    });
   const metrics = new GatewayMetrics({
     snapshot: () => scheduler.snapshot(),
     collectProcessMetrics: options.collectProcessMetrics ?? true,

@@ -3,7 +3,8 @@ import { describe, it } from "node:test";
 import fc from "fast-check";
 import { ManualClock } from "../../extproc/src/clock.ts";
 import { FairgateError } from "../../extproc/src/errors.ts";
-import { FifoScheduler } from "../../extproc/src/scheduler/fifo-scheduler.ts";
+import { FairQueueScheduler } from "../../extproc/src/queue/fair-queue.ts";
+import { FcfsPolicy } from "../../extproc/src/queue/policies/fcfs.ts";
 import type { Dispatch, SchedulingRequest } from "../../extproc/src/scheduler/types.ts";
 import { policyFrom, standardPolicyInput } from "../helpers/policy.ts";
 
@@ -24,10 +25,13 @@ function request(id: string, tenantId = "acme", tokens = 100, maxWaitMs = 10_000
 
 const flush = () => new Promise((resolve) => setImmediate(resolve));
 
-describe("FifoScheduler", () => {
+const fcfs = (clock: ManualClock) =>
+  new FairQueueScheduler({ policy: () => policy, clock, fairness: () => new FcfsPolicy() });
+
+describe("FairQueueScheduler with the FCFS policy", () => {
   it("dispatches at once under the caps and queues beyond them, in arrival order", async () => {
     const clock = new ManualClock();
-    const scheduler = new FifoScheduler({ policy: () => policy, clock });
+    const scheduler = fcfs(clock);
     const signal = new AbortController().signal;
     const a = scheduler.submit(request("a"), signal);
     const b = scheduler.submit(request("b"), signal);
@@ -50,7 +54,7 @@ describe("FifoScheduler", () => {
 
   it("refuses with queue_timeout after maxWaitMs and leaves nothing queued", async () => {
     const clock = new ManualClock();
-    const scheduler = new FifoScheduler({ policy: () => policy, clock });
+    const scheduler = fcfs(clock);
     const signal = new AbortController().signal;
     scheduler.submit(request("a"), signal);
     scheduler.submit(request("b"), signal);
@@ -67,7 +71,7 @@ describe("FifoScheduler", () => {
   });
 
   it("refuses with queue_full past the tenant's maxQueued", async () => {
-    const scheduler = new FifoScheduler({ policy: () => policy, clock: new ManualClock() });
+    const scheduler = fcfs(new ManualClock());
     const signal = new AbortController().signal;
     scheduler.submit(request("a"), signal);
     scheduler.submit(request("b"), signal);
@@ -82,7 +86,7 @@ describe("FifoScheduler", () => {
 
   it("removes an aborted request from the queue at once", async () => {
     const clock = new ManualClock();
-    const scheduler = new FifoScheduler({ policy: () => policy, clock });
+    const scheduler = fcfs(clock);
     const never = new AbortController().signal;
     scheduler.submit(request("a"), never);
     scheduler.submit(request("b"), never);
@@ -95,14 +99,14 @@ describe("FifoScheduler", () => {
   });
 
   it("admits one oversized request on an idle backend rather than holding it forever", async () => {
-    const scheduler = new FifoScheduler({ policy: () => policy, clock: new ManualClock() });
+    const scheduler = fcfs(new ManualClock());
     const big = scheduler.submit(request("big", "acme", 5_000), new AbortController().signal);
     assert.equal(big.queued, false);
     await big.dispatch;
   });
 
   it("refuses everything queued on shutdown", async () => {
-    const scheduler = new FifoScheduler({ policy: () => policy, clock: new ManualClock() });
+    const scheduler = fcfs(new ManualClock());
     const signal = new AbortController().signal;
     scheduler.submit(request("a"), signal);
     scheduler.submit(request("b"), signal);
@@ -115,7 +119,7 @@ describe("FifoScheduler", () => {
   });
 
   it("estimates zero wait when there is headroom and a positive wait behind a queue", () => {
-    const scheduler = new FifoScheduler({ policy: () => policy, clock: new ManualClock() });
+    const scheduler = fcfs(new ManualClock());
     assert.deepEqual(scheduler.estimate(request("x")), { expectedMs: 0, worstCaseMs: 0 });
     const signal = new AbortController().signal;
     scheduler.submit(request("a"), signal);
@@ -145,7 +149,7 @@ describe("FifoScheduler", () => {
     await fc.assert(
       fc.asyncProperty(fc.array(op, { maxLength: 60 }), async (ops: Op[]) => {
         const clock = new ManualClock();
-        const scheduler = new FifoScheduler({ policy: () => policy, clock });
+        const scheduler = fcfs(clock);
         const dispatched: Dispatch[] = [];
         const dispatchOrder: number[] = [];
         const controllers: AbortController[] = [];

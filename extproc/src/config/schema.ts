@@ -111,6 +111,19 @@ const requestsSchema = z.strictObject({
   defaultMaxTokens: positiveInt.default(1024),
 });
 
+export const FAIRNESS_POLICY_NAMES = ["vtc", "fcfs", "round-robin", "strict-priority"] as const;
+
+const schedulingSchema = z.strictObject({
+  /** vtc: weighted Virtual Token Counter inside strict priority levels (the default);
+   * fcfs, round-robin and strict-priority are the baselines fairgate is measured against. */
+  policy: z.enum(FAIRNESS_POLICY_NAMES).default("vtc"),
+  /** A backlogged lower priority level is served after this many consecutive dispatches
+   * from higher levels. */
+  starvationBound: positiveInt.default(10),
+  /** Requests allowed in the engine's own waiting queue before fairgate holds the rest. */
+  maxEngineWaiting: nonNegativeInt.default(2),
+});
+
 export const policySchema = z.strictObject({
   store: storeSchema.prefault({ memory: {} }),
   identity: z
@@ -126,6 +139,7 @@ export const policySchema = z.strictObject({
   defaults: defaultsSchema.prefault({}),
   server: serverSchema.prefault({}),
   requests: requestsSchema.prefault({}),
+  scheduling: schedulingSchema.prefault({}),
 });
 
 export type PolicyInput = z.input<typeof policySchema>;
@@ -134,3 +148,4 @@ export type Limits = z.output<typeof limitsSchema>;
 export type IdentitySource = z.output<typeof identitySourceSchema>;
 export type BackendConfig = z.output<typeof backendSchema>;
 export type TierConfig = z.output<typeof tierSchema>;
+export type SchedulingConfig = z.output<typeof schedulingSchema>;

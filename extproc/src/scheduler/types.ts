@@ -26,11 +26,17 @@ export interface Submission {
   readonly dispatch: Promise<Dispatch>;
 }
 
-/** A dispatched request. `release` must be called exactly once when its stream ends. */
+/** What became known about a dispatched request by the time it ended. */
+export interface DispatchOutcome {
+  /** Output tokens actually generated, when the response revealed them. */
+  readonly completionTokens?: number;
+}
+
+/** A dispatched request. `release` must be called when its stream ends; later calls do nothing. */
 export interface Dispatch {
   readonly waitedMs: number;
   readonly estimate: WaitEstimate;
-  release(): void;
+  release(outcome?: DispatchOutcome): void;
 }
 
 export interface TenantQueueState {

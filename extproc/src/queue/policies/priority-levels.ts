@@ -1,0 +1,112 @@
+import type { FairnessPolicy, FairnessPolicyFactory, QueuedRequest, WorkProbe } from "../policy.ts";
+
+interface Level {
+  readonly priority: number;
+  readonly policy: FairnessPolicy;
+  /** Dispatches from higher levels since this level, backlogged, was last served. */
+  skipped: number;
+}
+
+export interface PriorityLevelsOptions {
+  /** Orders requests inside one priority level. */
+  inner: FairnessPolicyFactory;
+  /**
+   * Anti-starvation bound: a backlogged level is served after this many consecutive
+   * dispatches from higher levels. Infinity gives strict priority.
+   */
+  starvationBound: number;
+  name?: string;
+}
+
+/**
+ * Strict order between tier priority levels (0 first), with an anti-starvation bound, and
+ * an inner policy (VTC for fairgate, FCFS for the strict-priority baseline) inside a level.
+ */
+export class PriorityLevelsPolicy implements FairnessPolicy {
+  readonly name: string;
+  readonly #inner: FairnessPolicyFactory;
+  readonly #bound: number;
+  /** Levels sorted by priority, highest (lowest number) first. */
+  #levels: Level[] = [];
+  /** Where each dispatched request was queued, for complete(). */
+  readonly #dispatchedFrom = new Map<QueuedRequest, Level>();
+
+  constructor(options: PriorityLevelsOptions) {
+    if (!(options.starvationBound >= 1)) throw new RangeError("starvationBound must be >= 1");
+    this.#inner = options.inner;
+    this.#bound = options.starvationBound;
+    this.name = options.name ?? `priority(${options.inner().name})`;
+  }
+
+  get size(): number {
+    let size = 0;
+    for (const level of this.#levels) size += level.policy.size;
+    return size;
+  }
+
+  add(request: QueuedRequest): void {
+    this.#level(request.priority).policy.add(request);
+  }
+
+  remove(request: QueuedRequest): boolean {
+    return this.#levels.find((l) => l.priority === request.priority)?.policy.remove(request) ?? false;
+  }
+
+  peek(): QueuedRequest | undefined {
+    return this.#chosen()?.policy.peek();
+  }
+
+  dispatch(request: QueuedRequest): void {
+    const level = this.#levels.find((l) => l.priority === request.priority);
+    if (!level) return;
+    level.policy.dispatch(request);
+    this.#dispatchedFrom.set(request, level);
+    for (const other of this.#levels) {
+      if (other === level) other.skipped = 0;
+      else if (other.priority > level.priority && other.policy.size > 0) other.skipped++;
+    }
+  }
+
+  complete(request: QueuedRequest, outputTokens: number | undefined): void {
+    const level = this.#dispatchedFrom.get(request);
+    if (!level) return;
+    this.#dispatchedFrom.delete(request);
+    level.policy.complete(request, outputTokens);
+  }
+
+  workAhead(probe: WorkProbe): number {
+    let ahead = 0;
+    for (const level of this.#levels) {
+      if (level.priority < probe.priority)
+        ahead += level.policy.workAhead({ ...probe, tenantId: "", tokens: Number.POSITIVE_INFINITY });
+      else if (level.priority === probe.priority) ahead += level.policy.workAhead(probe);
+    }
+    return ahead;
+  }
+
+  tenantCounters(): ReadonlyMap<string, number> {
+    const counters = new Map<string, number>();
+    for (const level of this.#levels)
+      for (const [tenant, value] of level.policy.tenantCounters()) counters.set(tenant, value);
+    return counters;
+  }
+
+  #chosen(): Level | undefined {
+    let first: Level | undefined;
+    for (const level of this.#levels) {
+      if (level.policy.size === 0) continue;
+      if (level.skipped >= this.#bound) return level;
+      first ??= level;
+    }
+    return first;
+  }
+
+  #level(priority: number): Level {
+    let level = this.#levels.find((l) => l.priority === priority);
+    if (!level) {
+      level = { priority, policy: this.#inner(), skipped: 0 };
+      this.#levels = [...this.#levels, level].sort((a, b) => a.priority - b.priority);
+    }
+    return level;
+  }
+}

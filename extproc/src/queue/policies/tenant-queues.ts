@@ -1,0 +1,59 @@
+import { LinkedQueue, type QueueNode } from "../linked-queue.ts";
+import { type QueuedRequest, serviceTokens } from "../policy.ts";
+
+/** One tenant's waiting requests, in arrival order, with their token total. */
+export class TenantQueue {
+  readonly tenantId: string;
+  readonly queue = new LinkedQueue<QueuedRequest>();
+  queuedTokens = 0;
+
+  constructor(tenantId: string) {
+    this.tenantId = tenantId;
+  }
+}
+
+/**
+ * The per-tenant FIFOs every tenant-aware policy keeps. Within a tenant requests stay in
+ * arrival order; policies decide only between tenants.
+ */
+export class TenantQueues {
+  readonly #tenants = new Map<string, TenantQueue>();
+  readonly #nodes = new Map<QueuedRequest, QueueNode<QueuedRequest>>();
+
+  get size(): number {
+    return this.#nodes.size;
+  }
+
+  get(tenantId: string): TenantQueue | undefined {
+    return this.#tenants.get(tenantId);
+  }
+
+  tenants(): IterableIterator<TenantQueue> {
+    return this.#tenants.values();
+  }
+
+  /** Adds the request; returns its tenant's queue and whether the tenant just became backlogged. */
+  add(request: QueuedRequest): { tenant: TenantQueue; becameBacklogged: boolean } {
+    let tenant = this.#tenants.get(request.tenantId);
+    if (!tenant) {
+      tenant = new TenantQueue(request.tenantId);
+      this.#tenants.set(request.tenantId, tenant);
+    }
+    const becameBacklogged = tenant.queue.size === 0;
+    this.#nodes.set(request, tenant.queue.push(request));
+    tenant.queuedTokens += serviceTokens(request);
+    return { tenant, becameBacklogged };
+  }
+
+  /** Removes the request; returns its tenant's queue (dropped from the map once empty) or undefined. */
+  remove(request: QueuedRequest): TenantQueue | undefined {
+    const node = this.#nodes.get(request);
+    const tenant = this.#tenants.get(request.tenantId);
+    if (!node || !tenant) return undefined;
+    this.#nodes.delete(request);
+    tenant.queue.remove(node);
+    tenant.queuedTokens -= serviceTokens(request);
+    if (tenant.queue.size === 0) this.#tenants.delete(request.tenantId);
+    return tenant;
+  }
+}

@@ -1,0 +1,54 @@
+/**
+ * Who goes next, as a small interface. The fair queue (fair-queue.ts) owns waiting,
+ * timeouts, cancellation and the admission gate; a FairnessPolicy only orders what waits
+ * and keeps the accounts that ordering needs. Every policy passes one conformance suite
+ * (test/conformance/fairness-policy.test.ts).
+ */
+export interface QueuedRequest {
+  readonly id: string;
+  readonly tenantId: string;
+  /** Tier priority level: lower is served first. */
+  readonly priority: number;
+  /** Tenant weight (tenant override, else tier weight). */
+  readonly weight: number;
+  readonly promptTokens: number;
+  /** Output tokens the request is predicted to generate (charged at dispatch). */
+  readonly predictedOutputTokens: number;
+  /** Arrival order, the tie-breaker everywhere. */
+  readonly seq: number;
+}
+
+export interface FairnessPolicy {
+  readonly name: string;
+  /** Requests waiting. */
+  readonly size: number;
+  add(request: QueuedRequest): void;
+  /** Takes a waiting request out without serving it (cancel, timeout); charges nothing. */
+  remove(request: QueuedRequest): boolean;
+  /** The request the policy would serve next; `skip` lists requests the gate cannot take now. */
+  peek(): QueuedRequest | undefined;
+  /** Serves `request` (normally peek()'s answer): takes it out and charges its tenant. */
+  dispatch(request: QueuedRequest): void;
+  /** A dispatched request finished; outputTokens is what it really generated, when known. */
+  complete(request: QueuedRequest, outputTokens: number | undefined): void;
+  /**
+   * Tokens of work already waiting that this policy would serve before a new request of
+   * `tokens` tokens from the tenant: the basis of wait estimates.
+   */
+  workAhead(probe: WorkProbe): number;
+  /** Per-tenant accounting the policy keeps (virtual counters), for metrics and /v1/queue. */
+  tenantCounters(): ReadonlyMap<string, number>;
+}
+
+export interface WorkProbe {
+  readonly tenantId: string;
+  readonly priority: number;
+  readonly weight: number;
+  /** Prompt + predicted output of the probe request. */
+  readonly tokens: number;
+}
+
+export const serviceTokens = (request: QueuedRequest): number =>
+  request.promptTokens + request.predictedOutputTokens;
+
+export type FairnessPolicyFactory = () => FairnessPolicy;
