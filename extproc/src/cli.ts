@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { runBenchCommand } from "./commands/bench.ts";
 import { processIo } from "./commands/io.ts";
 import { runServe } from "./commands/serve.ts";
 import { runSimEngine } from "./commands/sim-engine.ts";
@@ -10,9 +11,11 @@ Usage:
   fairgate serve --config FILE [options]   run the ext_proc gRPC service and HTTP API
   fairgate validate FILE [FILE...]         check policy files; exit 0, or 2 with every error
   fairgate sim-engine [options]            run a vLLM-compatible engine simulator (OpenAI API + /metrics)
+  fairgate bench [options]                 compare fairgate with FCFS, rate limits, strict priority and
+                                           round-robin on simulated workloads (virtual time)
   fairgate help                            this text
 
-Run "fairgate serve --help" or "fairgate sim-engine --help" for their options.
+Run "fairgate <command> --help" for a command's options.
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -24,6 +27,8 @@ async function main(argv: string[]): Promise<number> {
       return runValidate(rest, processIo);
     case "sim-engine":
       return runSimEngine(rest, processIo);
+    case "bench":
+      return runBenchCommand(rest, processIo);
     case undefined:
     case "help":
     case "--help":

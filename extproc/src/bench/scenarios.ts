@@ -1,0 +1,210 @@
+/**
+ * The built-in scenarios. Loads are stated as multiples of the engine's capacity for the
+ * scenario's request shape (measured once per run by `measureCapacity`), so a scenario
+ * means the same overload on any preset.
+ */
+import type { Scenario } from "./des.ts";
+import type { LengthDistribution, TenantWorkload } from "./workload.ts";
+
+/** A chat request shape: ShareGPT-like prompt and answer lengths. */
+export const CHAT_PROMPT: LengthDistribution = {
+  kind: "lognormal",
+  median: 400,
+  sigma: 0.8,
+  min: 16,
+  max: 4096,
+};
+export const CHAT_OUTPUT: LengthDistribution = {
+  kind: "lognormal",
+  median: 200,
+  sigma: 0.7,
+  min: 8,
+  max: 1024,
+};
+const LONG_PROMPT: LengthDistribution = { kind: "uniform", min: 14_000, max: 18_000 };
+const SHORT_PROMPT: LengthDistribution = { kind: "lognormal", median: 200, sigma: 0.5, min: 16, max: 1024 };
+const SHORT_OUTPUT: LengthDistribution = { kind: "lognormal", median: 150, sigma: 0.5, min: 8, max: 512 };
+
+/** Mean service tokens (prompt + output) of the chat shape, for rate arithmetic. */
+export interface Capacity {
+  /** Requests per second of the chat shape the engine completes when saturated. */
+  readonly requestsPerSecond: number;
+  readonly tokensPerSecond: number;
+}
+
+const chat = (tenant: string, rps: number, extra: Partial<TenantWorkload> = {}): TenantWorkload => ({
+  tenant,
+  arrival: { kind: "poisson", rps },
+  promptTokens: CHAT_PROMPT,
+  outputTokens: CHAT_OUTPUT,
+  ...extra,
+});
+
+const flood = (tenant: string, concurrency: number, extra: Partial<TenantWorkload> = {}): TenantWorkload => ({
+  tenant,
+  arrival: { kind: "closed", concurrency },
+  promptTokens: CHAT_PROMPT,
+  outputTokens: CHAT_OUTPUT,
+  ...extra,
+});
+
+export type ScenarioBuilder = (capacity: Capacity, durationMs: number) => Scenario;
+
+export const SCENARIOS: Readonly<Record<string, ScenarioBuilder>> = Object.freeze({
+  "OVERLOAD-2": (c, d) => ({
+    name: "OVERLOAD-2",
+    description:
+      "2 equal tenants offering 1.6x and 0.4x capacity (2x in all): the light one is owed all it asks",
+    durationMs: d,
+    warmupMs: d * 0.1,
+    ttftSloMs: 2_000,
+    tenants: [chat("heavy", 1.6 * c.requestsPerSecond), chat("light", 0.4 * c.requestsPerSecond)],
+  }),
+  "OVERLOAD-8": (c, d) => ({
+    name: "OVERLOAD-8",
+    description: "8 equal tenants: 2 offer 1.5x capacity each, 6 offer 0.08x each (below their 1/8 share)",
+    durationMs: d,
+    warmupMs: d * 0.1,
+    ttftSloMs: 2_000,
+    tenants: [
+      chat("heavy-1", 1.5 * c.requestsPerSecond),
+      chat("heavy-2", 1.5 * c.requestsPerSecond),
+      ...Array.from({ length: 6 }, (_, i) => chat(`light-${i + 1}`, 0.08 * c.requestsPerSecond)),
+    ],
+  }),
+  "WEIGHTED-4": (_c, d) => ({
+    name: "WEIGHTED-4",
+    description: "4 always-backlogged tenants with weights 1:2:3:4: service should split 10/20/30/40 %",
+    durationMs: d,
+    warmupMs: d * 0.2,
+    ttftSloMs: 5_000,
+    tiers: {
+      w1: { priority: 0, weight: 1 },
+      w2: { priority: 0, weight: 2 },
+      w3: { priority: 0, weight: 3 },
+      w4: { priority: 0, weight: 4 },
+    },
+    tenants: [1, 2, 3, 4].map((w) => flood(`weight-${w}`, 200, { tier: `w${w}` })),
+  }),
+  "ON-OFF": (c, d) => ({
+    name: "ON-OFF",
+    description:
+      "2 steady tenants at 0.3x capacity each; 2 bursty tenants at 1.2x while on (10 s on, 20 s off, staggered)",
+    durationMs: d,
+    warmupMs: d * 0.05,
+    ttftSloMs: 2_000,
+    tenants: [
+      chat("steady-1", 0.3 * c.requestsPerSecond),
+      chat("steady-2", 0.3 * c.requestsPerSecond),
+      {
+        ...chat("bursty-1", 1.2 * c.requestsPerSecond),
+        arrival: { kind: "on-off", rps: 1.2 * c.requestsPerSecond, onMs: 10_000, offMs: 20_000 },
+      },
+      {
+        ...chat("bursty-2", 1.2 * c.requestsPerSecond),
+        arrival: { kind: "on-off", rps: 1.2 * c.requestsPerSecond, onMs: 10_000, offMs: 20_000 },
+        startMs: 15_000,
+      },
+    ],
+  }),
+  "SHORT-LONG": (c, d) => ({
+    name: "SHORT-LONG",
+    description:
+      "2 tenants with short chat prompts (0.3x capacity each) vs 1 tenant sending 16k-token contexts in a closed loop of 32",
+    durationMs: d,
+    warmupMs: d * 0.1,
+    ttftSloMs: 2_000,
+    tenants: [
+      {
+        ...chat("short-1", 0.3 * c.requestsPerSecond),
+        promptTokens: SHORT_PROMPT,
+        outputTokens: SHORT_OUTPUT,
+      },
+      {
+        ...chat("short-2", 0.3 * c.requestsPerSecond),
+        promptTokens: SHORT_PROMPT,
+        outputTokens: SHORT_OUTPUT,
+      },
+      {
+        ...flood("long-context", 32),
+        promptTokens: LONG_PROMPT,
+        outputTokens: { kind: "lognormal", median: 256, sigma: 0.5, min: 16, max: 1024 },
+      },
+    ],
+  }),
+  "NOISY-NEIGHBOUR": (c, d) => ({
+    name: "NOISY-NEIGHBOUR",
+    description: "one tenant floods at 2x capacity, 3 victims send steadily at 0.1x capacity each",
+    durationMs: d,
+    warmupMs: d * 0.1,
+    ttftSloMs: 1_000,
+    soloTenants: ["victim-1", "victim-2", "victim-3"],
+    tenants: [
+      chat("noisy", 2 * c.requestsPerSecond),
+      chat("victim-1", 0.1 * c.requestsPerSecond),
+      chat("victim-2", 0.1 * c.requestsPerSecond),
+      chat("victim-3", 0.1 * c.requestsPerSecond),
+    ],
+  }),
+  RAMP: (c, d) => ({
+    name: "RAMP",
+    description: "one tenant ramps from 0 to 2x capacity over the run; 3 others steady at 0.15x each",
+    durationMs: d,
+    warmupMs: 0,
+    ttftSloMs: 2_000,
+    tenants: [
+      { ...chat("ramping", 0), arrival: { kind: "ramp", fromRps: 0, toRps: 2 * c.requestsPerSecond } },
+      chat("steady-1", 0.15 * c.requestsPerSecond),
+      chat("steady-2", 0.15 * c.requestsPerSecond),
+      chat("steady-3", 0.15 * c.requestsPerSecond),
+    ],
+  }),
+  "MANY-TENANTS": (c, d) => ({
+    name: "MANY-TENANTS",
+    description: "100 tenants with Zipf-distributed rates (1.2x capacity in all), 4 tiers of weight 1/2/4/8",
+    durationMs: d,
+    warmupMs: Math.min(60_000, d * 0.1),
+    ttftSloMs: 2_000,
+    tiers: {
+      bronze: { priority: 0, weight: 1 },
+      silver: { priority: 0, weight: 2 },
+      gold: { priority: 0, weight: 4 },
+      platinum: { priority: 0, weight: 8 },
+    },
+    tenants: zipfTenants(100, 1.2 * c.requestsPerSecond),
+  }),
+});
+
+/** n tenants whose rates follow Zipf's law (s = 1) and add up to totalRps. */
+function zipfTenants(n: number, totalRps: number): TenantWorkload[] {
+  const harmonic = Array.from({ length: n }, (_, i) => 1 / (i + 1)).reduce((a, b) => a + b, 0);
+  const tiers = ["bronze", "silver", "gold", "platinum"];
+  return Array.from({ length: n }, (_, i) => ({
+    ...chat(`tenant-${String(i + 1).padStart(3, "0")}`, (totalRps * (1 / (i + 1))) / harmonic),
+    tier: tiers[i % tiers.length] as string,
+    promptTokens: { kind: "lognormal", median: 300 + 100 * (i % 5), sigma: 0.9, min: 8, max: 8192 },
+    outputTokens: { kind: "lognormal", median: 150 + 50 * (i % 3), sigma: 0.8, min: 4, max: 2048 },
+    maxTokens: 2048,
+  }));
+}
+
+export const SCENARIO_NAMES = Object.keys(SCENARIOS);
+
+export function scenario(name: string, capacity: Capacity, durationMs: number): Scenario {
+  const builder = SCENARIOS[name.toUpperCase()];
+  if (!builder) throw new RangeError(`unknown scenario "${name}"; known: ${SCENARIO_NAMES.join(", ")}`);
+  return builder(capacity, durationMs);
+}
+
+/** The saturation probe: one closed-loop chat tenant deep enough to keep the engine full. */
+export function capacityProbe(durationMs: number): Scenario {
+  return {
+    name: "capacity-probe",
+    description: "closed loop of chat requests keeping the engine saturated",
+    durationMs,
+    warmupMs: durationMs * 0.25,
+    drainMs: 0,
+    ttftSloMs: 1_000,
+    tenants: [flood("probe", 512)],
+  };
+}

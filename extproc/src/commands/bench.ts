@@ -1,0 +1,180 @@
+import { writeFile } from "node:fs/promises";
+import { parseArgs } from "node:util";
+import { benchToJson, DEFAULT_COMPARE, formatBench, runBench, traceScenario } from "../bench/bench.ts";
+import { CONTENDERS } from "../bench/contenders.ts";
+import { SCENARIO_NAMES } from "../bench/scenarios.ts";
+import { readTrace, TraceError } from "../bench/workload.ts";
+import { formatPolicyErrors, loadPolicyFile } from "../config/load.ts";
+import type { ParsedPolicy } from "../config/schema.ts";
+import { getPreset, PRESETS } from "../sim/presets.ts";
+import type { CommandIo } from "./io.ts";
+
+export const BENCH_USAGE = `Usage: fairgate bench [options]
+
+Runs workloads against the simulated vLLM engine in virtual time (an hour of traffic in
+seconds), through the real fairgate scheduler and the baselines, and reports per-tenant
+throughput, TTFT / end-to-end / queue-wait percentiles, service vs entitlement, Jain's
+index, total throughput, goodput under a TTFT objective and estimate accuracy.
+
+  --scenario NAME      a built-in scenario (repeatable, or comma-separated; default: all)
+                       ${SCENARIO_NAMES.join(", ")}
+  --trace FILE         replay a JSONL trace: one {"timestamp"|"at_ms", "tenant",
+                       "prompt_tokens", "output_tokens"[, "max_tokens"]} per line
+                       (without --scenario, only the trace runs)
+  --config FILE        run under this policy file (tiers, weights, limits, scheduling):
+                       what-if for a candidate policy
+  --policy NAME        scheduler to run (repeatable; default fairgate):
+                       ${Object.keys(CONTENDERS).join(", ")}
+  --compare            fairgate and every baseline, side by side
+  --duration SECONDS   length of each built-in scenario (default 120)
+  --preset NAME        engine preset (default llama-3.1-8b-h100): ${Object.keys(PRESETS).join(", ")}
+  --seed N             random seed (default 1)
+  --ttft-slo-ms N      TTFT objective for goodput in trace replays (default 2000)
+  --json FILE          also write the full results as JSON ("-" for stdout, text then goes to stderr)
+  --summary            only the comparison tables, no per-tenant tables
+  --quiet              no progress output
+  -h, --help           this text
+`;
+
+export async function runBenchCommand(args: string[], io: CommandIo): Promise<number> {
+  let values: ReturnType<typeof parse>;
+  try {
+    values = parse(args);
+  } catch (error) {
+    io.stderr(`fairgate bench: ${(error as Error).message}\n\n${BENCH_USAGE}`);
+    return 2;
+  }
+  if (values.help) {
+    io.stdout(BENCH_USAGE);
+    return 0;
+  }
+  const problems: string[] = [];
+  const scenarios = (values.scenario ?? [])
+    .flatMap((s) => s.split(","))
+    .map((s) => s.trim().toUpperCase())
+    .filter(Boolean);
+  for (const name of scenarios)
+    if (!SCENARIO_NAMES.includes(name))
+      problems.push(`unknown scenario "${name}" (known: ${SCENARIO_NAMES.join(", ")})`);
+  const policies = values.compare ? [...DEFAULT_COMPARE] : (values.policy ?? ["fairgate"]);
+  for (const name of policies)
+    if (!(name in CONTENDERS))
+      problems.push(`unknown policy "${name}" (known: ${Object.keys(CONTENDERS).join(", ")})`);
+  const duration = Number(values.duration ?? "120");
+  if (!(Number.isFinite(duration) && duration > 0 && duration <= 86_400))
+    problems.push("--duration must be a number of seconds in (0, 86400]");
+  const seed = Number(values.seed ?? "1");
+  if (!Number.isInteger(seed)) problems.push("--seed must be an integer");
+  const slo = Number(values["ttft-slo-ms"] ?? "2000");
+  if (!(Number.isFinite(slo) && slo > 0)) problems.push("--ttft-slo-ms must be a positive number");
+  const presetName = values.preset ?? "llama-3.1-8b-h100";
+  if (!(presetName in PRESETS))
+    problems.push(`unknown preset "${presetName}" (known: ${Object.keys(PRESETS).join(", ")})`);
+  if (problems.length > 0) {
+    io.stderr(problems.map((p) => `fairgate bench: ${p}\n`).join(""));
+    return 2;
+  }
+
+  let basePolicy: ParsedPolicy | undefined;
+  if (values.config) {
+    const loaded = await loadPolicyFile(values.config);
+    if (!loaded.ok) {
+      io.stderr(
+        `fairgate bench: ${values.config} is not a valid policy:\n${formatPolicyErrors(values.config, loaded.errors)}\n`,
+      );
+      return 2;
+    }
+    basePolicy = loaded.policy.source;
+  }
+  const extraScenarios = [];
+  if (values.trace) {
+    try {
+      const trace = await readTrace(values.trace);
+      if (trace.length === 0) {
+        io.stderr(`fairgate bench: ${values.trace} holds no requests\n`);
+        return 2;
+      }
+      const name = values.trace;
+      extraScenarios.push(() => traceScenario(name, trace, slo));
+    } catch (error) {
+      io.stderr(
+        `fairgate bench: ${error instanceof TraceError ? error.message : `cannot read ${values.trace}: ${(error as Error).message}`}\n`,
+      );
+      return 2;
+    }
+  }
+  const chosen = scenarios.length > 0 ? scenarios : values.trace ? [] : SCENARIO_NAMES;
+  const jsonToStdout = values.json === "-";
+  const text = jsonToStdout ? io.stderr : io.stdout;
+  const progress = values.quiet ? undefined : progressPrinter(io);
+  const result = await runBench({
+    scenarios: chosen,
+    policies,
+    preset: getPreset(presetName),
+    durationMs: duration * 1000,
+    seed,
+    extraScenarios,
+    ...(basePolicy ? { basePolicy } : {}),
+    ...(progress ? { onProgress: progress.update } : {}),
+  });
+  progress?.done();
+  text(`${formatBench(result, { perTenant: !values.summary })}\n`);
+  if (values.json) {
+    const json = `${JSON.stringify(benchToJson(result), null, 2)}\n`;
+    if (jsonToStdout) io.stdout(json);
+    else await writeFile(values.json, json);
+  }
+  return 0;
+}
+
+function parse(args: string[]) {
+  return parseArgs({
+    args,
+    strict: true,
+    allowPositionals: false,
+    options: {
+      scenario: { type: "string", multiple: true },
+      trace: { type: "string" },
+      config: { type: "string" },
+      policy: { type: "string", multiple: true },
+      compare: { type: "boolean" },
+      duration: { type: "string" },
+      preset: { type: "string" },
+      seed: { type: "string" },
+      "ttft-slo-ms": { type: "string" },
+      json: { type: "string" },
+      summary: { type: "boolean" },
+      quiet: { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
+  }).values;
+}
+
+/** A progress bar on a terminal; one line per finished run otherwise. */
+function progressPrinter(io: CommandIo): {
+  update: (label: string, fraction: number) => void;
+  done: () => void;
+} {
+  const tty = process.stderr.isTTY === true;
+  let current = "";
+  let shown = -1;
+  return {
+    update(label, fraction) {
+      if (tty) {
+        const percent = Math.floor(fraction * 100);
+        if (label === current && percent === shown) return;
+        const width = 30;
+        const filled = Math.round(fraction * width);
+        io.stderr(
+          `\r\x1b[2K[${"#".repeat(filled)}${".".repeat(width - filled)}] ${String(percent).padStart(3)}% ${label}`,
+        );
+        shown = percent;
+      } else if (fraction >= 1 && label !== current) io.stderr(`done: ${label}\n`);
+      current = label;
+      if (!tty && fraction >= 1) current = label;
+    },
+    done() {
+      if (tty) io.stderr("\r\x1b[2K");
+    },
+  };
+}
