@@ -1,0 +1,303 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { EngineAwareGate, type EngineSignals } from "../../extproc/src/admission/gate.ts";
+import { ManualClock } from "../../extproc/src/clock.ts";
+import { FairgateError } from "../../extproc/src/errors.ts";
+import { FairQueueScheduler } from "../../extproc/src/queue/fair-queue.ts";
+import { fairnessPolicyFor } from "../../extproc/src/queue/policies/index.ts";
+import type { Dispatch, SchedulingRequest, Submission } from "../../extproc/src/scheduler/types.ts";
+import { policyFrom, standardPolicyInput } from "../helpers/policy.ts";
+
+const policy = policyFrom(
+  standardPolicyInput({ backends: [{ name: "b", maxInFlightRequests: 4, maxInFlightTokens: 1_000 }] }),
+);
+
+/** `tokens` split evenly between prompt and max output; maxWaitMs from the tenant's limits. */
+function request(id: string, tenantId: string, tokens = 100, maxWaitMs?: number): SchedulingRequest {
+  const tenant = policy.tenantFor(tenantId);
+  return {
+    id,
+    tenant,
+    backend: "b",
+    promptTokens: tokens / 2,
+    expectedOutputTokens: tokens / 2,
+    maxWaitMs: maxWaitMs ?? tenant.limits.maxQueueWaitMs ?? 60_000,
+  };
+}
+
+const flush = () => new Promise((resolve) => setImmediate(resolve));
+const never = () => new AbortController().signal;
+
+function vtcScheduler(clock: ManualClock, gate = new EngineAwareGate()) {
+  return new FairQueueScheduler({
+    policy: () => policy,
+    clock,
+    fairness: fairnessPolicyFor({ policy: "vtc", starvationBound: 10 }),
+    gate,
+  });
+}
+
+/** Submits and records when (in dispatch order) each request was dispatched. */
+class Harness {
+  readonly order: string[] = [];
+  readonly dispatches = new Map<string, Dispatch>();
+  readonly submissions = new Map<string, Submission>();
+  readonly scheduler: FairQueueScheduler;
+
+  constructor(scheduler: FairQueueScheduler) {
+    this.scheduler = scheduler;
+  }
+
+  submit(req: SchedulingRequest, signal = never()): Submission {
+    const submission = this.scheduler.submit(req, signal);
+    this.submissions.set(req.id, submission);
+    submission.dispatch.then(
+      (d) => {
+        this.order.push(req.id);
+        this.dispatches.set(req.id, d);
+      },
+      () => {},
+    );
+    return submission;
+  }
+
+  release(id: string, outcome?: { completionTokens?: number }): void {
+    const d = this.dispatches.get(id);
+    assert.ok(d, `${id} is not dispatched`);
+    d.release(outcome);
+  }
+
+  get backend() {
+    const state = this.scheduler.snapshot().backends.find((b) => b.backend === "b");
+    assert.ok(state);
+    return state;
+  }
+
+  queuedOf(tenant: string): number {
+    return this.scheduler.snapshot().tenants.find((t) => t.tenant === tenant)?.queued ?? 0;
+  }
+}
+
+describe("FairQueueScheduler with VTC and the engine-aware gate", () => {
+  it("serves a light tenant far ahead of a tenant with 40 outstanding requests", async () => {
+    const clock = new ManualClock();
+    const h = new Harness(vtcScheduler(clock));
+    for (let i = 0; i < 40; i++) h.submit(request(`h${i}`, "heavy"));
+    await flush();
+    assert.deepEqual(h.order, ["h0", "h1", "h2", "h3"]);
+    assert.equal(h.backend.queued, 36);
+
+    const lightWaits: number[] = [];
+    for (let round = 0; round < 5; round++) {
+      const id = `l${round}`;
+      h.submit(request(id, "light"));
+      let releases = 0;
+      while (!h.dispatches.has(id)) {
+        // The oldest heavy request in flight finishes.
+        const oldest = h.order.find((x) => x.startsWith("h") && h.dispatches.has(x));
+        assert.ok(oldest);
+        clock.advance(100);
+        h.release(oldest);
+        h.dispatches.delete(oldest);
+        releases++;
+        await flush();
+        assert.ok(releases <= 2, `light request ${id} still waiting after ${releases} completions`);
+      }
+      lightWaits.push((h.dispatches.get(id) as Dispatch).waitedMs);
+      h.release(id);
+      h.dispatches.delete(id);
+      await flush();
+    }
+    assert.ok(
+      lightWaits.every((ms) => ms <= 200),
+      `light waits ${lightWaits.join(", ")} ms: more than two completions each`,
+    );
+    // Heavy still has most of its backlog: light did not wait behind it (FCFS would make l0
+    // wait for all 36 queued heavy requests).
+    assert.ok(h.queuedOf("heavy") >= 20, `heavy has only ${h.queuedOf("heavy")} left queued`);
+    // In dispatch order, light alternates with heavy: at most two heavy requests between
+    // consecutive light ones, and l4 goes out before heavy's 15th request.
+    const lights = ["l0", "l1", "l2", "l3", "l4"].map((id) => h.order.indexOf(id));
+    assert.ok(lights.every((at) => at >= 0));
+    for (let i = 1; i < lights.length; i++) {
+      assert.ok((lights[i] as number) - (lights[i - 1] as number) <= 3, `order ${h.order.join(",")}`);
+    }
+    assert.ok(h.order.slice(0, lights[4]).filter((id) => id.startsWith("h")).length <= 14);
+  });
+
+  it("an abort while queued rejects with the signal's reason, leaves the queue at once and never dispatches", async () => {
+    const clock = new ManualClock();
+    const h = new Harness(vtcScheduler(clock));
+    for (let i = 0; i < 4; i++) h.submit(request(`f${i}`, "globex"));
+    const controller = new AbortController();
+    const held = h.submit(request("x", "acme"), controller.signal);
+    h.submit(request("y", "globex"));
+    assert.equal(held.queued, true);
+    assert.equal(h.backend.queued, 2);
+    assert.equal(h.queuedOf("acme"), 1);
+    assert.equal(clock.pendingTimers, 2);
+
+    const reason = new Error("client went away");
+    controller.abort(reason);
+    // Synchronously gone: the queue, the tenant's count and the timer.
+    assert.equal(h.backend.queued, 1);
+    assert.equal(h.queuedOf("acme"), 0);
+    assert.equal(clock.pendingTimers, 1);
+    await assert.rejects(held.dispatch, (e: unknown) => e === reason);
+
+    await flush();
+    h.release("f0");
+    await flush();
+    assert.ok(h.dispatches.has("y"), "the next queued request was not dispatched");
+    for (const id of ["f1", "f2", "f3", "y"]) h.release(id);
+    await flush();
+    assert.equal(h.order.includes("x"), false, "an aborted request was dispatched");
+    assert.equal(h.backend.inFlight, 0);
+    assert.equal(h.scheduler.snapshot().tenants.length, 0);
+  });
+
+  it("a signal aborted before submit is refused with its reason and queues nothing", async () => {
+    const h = new Harness(vtcScheduler(new ManualClock()));
+    const controller = new AbortController();
+    const reason = new Error("already gone");
+    controller.abort(reason);
+    const submission = h.submit(request("x", "acme"), controller.signal);
+    assert.equal(submission.queued, false);
+    await assert.rejects(submission.dispatch, (e: unknown) => e === reason);
+    assert.equal(h.scheduler.snapshot().backends[0]?.inFlight ?? 0, 0);
+  });
+
+  it("refuses with queue_full once the tenant's maxQueued requests wait", async () => {
+    const h = new Harness(vtcScheduler(new ManualClock()));
+    for (let i = 0; i < 4; i++) h.submit(request(`f${i}`, "globex"));
+    const first = h.submit(request("i1", "initech")); // initech: maxQueued 1
+    assert.equal(first.queued, true);
+    const second = h.submit(request("i2", "initech"));
+    assert.equal(second.queued, false);
+    await assert.rejects(second.dispatch, (e: unknown) => {
+      assert.ok(e instanceof FairgateError);
+      assert.equal(e.code, "queue_full");
+      assert.match(e.headers["retry-after"] ?? "", /^[1-9]\d*$/);
+      return true;
+    });
+    assert.equal(h.queuedOf("initech"), 1);
+    assert.equal(h.backend.queued, 1);
+    // Other tenants are not limited by initech's cap.
+    assert.equal(h.submit(request("g", "globex")).queued, true);
+  });
+
+  it("refuses with queue_timeout after the tenant's maxQueueWaitMs, with retry-after", async () => {
+    const clock = new ManualClock();
+    const h = new Harness(vtcScheduler(clock));
+    for (let i = 0; i < 4; i++) h.submit(request(`f${i}`, "globex"));
+    const late = h.submit(request("i1", "initech")); // initech: maxQueueWaitMs 300
+    assert.equal(late.queued, true);
+    clock.advance(299);
+    assert.equal(h.queuedOf("initech"), 1);
+    clock.advance(1);
+    await assert.rejects(late.dispatch, (e: unknown) => {
+      assert.ok(e instanceof FairgateError);
+      assert.equal(e.code, "queue_timeout");
+      assert.match(e.headers["retry-after"] ?? "", /^[1-9]\d*$/);
+      return true;
+    });
+    assert.equal(h.backend.queued, 0);
+    assert.equal(h.queuedOf("initech"), 0);
+    assert.equal(clock.pendingTimers, 0);
+  });
+
+  it("release() twice frees only one slot", async () => {
+    const h = new Harness(vtcScheduler(new ManualClock()));
+    for (let i = 0; i < 4; i++) h.submit(request(`f${i}`, "globex"));
+    h.submit(request("q1", "acme"));
+    h.submit(request("q2", "acme"));
+    await flush();
+    h.release("f0");
+    h.release("f0");
+    await flush();
+    assert.deepEqual(
+      h.order.filter((id) => id.startsWith("q")),
+      ["q1"],
+    );
+    assert.equal(h.backend.inFlight, 4);
+    assert.equal(h.backend.inFlightTokens, 400);
+    assert.equal(h.backend.queued, 1);
+    // A late second release after everything drained does not go negative.
+    for (const id of ["f1", "f2", "f3", "q1"]) h.release(id);
+    await flush();
+    h.release("q2");
+    h.release("q2");
+    h.release("f1");
+    assert.equal(h.backend.inFlight, 0);
+    assert.equal(h.backend.inFlightTokens, 0);
+    assert.equal(h.scheduler.snapshot().tenants.length, 0);
+  });
+
+  it("release({ completionTokens }) corrects the tenant's counter and the next prediction", async () => {
+    const h = new Harness(vtcScheduler(new ManualClock()));
+    const counter = () => h.scheduler.counters().get("b")?.get("solo");
+    h.submit(request("s1", "solo")); // 50 prompt + 50 predicted, weight 1
+    await flush();
+    assert.equal(counter(), 100);
+    h.release("s1", { completionTokens: 10 });
+    assert.equal(counter(), 60, "completion did not correct the charge");
+    // The predictor learned: the next request is charged 50 + 10, not 50 + 50.
+    h.submit(request("s2", "solo"));
+    await flush();
+    assert.equal(counter(), 120);
+    h.release("s2");
+    assert.equal(counter(), 120, "a release without usage must not change the charge");
+  });
+
+  it("poke() dispatches once engine signals go from saturated to free", async () => {
+    const clock = new ManualClock();
+    let signals: EngineSignals = { running: 1, waiting: 0, kvCacheUsage: 0.9, fresh: true };
+    const gate = new EngineAwareGate({ engineSignals: (name) => (name === "b" ? signals : undefined) });
+    const h = new Harness(vtcScheduler(clock, gate));
+    assert.equal(h.submit(request("r1", "globex")).queued, false, "an idle backend takes one");
+    assert.equal(h.submit(request("r2", "globex")).queued, true, "kv cache above the 0.85 watermark");
+    await flush();
+    signals = { ...signals, kvCacheUsage: 0.5 };
+    await flush();
+    assert.deepEqual(h.order, ["r1"], "dispatched without a poke");
+    h.scheduler.poke("other-backend");
+    await flush();
+    assert.deepEqual(h.order, ["r1"], "a poke for another backend dispatched here");
+    h.scheduler.poke("b");
+    await flush();
+    assert.deepEqual(h.order, ["r1", "r2"]);
+
+    // Stale signals count as saturated, whatever they say.
+    signals = { running: 2, waiting: 0, kvCacheUsage: 0.1, fresh: false };
+    assert.equal(h.submit(request("r3", "globex")).queued, true, "stale signals admitted a request");
+    h.scheduler.poke();
+    await flush();
+    assert.deepEqual(h.order, ["r1", "r2"]);
+    signals = { ...signals, fresh: true };
+    h.scheduler.poke();
+    await flush();
+    assert.deepEqual(h.order, ["r1", "r2", "r3"]);
+    assert.equal(h.backend.queued, 0);
+  });
+
+  it("an idle backend takes one request even above maxInFlightTokens, then holds the rest", async () => {
+    const clock = new ManualClock();
+    // Saturated, stale engine signals too: idleness wins over them.
+    const gate = new EngineAwareGate({
+      engineSignals: () => ({ running: 0, waiting: 0, kvCacheUsage: 1, fresh: false }),
+    });
+    const h = new Harness(vtcScheduler(clock, gate));
+    const big = h.submit(request("big", "acme", 5_000));
+    assert.equal(big.queued, false);
+    await big.dispatch;
+    assert.equal(h.backend.inFlightTokens, 5_000);
+    const small = h.submit(request("small", "acme", 100));
+    assert.equal(small.queued, true);
+    await flush();
+    assert.deepEqual(h.order, ["big"]);
+    h.release("big");
+    await flush();
+    assert.deepEqual(h.order, ["big", "small"]);
+    assert.equal(h.backend.inFlightTokens, 100);
+  });
+});

@@ -1,0 +1,280 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { fairnessPolicyFor } from "../../extproc/src/queue/policies/index.ts";
+import { PriorityLevelsPolicy } from "../../extproc/src/queue/policies/priority-levels.ts";
+import { VtcPolicy } from "../../extproc/src/queue/policies/vtc.ts";
+import type { FairnessPolicy, QueuedRequest } from "../../extproc/src/queue/policy.ts";
+
+interface Spec {
+  tenantId: string;
+  weight?: number;
+  priority?: number;
+  prompt?: number;
+  output?: number;
+}
+
+function requestMaker() {
+  let seq = 0;
+  return ({ tenantId, weight = 1, priority = 0, prompt = 50, output = 50 }: Spec): QueuedRequest => {
+    const n = seq++;
+    return {
+      id: `${tenantId}-${n}`,
+      tenantId,
+      priority,
+      weight,
+      promptTokens: prompt,
+      predictedOutputTokens: output,
+      seq: n,
+    };
+  };
+}
+
+/**
+ * Keeps every tenant in `specs` backlogged (one refill per dispatch) and dispatches `n`
+ * times; returns the dispatched requests in order.
+ */
+function serveBacklogged(policy: FairnessPolicy, specs: Spec[], n: number, depth = 3): QueuedRequest[] {
+  const make = requestMaker();
+  const byTenant = new Map(specs.map((s) => [s.tenantId, s]));
+  for (const spec of specs) for (let i = 0; i < depth; i++) policy.add(make(spec));
+  const out: QueuedRequest[] = [];
+  for (let i = 0; i < n; i++) {
+    const next = policy.peek();
+    assert.ok(next, "a backlogged policy has nothing to serve");
+    policy.dispatch(next);
+    out.push(next);
+    policy.add(make(byTenant.get(next.tenantId) as Spec));
+  }
+  return out;
+}
+
+const count = (served: QueuedRequest[], tenantId: string) =>
+  served.filter((r) => r.tenantId === tenantId).length;
+const tokens = (served: QueuedRequest[], tenantId: string) =>
+  served
+    .filter((r) => r.tenantId === tenantId)
+    .reduce((sum, r) => sum + r.promptTokens + r.predictedOutputTokens, 0);
+
+describe("VtcPolicy", () => {
+  it("serves backlogged tenants in proportion to their weights (4:1 over 500 dispatches)", () => {
+    const served = serveBacklogged(
+      new VtcPolicy(),
+      [
+        { tenantId: "heavy", weight: 4 },
+        { tenantId: "light", weight: 1 },
+      ],
+      500,
+    );
+    const ratio = count(served, "heavy") / count(served, "light");
+    assert.ok(Math.abs(ratio - 4) <= 0.2, `dispatch ratio ${ratio}, want 4 ± 0.2`);
+    // And never a long run of the lighter tenant being skipped: at most 5 heavy in a row.
+    let run = 0;
+    for (const r of served) {
+      run = r.tenantId === "heavy" ? run + 1 : 0;
+      assert.ok(run <= 5, "light tenant skipped for more than its weight share");
+    }
+  });
+
+  it("equalises served tokens, not requests, between equal weights with different request sizes", () => {
+    const served = serveBacklogged(
+      new VtcPolicy(),
+      [
+        { tenantId: "small", prompt: 60, output: 40 }, // 100 tokens a request
+        { tenantId: "large", prompt: 200, output: 200 }, // 400 tokens a request
+      ],
+      400,
+    );
+    const small = tokens(served, "small");
+    const large = tokens(served, "large");
+    assert.ok(Math.abs(small - large) <= 400, `served tokens small ${small} vs large ${large}`);
+    // Equal tokens means about four small requests per large one.
+    const ratio = count(served, "small") / count(served, "large");
+    assert.ok(Math.abs(ratio - 4) <= 0.1, `request ratio ${ratio}, want 4`);
+  });
+
+  it("lifts a tenant that arrives after others were served alone: no catch-up burst", () => {
+    const policy = new VtcPolicy();
+    const make = requestMaker();
+    // A is served alone for a long time (and stays backlogged).
+    for (let i = 0; i < 3; i++) policy.add(make({ tenantId: "A" }));
+    for (let i = 0; i < 200; i++) {
+      const next = policy.peek() as QueuedRequest;
+      assert.equal(next.tenantId, "A");
+      policy.dispatch(next);
+      policy.add(make({ tenantId: "A" }));
+    }
+    const counterA = policy.tenantCounters().get("A") as number;
+    assert.equal(counterA, 200 * 100);
+    // B arrives: it starts at A's counter, not at zero.
+    for (let i = 0; i < 3; i++) policy.add(make({ tenantId: "B" }));
+    assert.equal(policy.tenantCounters().get("B"), counterA);
+    const served: QueuedRequest[] = [];
+    for (let i = 0; i < 40; i++) {
+      const next = policy.peek() as QueuedRequest;
+      policy.dispatch(next);
+      served.push(next);
+      policy.add(make({ tenantId: next.tenantId }));
+    }
+    assert.equal(count(served, "B"), 20, "B got more than its half after arriving");
+    // They alternate: never two of the same tenant in a row.
+    for (let i = 1; i < served.length; i++) {
+      assert.notEqual(served[i]?.tenantId, served[i - 1]?.tenantId, `run at dispatch ${i}`);
+    }
+  });
+
+  it("lifts a returning tenant to the current minimum after it idled", () => {
+    const policy = new VtcPolicy();
+    const make = requestMaker();
+    const a = make({ tenantId: "A" });
+    const b = make({ tenantId: "B" });
+    policy.add(a);
+    policy.add(b);
+    policy.dispatch(policy.peek() as QueuedRequest);
+    policy.dispatch(policy.peek() as QueuedRequest);
+    policy.complete(a, 50);
+    policy.complete(b, 50);
+    // B goes idle while A keeps sending, for 100 requests.
+    for (let i = 0; i < 100; i++) {
+      policy.add(make({ tenantId: "A" }));
+      const next = policy.peek() as QueuedRequest;
+      assert.equal(next.tenantId, "A");
+      policy.dispatch(next);
+    }
+    policy.add(make({ tenantId: "A" }));
+    policy.add(make({ tenantId: "A" }));
+    const minimum = policy.tenantCounters().get("A") as number;
+    assert.ok(minimum >= 100 * 100);
+    policy.add(make({ tenantId: "B" }));
+    policy.add(make({ tenantId: "B" }));
+    policy.add(make({ tenantId: "B" }));
+    assert.equal(policy.tenantCounters().get("B"), minimum, "returning tenant not lifted");
+    // From here B gets its share, not the 100 requests it "missed".
+    const order: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const next = policy.peek() as QueuedRequest;
+      policy.dispatch(next);
+      order.push(next.tenantId);
+    }
+    assert.equal(order.filter((t) => t === "B").length, 2, `order ${order.join(",")}`);
+  });
+
+  it("charges nothing for a removed (cancelled) request", () => {
+    const policy = new VtcPolicy();
+    const make = requestMaker();
+    const a1 = make({ tenantId: "A" });
+    policy.add(a1);
+    policy.dispatch(a1);
+    const a2 = make({ tenantId: "A", prompt: 900 });
+    const a3 = make({ tenantId: "A" });
+    const b1 = make({ tenantId: "B", prompt: 700 });
+    const b2 = make({ tenantId: "B" });
+    for (const r of [a2, a3, b1, b2]) policy.add(r);
+    const before = new Map(policy.tenantCounters());
+    assert.equal(before.get("A"), 100);
+    assert.equal(policy.remove(a2), true);
+    assert.equal(policy.remove(b1), true);
+    assert.deepEqual(new Map(policy.tenantCounters()), before);
+    // Dispatch, by contrast, charges prompt + predicted output.
+    const next = policy.peek() as QueuedRequest;
+    policy.dispatch(next);
+    const after = policy.tenantCounters().get(next.tenantId) as number;
+    assert.equal(after - (before.get(next.tenantId) as number), 100);
+  });
+
+  it("corrects the counter when a request generated fewer tokens than predicted", () => {
+    const policy = new VtcPolicy();
+    const make = requestMaker();
+    const r = make({ tenantId: "A", weight: 2, prompt: 50, output: 250 });
+    policy.add(r);
+    policy.dispatch(r);
+    assert.equal(policy.tenantCounters().get("A"), 150); // (50 + 250) / 2
+    policy.complete(r, 50);
+    assert.equal(policy.tenantCounters().get("A"), 50); // (50 + 50) / 2
+  });
+
+  it("a correction changes who goes next", () => {
+    const policy = new VtcPolicy();
+    const make = requestMaker();
+    const a = make({ tenantId: "A", prompt: 10, output: 1_000 });
+    const b = make({ tenantId: "B", prompt: 10, output: 500 });
+    policy.add(a);
+    policy.add(b);
+    policy.dispatch(policy.peek() as QueuedRequest); // A, charged 1010
+    policy.dispatch(policy.peek() as QueuedRequest); // B, charged 510
+    // B returns first (so A, arriving second, is not what B is lifted to).
+    policy.add(make({ tenantId: "B", prompt: 10, output: 10 }));
+    policy.add(make({ tenantId: "A", prompt: 10, output: 10 }));
+    assert.equal(policy.tenantCounters().get("B"), 510);
+    assert.equal(policy.peek()?.tenantId, "B");
+    policy.complete(a, 10); // A really generated 10: its counter drops to 20
+    assert.equal(policy.tenantCounters().get("A"), 20);
+    assert.equal(policy.peek()?.tenantId, "A");
+  });
+});
+
+describe("PriorityLevelsPolicy", () => {
+  const levels = (starvationBound: number) =>
+    new PriorityLevelsPolicy({ inner: () => new VtcPolicy(), starvationBound });
+
+  it("gives priority 0 at least 90% while both levels are backlogged, without starving level 1", () => {
+    const served = serveBacklogged(
+      levels(10),
+      [
+        { tenantId: "top", priority: 0 },
+        { tenantId: "low", priority: 1 },
+      ],
+      1_100,
+    );
+    const top = count(served, "top");
+    assert.ok(top / served.length >= 0.9, `priority 0 share ${top / served.length}`);
+    assert.ok(count(served, "low") >= 100, `level 1 got ${count(served, "low")}`);
+    for (let i = 0; i + 11 <= served.length; i++) {
+      const window = served.slice(i, i + 11);
+      assert.ok(
+        window.some((r) => r.tenantId === "low"),
+        `level 1 starved for 11 dispatches from ${i}`,
+      );
+    }
+  });
+
+  it("the configured vtc policy has the same starvation bound", () => {
+    const served = serveBacklogged(
+      fairnessPolicyFor({ policy: "vtc", starvationBound: 10 })(),
+      [
+        { tenantId: "top", priority: 0 },
+        { tenantId: "low", priority: 1 },
+      ],
+      110,
+    );
+    assert.equal(count(served, "low"), 10);
+    assert.equal(served[10]?.tenantId, "low");
+  });
+
+  it("serves the lower level at once when the higher one is empty", () => {
+    const policy = levels(10);
+    const make = requestMaker();
+    const low = make({ tenantId: "low", priority: 1 });
+    policy.add(low);
+    assert.equal(policy.peek(), low);
+  });
+
+  it("strict-priority gives the lower level nothing while the higher is backlogged", () => {
+    const policy = fairnessPolicyFor({ policy: "strict-priority", starvationBound: 10 })();
+    const served = serveBacklogged(
+      policy,
+      [
+        { tenantId: "top", priority: 0 },
+        { tenantId: "low", priority: 1 },
+      ],
+      500,
+    );
+    assert.equal(count(served, "low"), 0);
+    // Once the higher level drains, the lower one is served.
+    for (let next = policy.peek(); next?.tenantId === "top"; next = policy.peek()) policy.dispatch(next);
+    assert.equal(policy.peek()?.tenantId, "low");
+  });
+
+  it("rejects a starvation bound below 1", () => {
+    assert.throws(() => levels(0), RangeError);
+  });
+});
