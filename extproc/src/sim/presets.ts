@@ -253,6 +253,25 @@ const TEST_PRESET: EnginePreset = {
   ],
 };
 
+const DEMO_PRESET: EnginePreset = {
+  name: "demo",
+  model: "sim/demo-model",
+  maxNumSeqs: 8,
+  maxNumBatchedTokens: 512,
+  blockSize: 16,
+  numGpuBlocks: 512,
+  maxModelLen: 4096,
+  stepOverheadMs: 12,
+  weightLoadFloorMs: 8,
+  perTokenMs: 0.04,
+  attentionMsPerContextToken: 0.0005,
+  frontendOverheadMs: 2,
+  gpuMemoryUtilization: 0.9,
+  sources: [
+    "synthetic: a deliberately small engine (8 sequences, ~20 ms decode steps, ~350 output tok/s) so `make demo` saturates it with a handful of clients on a laptop",
+  ],
+};
+
 export const PRESETS: Readonly<Record<string, EnginePreset>> = Object.freeze({
   "llama-3.1-8b-h100": derivePreset(
     "llama-3.1-8b-h100",
@@ -267,6 +286,7 @@ export const PRESETS: Readonly<Record<string, EnginePreset>> = Object.freeze({
     LLAMA_70B_4XH100_DEPLOYMENT,
   ),
   test: TEST_PRESET,
+  demo: DEMO_PRESET,
 });
 
 /** Looks a preset up by name, with a helpful error. */
