@@ -142,8 +142,9 @@ export async function readTrace(path: string): Promise<TraceRecord[]> {
 }
 
 export function parseTrace(text: string, name = "trace"): TraceRecord[] {
-  const records: TraceRecord[] = [];
-  let firstTimestamp: number | undefined;
+  // Timestamps are made relative to the earliest record, not the first line: logs written
+  // when requests finish are out of order by start time.
+  const rows: Array<{ at: number; relative: boolean; record: Omit<TraceRecord, "atMs"> }> = [];
   text.split("\n").forEach((line, index) => {
     const trimmed = line.trim();
     if (trimmed === "" || trimmed.startsWith("#")) return;
@@ -163,28 +164,26 @@ export function parseTrace(text: string, name = "trace"): TraceRecord[] {
     const output = positiveInteger(row.output_tokens, `${where}: "output_tokens"`);
     const maxTokens =
       row.max_tokens === undefined ? undefined : positiveInteger(row.max_tokens, `${where}: "max_tokens"`);
-    let atMs: number;
-    if (typeof row.at_ms === "number" && Number.isFinite(row.at_ms)) atMs = row.at_ms;
-    else if (typeof row.timestamp === "number" && Number.isFinite(row.timestamp)) {
-      // Seconds (Unix or relative), made relative to the first record.
-      firstTimestamp ??= row.timestamp;
-      atMs = (row.timestamp - firstTimestamp) * 1000;
-    } else if (typeof row.timestamp === "string" && !Number.isNaN(Date.parse(row.timestamp))) {
-      const ms = Date.parse(row.timestamp) / 1000;
-      firstTimestamp ??= ms;
-      atMs = (ms - firstTimestamp) * 1000;
-    } else throw new TraceError(`${where}: needs "timestamp" (seconds or ISO 8601) or "at_ms"`);
-    if (atMs < 0) throw new TraceError(`${where}: goes back in time`);
-    records.push({
-      atMs,
+    const record = {
       tenant,
       promptTokens: prompt,
       outputTokens: output,
       ...(maxTokens ? { maxTokens } : {}),
-    });
+    };
+    if (typeof row.at_ms === "number" && Number.isFinite(row.at_ms)) {
+      if (row.at_ms < 0) throw new TraceError(`${where}: "at_ms" must not be negative`);
+      rows.push({ at: row.at_ms, relative: true, record });
+    } else if (typeof row.timestamp === "number" && Number.isFinite(row.timestamp)) {
+      rows.push({ at: row.timestamp * 1000, relative: false, record });
+    } else if (typeof row.timestamp === "string" && !Number.isNaN(Date.parse(row.timestamp))) {
+      rows.push({ at: Date.parse(row.timestamp), relative: false, record });
+    } else throw new TraceError(`${where}: needs "timestamp" (seconds or ISO 8601) or "at_ms"`);
   });
-  records.sort((a, b) => a.atMs - b.atMs);
-  return records;
+  const absolute = rows.filter((r) => !r.relative).map((r) => r.at);
+  const origin = absolute.length > 0 ? Math.min(...absolute) : 0;
+  return rows
+    .map((r) => ({ atMs: r.relative ? r.at : r.at - origin, ...r.record }))
+    .sort((a, b) => a.atMs - b.atMs);
 }
 
 export class TraceError extends Error {}

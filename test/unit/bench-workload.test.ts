@@ -1,0 +1,359 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import fc from "fast-check";
+import {
+  type ArrivalProcess,
+  nextArrival,
+  parseTrace,
+  sampleLength,
+  TraceError,
+} from "../../extproc/src/bench/workload.ts";
+import { seededRandom } from "../../extproc/src/sim/random.ts";
+
+const lines = (...rows: unknown[]) =>
+  rows.map((r) => (typeof r === "string" ? r : JSON.stringify(r))).join("\n");
+
+function rejects(text: string, where: string, pattern?: RegExp) {
+  assert.throws(
+    () => parseTrace(text, "t.jsonl"),
+    (error: unknown) => {
+      assert.ok(error instanceof TraceError, `expected a TraceError, got ${String(error)}`);
+      assert.ok(error.message.includes(where), `"${error.message}" should name ${where}`);
+      if (pattern) assert.match(error.message, pattern);
+      return true;
+    },
+  );
+}
+
+/** Every arrival of `process` from startMs to endMs, chained as the simulator does. */
+function arrivals(process: ArrivalProcess, startMs: number, endMs: number, seed: number): number[] {
+  const random = seededRandom(seed);
+  const out: number[] = [];
+  let now = startMs;
+  for (;;) {
+    const at = nextArrival(process, now, startMs, endMs, random);
+    if (at === undefined) return out;
+    out.push(at);
+    now = at;
+  }
+}
+
+describe("parseTrace", () => {
+  const ok = { tenant: "a", prompt_tokens: 10, output_tokens: 5 };
+
+  it("takes numeric timestamps as seconds relative to the first record", () => {
+    const records = parseTrace(
+      lines({ ...ok, timestamp: 1_700_000_000.5 }, { ...ok, tenant: "b", timestamp: 1_700_000_002 }),
+    );
+    assert.deepEqual(records, [
+      { atMs: 0, tenant: "a", promptTokens: 10, outputTokens: 5 },
+      { atMs: 1500, tenant: "b", promptTokens: 10, outputTokens: 5 },
+    ]);
+  });
+
+  it("takes ISO 8601 timestamps relative to the first record", () => {
+    const records = parseTrace(
+      lines({ ...ok, timestamp: "2024-01-01T00:00:00Z" }, { ...ok, timestamp: "2024-01-01T00:00:01.250Z" }),
+    );
+    assert.deepEqual(
+      records.map((r) => r.atMs),
+      [0, 1250],
+    );
+  });
+
+  it("takes at_ms as is and keeps max_tokens", () => {
+    const records = parseTrace(lines({ ...ok, at_ms: 250, max_tokens: 64 }));
+    assert.deepEqual(records, [{ atMs: 250, tenant: "a", promptTokens: 10, outputTokens: 5, maxTokens: 64 }]);
+  });
+
+  it("sorts records by time", () => {
+    const byAtMs = parseTrace(
+      lines(
+        { ...ok, tenant: "x", at_ms: 500 },
+        { ...ok, tenant: "y", at_ms: 100 },
+        { ...ok, tenant: "z", at_ms: 300 },
+      ),
+    );
+    assert.deepEqual(
+      byAtMs.map((r) => [r.tenant, r.atMs]),
+      [
+        ["y", 100],
+        ["z", 300],
+        ["x", 500],
+      ],
+    );
+    const byTimestamp = parseTrace(
+      lines(
+        { ...ok, tenant: "x", timestamp: 10 },
+        { ...ok, tenant: "y", timestamp: 15 },
+        { ...ok, tenant: "z", timestamp: 12 },
+      ),
+    );
+    assert.deepEqual(
+      byTimestamp.map((r) => [r.tenant, r.atMs]),
+      [
+        ["x", 0],
+        ["z", 2000],
+        ["y", 5000],
+      ],
+    );
+  });
+
+  it("skips blank lines and # comments, and tolerates CRLF", () => {
+    const text = `# a trace\n\n   \n${JSON.stringify({ ...ok, at_ms: 1 })}\r\n  # indented comment\n${JSON.stringify({ ...ok, at_ms: 2 })}\n`;
+    assert.deepEqual(
+      parseTrace(text).map((r) => r.atMs),
+      [1, 2],
+    );
+  });
+
+  it("returns nothing for an empty trace", () => {
+    assert.deepEqual(parseTrace(""), []);
+    assert.deepEqual(parseTrace("# only a comment\n\n"), []);
+  });
+
+  it("rejects a line that is not JSON, naming the file and line", () => {
+    rejects(lines("# header", "", { ...ok, at_ms: 0 }, "{not json"), "t.jsonl:4", /not JSON/);
+  });
+
+  it("rejects a line that is not an object", () => {
+    rejects(lines({ ...ok, at_ms: 0 }, "[1,2]"), "t.jsonl:2", /object/);
+    rejects(lines("null"), "t.jsonl:1", /object/);
+    rejects(lines("42"), "t.jsonl:1", /object/);
+  });
+
+  it("rejects a missing or empty tenant", () => {
+    rejects(
+      lines({ ...ok, at_ms: 0 }, { prompt_tokens: 1, output_tokens: 1, at_ms: 1 }),
+      "t.jsonl:2",
+      /tenant/,
+    );
+    rejects(lines({ ...ok, tenant: "", at_ms: 0 }), "t.jsonl:1", /tenant/);
+    rejects(lines({ ...ok, tenant: 7, at_ms: 0 }), "t.jsonl:1", /tenant/);
+  });
+
+  it("rejects non-positive and non-integer token counts", () => {
+    for (const bad of [0, -3, 1.5, "10", null, Number.NaN]) {
+      rejects(lines("", { ...ok, prompt_tokens: bad, at_ms: 0 }), "t.jsonl:2", /prompt_tokens/);
+      rejects(lines({ ...ok, output_tokens: bad, at_ms: 0 }), "t.jsonl:1", /output_tokens/);
+      rejects(lines({ ...ok, max_tokens: bad, at_ms: 0 }), "t.jsonl:1", /max_tokens/);
+    }
+    rejects(lines({ tenant: "a", output_tokens: 5, at_ms: 0 }), "t.jsonl:1", /prompt_tokens/);
+  });
+
+  it("rejects a record without a usable timestamp", () => {
+    rejects(lines({ ...ok, at_ms: 0 }, "# c", { ...ok }), "t.jsonl:3", /timestamp/);
+    rejects(lines({ ...ok, timestamp: "yesterday-ish" }), "t.jsonl:1", /timestamp/);
+    rejects(lines({ ...ok, at_ms: "5" }), "t.jsonl:1", /timestamp/);
+  });
+
+  it("rejects negative times", () => {
+    rejects(lines({ ...ok, at_ms: -1 }), "t.jsonl:1", /must not be negative/);
+  });
+
+  it("measures timestamps from the earliest record, whatever the line order", () => {
+    const trace = parseTrace(
+      lines(
+        { tenant: "late", prompt_tokens: 1, output_tokens: 1, timestamp: 105.5 },
+        { tenant: "early", prompt_tokens: 1, output_tokens: 1, timestamp: 100 },
+      ),
+    );
+    assert.deepEqual(
+      trace.map((r) => [r.tenant, r.atMs]),
+      [
+        ["early", 0],
+        ["late", 5500],
+      ],
+    );
+  });
+
+  it("defaults the name to 'trace'", () => {
+    assert.throws(
+      () => parseTrace("\nnope"),
+      (error: unknown) => error instanceof TraceError && error.message.startsWith("trace:2:"),
+    );
+  });
+});
+
+describe("sampleLength", () => {
+  it("keeps lognormal draws within [min, max]", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 4000 }),
+        fc.double({ min: 0, max: 4, noNaN: true }),
+        fc.integer({ min: 1, max: 2000 }),
+        fc.integer({ min: 0, max: 4000 }),
+        fc.integer(),
+        (median, sigma, min, span, seed) => {
+          const max = min + span;
+          const random = seededRandom(seed);
+          for (let i = 0; i < 50; i++) {
+            const n = sampleLength({ kind: "lognormal", median, sigma, min, max }, random);
+            assert.ok(Number.isInteger(n) && n >= min && n <= max, `${n} outside [${min}, ${max}]`);
+          }
+        },
+      ),
+    );
+  });
+
+  it("keeps lognormal draws at least 1 without bounds", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 100 }),
+        fc.double({ min: 0, max: 6, noNaN: true }),
+        fc.integer(),
+        (median, sigma, seed) => {
+          const random = seededRandom(seed);
+          for (let i = 0; i < 50; i++) {
+            const n = sampleLength({ kind: "lognormal", median, sigma }, random);
+            assert.ok(Number.isInteger(n) && n >= 1, `${n}`);
+          }
+        },
+      ),
+    );
+  });
+
+  it("keeps uniform draws within [min, max]", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 5000 }),
+        fc.integer({ min: 0, max: 5000 }),
+        fc.integer(),
+        (min, span, seed) => {
+          const max = min + span;
+          const random = seededRandom(seed);
+          for (let i = 0; i < 50; i++) {
+            const n = sampleLength({ kind: "uniform", min, max }, random);
+            assert.ok(Number.isInteger(n) && n >= min && n <= max, `${n} outside [${min}, ${max}]`);
+          }
+        },
+      ),
+    );
+  });
+
+  it("returns a fixed length as is", () => {
+    assert.equal(sampleLength({ kind: "fixed", tokens: 128 }, seededRandom(1)), 128);
+  });
+});
+
+describe("nextArrival", () => {
+  it("poisson: the mean rate is within 10% of rps", () => {
+    for (const [rps, seed] of [
+      [5, 1],
+      [0.5, 2],
+      [40, 3],
+    ] as const) {
+      const durationMs = (4000 / rps) * 1000; // ~4000 arrivals expected
+      const count = arrivals({ kind: "poisson", rps }, 0, durationMs, seed).length;
+      const rate = count / (durationMs / 1000);
+      assert.ok(Math.abs(rate - rps) / rps < 0.1, `rps ${rps}: measured ${rate}`);
+    }
+  });
+
+  it("poisson with rps 0 never arrives", () => {
+    assert.equal(nextArrival({ kind: "poisson", rps: 0 }, 0, 0, 1000, seededRandom(1)), undefined);
+  });
+
+  it("on-off: never returns a time inside an off period", () => {
+    fc.assert(
+      fc.property(
+        fc.double({ min: 0.5, max: 50, noNaN: true }),
+        fc.integer({ min: 1, max: 5000 }),
+        fc.integer({ min: 1, max: 5000 }),
+        fc.boolean(),
+        fc.integer({ min: 0, max: 10_000 }),
+        fc.integer(),
+        (rps, onMs, offMs, startOn, startMs, seed) => {
+          const period = onMs + offMs;
+          const shift = startOn ? 0 : onMs;
+          const times = arrivals(
+            { kind: "on-off", rps, onMs, offMs, startOn },
+            startMs,
+            startMs + 20 * period,
+            seed,
+          );
+          for (const at of times) {
+            const phase = (((at - startMs + shift) % period) + period) % period;
+            // A phase a hair below `period` is the start of the next on period (float rounding).
+            const inOff = phase >= onMs && period - phase > 1e-6;
+            assert.ok(!inOff, `arrival at ${at} is ${phase} into a period (${onMs} on, ${offMs} off)`);
+          }
+        },
+      ),
+    );
+  });
+
+  it("on-off: startOn false begins with an off period", () => {
+    const times = arrivals(
+      { kind: "on-off", rps: 100, onMs: 1000, offMs: 1000, startOn: false },
+      0,
+      10_000,
+      7,
+    );
+    assert.ok(times.length > 0);
+    assert.ok((times[0] as number) >= 1000 - 1e-6, `first arrival ${times[0]}`);
+  });
+
+  it("ramp: more arrivals in the last quarter than in the first", () => {
+    for (const seed of [1, 2, 3]) {
+      const endMs = 1_000_000;
+      const times = arrivals({ kind: "ramp", fromRps: 1, toRps: 10 }, 0, endMs, seed);
+      const first = times.filter((t) => t < endMs / 4).length;
+      const last = times.filter((t) => t >= (3 * endMs) / 4).length;
+      assert.ok(last > 2 * first, `first quarter ${first}, last quarter ${last}`);
+    }
+  });
+
+  it("closed: always undefined", () => {
+    assert.equal(
+      nextArrival({ kind: "closed", concurrency: 4 }, 0, 0, 1_000_000, seededRandom(1)),
+      undefined,
+    );
+  });
+
+  it("never returns a time at or after endMs, nor before nowMs", () => {
+    const processArb = fc.oneof(
+      fc.record({
+        kind: fc.constant("poisson" as const),
+        rps: fc.double({ min: 0.01, max: 1000, noNaN: true }),
+      }),
+      fc.record({
+        kind: fc.constant("on-off" as const),
+        rps: fc.double({ min: 0.01, max: 1000, noNaN: true }),
+        onMs: fc.integer({ min: 1, max: 10_000 }),
+        offMs: fc.integer({ min: 1, max: 10_000 }),
+        startOn: fc.boolean(),
+      }),
+      fc.record({
+        kind: fc.constant("burst" as const),
+        size: fc.integer({ min: 1, max: 10 }),
+        everyMs: fc.integer({ min: 1, max: 10_000 }),
+      }),
+      fc.record({
+        kind: fc.constant("ramp" as const),
+        fromRps: fc.double({ min: 0, max: 100, noNaN: true }),
+        toRps: fc.double({ min: 0, max: 100, noNaN: true }),
+      }),
+    );
+    fc.assert(
+      fc.property(
+        processArb,
+        fc.integer({ min: 0, max: 10_000 }),
+        fc.integer({ min: 0, max: 20_000 }),
+        fc.integer({ min: 1, max: 20_000 }),
+        fc.integer(),
+        (process, startMs, offset, length, seed) => {
+          const endMs = startMs + length;
+          const nowMs = Math.min(startMs + offset, endMs);
+          const random = seededRandom(seed);
+          for (let i = 0; i < 20; i++) {
+            const at = nextArrival(process, nowMs, startMs, endMs, random);
+            if (at === undefined) continue;
+            assert.ok(at < endMs, `${at} >= endMs ${endMs}`);
+            assert.ok(at >= nowMs, `${at} < nowMs ${nowMs}`);
+          }
+        },
+      ),
+    );
+  });
+});
