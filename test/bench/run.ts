@@ -1,2 +1,8 @@
 // `npm run bench` / `make bench`: every benchmark, each against a baseline from the same run.
+// 1. ext_proc overhead against a pass-through processor.
 await import("./overhead.ts");
+// 2. Fairness: fairgate against FCFS, rate limiting, strict priority and round-robin on
+//    every built-in scenario, in virtual time (docs/benchmarks.md).
+const { runBenchCommand } = await import("../../extproc/src/commands/bench.ts");
+const { processIo } = await import("../../extproc/src/commands/io.ts");
+process.exitCode = await runBenchCommand(["--compare", "--summary", "--duration", "120"], processIo);
