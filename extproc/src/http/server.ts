@@ -5,7 +5,7 @@ import { FairgateError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { GatewayMetrics } from "../metrics/gateway-metrics.ts";
 import type { Scheduler } from "../scheduler/types.ts";
-import { splitListen } from "./listen.ts";
+import { listenOn } from "./listen.ts";
 
 export interface Readiness {
   ready: boolean;
@@ -94,14 +94,7 @@ export async function startHttpApi(options: HttpApiOptions): Promise<HttpApi> {
     void handler(req, res);
   });
   server.keepAliveTimeout = 5_000;
-  const { host, port } = splitListen(options.listen);
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(port, host, () => {
-      server.off("error", reject);
-      resolve();
-    });
-  });
+  await listenOn(server, options.listen);
   return {
     port: (server.address() as AddressInfo).port,
     server,

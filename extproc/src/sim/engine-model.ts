@@ -175,6 +175,24 @@ function compare(a: Sequence, b: Sequence): number {
   return a.priority - b.priority || a.request.arrivalMs - b.request.arrivalMs || a.order - b.order;
 }
 
+/** Throws a RangeError when a request's sizes are invalid for the preset. */
+export function validateSimRequest(
+  preset: Pick<EnginePreset, "maxModelLen">,
+  request: Pick<SimRequest, "promptTokens" | "maxTokens" | "outputTokens">,
+): void {
+  const { promptTokens, maxTokens, outputTokens } = request;
+  if (!Number.isInteger(promptTokens) || promptTokens < 1) throw new RangeError("promptTokens must be >= 1");
+  if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new RangeError("maxTokens must be >= 1");
+  if (!Number.isInteger(outputTokens) || outputTokens < 1 || outputTokens > maxTokens) {
+    throw new RangeError("outputTokens must be in 1..maxTokens");
+  }
+  if (promptTokens + maxTokens > preset.maxModelLen) {
+    throw new RangeError(
+      `prompt (${promptTokens}) + max_tokens (${maxTokens}) exceeds max_model_len ${preset.maxModelLen}`,
+    );
+  }
+}
+
 export class EngineModel {
   readonly preset: EnginePreset;
   readonly schedulingPolicy: SchedulingPolicy;
@@ -206,23 +224,12 @@ export class EngineModel {
   /** Queues a request. Throws on invalid sizes (the API server validates before this). */
   add(request: SimRequest): void {
     if (this.#byId.has(request.id)) throw new Error(`duplicate request id "${request.id}"`);
-    const { promptTokens, maxTokens, outputTokens } = request;
-    if (!Number.isInteger(promptTokens) || promptTokens < 1)
-      throw new RangeError("promptTokens must be >= 1");
-    if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new RangeError("maxTokens must be >= 1");
-    if (!Number.isInteger(outputTokens) || outputTokens < 1 || outputTokens > maxTokens) {
-      throw new RangeError("outputTokens must be in 1..maxTokens");
-    }
-    if (promptTokens + maxTokens > this.preset.maxModelLen) {
-      throw new RangeError(
-        `prompt (${promptTokens}) + max_tokens (${maxTokens}) exceeds max_model_len ${this.preset.maxModelLen}`,
-      );
-    }
+    validateSimRequest(this.preset, request);
     const seq: Sequence = {
       request: { ...request },
       priority: request.priority ?? 0,
       order: this.#order++,
-      numTokens: promptTokens,
+      numTokens: request.promptTokens,
       numComputed: 0,
       generated: 0,
       everScheduled: false,

@@ -6,7 +6,14 @@
  * a discrete-event simulation record the same latency metrics.
  */
 import type { Clock, TimerHandle } from "../clock.ts";
-import type { EngineModel, EngineStats, FinishReason, SimRequest, StepOutcome } from "./engine-model.ts";
+import {
+  type EngineModel,
+  type EngineStats,
+  type FinishReason,
+  type SimRequest,
+  type StepOutcome,
+  validateSimRequest,
+} from "./engine-model.ts";
 
 export interface RunnerCallbacks {
   /** The request's first output token (TTFT ends here); onTokens follows for the same token. */
@@ -117,7 +124,7 @@ export class EngineRunner {
     };
     const entry: Entry = { timeline, request: { ...request }, callbacks };
     // Validate now, so a bad request fails the caller instead of a timer.
-    this.#validate(request);
+    validateSimRequest(this.model.preset, request);
     this.#entries.set(request.id, entry);
     for (const observer of this.#observers) observer.onSubmit?.(timeline);
     if (this.#frontendOverheadMs > 0) {
@@ -171,21 +178,6 @@ export class EngineRunner {
 
   timeline(id: string): RequestTimeline | undefined {
     return this.#entries.get(id)?.timeline;
-  }
-
-  #validate(request: Omit<SimRequest, "arrivalMs">): void {
-    const { promptTokens, maxTokens, outputTokens } = request;
-    if (!Number.isInteger(promptTokens) || promptTokens < 1)
-      throw new RangeError("promptTokens must be >= 1");
-    if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new RangeError("maxTokens must be >= 1");
-    if (!Number.isInteger(outputTokens) || outputTokens < 1 || outputTokens > maxTokens) {
-      throw new RangeError("outputTokens must be in 1..maxTokens");
-    }
-    if (promptTokens + maxTokens > this.model.preset.maxModelLen) {
-      throw new RangeError(
-        `prompt (${promptTokens}) + max_tokens (${maxTokens}) exceeds max_model_len ${this.model.preset.maxModelLen}`,
-      );
-    }
   }
 
   #enqueue(entry: Entry): void {

@@ -12,7 +12,7 @@ import { randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { type Clock, systemClock } from "../clock.ts";
-import { splitListen } from "../http/listen.ts";
+import { listenOn } from "../http/listen.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import { CHAT_TOKENS_PER_MESSAGE, CHAT_TOKENS_PER_REQUEST } from "../openai/parse.ts";
 import { createTokenCounter, type TokenCounter } from "../openai/tokens.ts";
@@ -505,14 +505,7 @@ export async function startSimServer(options: SimEngineOptions & { listen: strin
   const engine = await createSimEngine(options);
   const server = createServer((request, response) => engine.handle(request, response));
   server.keepAliveTimeout = 5_000;
-  const { host, port } = splitListen(options.listen);
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(port, host, () => {
-      server.off("error", reject);
-      resolve();
-    });
-  });
+  await listenOn(server, options.listen);
   const address = server.address() as AddressInfo;
   const urlHost = address.family === "IPv6" ? `[${address.address}]` : address.address;
   return {

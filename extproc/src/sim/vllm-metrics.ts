@@ -141,17 +141,6 @@ export class VllmMetrics implements EngineObserver {
         "KV-cache usage. 1 means 100 percent usage.",
         () => stats()?.kvCacheUsage ?? 0,
       );
-      this.#counters = {
-        preemptions: counter(
-          "vllm:num_preemptions_total",
-          "Cumulative number of preemption from the engine.",
-        ),
-        promptTokens: counter("vllm:prompt_tokens_total", "Number of prefill tokens processed."),
-        generationTokens: counter("vllm:generation_tokens_total", "Number of generation tokens processed."),
-        success: counter("vllm:request_success_total", "Count of successfully processed requests.", [
-          "finished_reason",
-        ]),
-      };
       this.#histograms = {
         promptTokens: histogram(
           "vllm:request_prompt_tokens",
@@ -232,17 +221,6 @@ export class VllmMetrics implements EngineObserver {
         () => stats()?.kvCacheUsage ?? 0,
       );
       gauge("vllm:cpu_cache_usage_perc", "CPU KV-cache usage. 1 means 100 percent usage.", () => 0);
-      this.#counters = {
-        preemptions: counter(
-          "vllm:num_preemptions_total",
-          "Cumulative number of preemption from the engine.",
-        ),
-        promptTokens: counter("vllm:prompt_tokens_total", "Number of prefill tokens processed."),
-        generationTokens: counter("vllm:generation_tokens_total", "Number of generation tokens processed."),
-        success: counter("vllm:request_success_total", "Count of successfully processed requests.", [
-          "finished_reason",
-        ]),
-      };
       this.#histograms = {
         iterationTokens: histogram(
           "vllm:iteration_tokens_total",
@@ -301,6 +279,15 @@ export class VllmMetrics implements EngineObserver {
         ),
       };
     }
+    // The same counters, names and help in V1 and V0.
+    this.#counters = {
+      preemptions: counter("vllm:num_preemptions_total", "Cumulative number of preemption from the engine."),
+      promptTokens: counter("vllm:prompt_tokens_total", "Number of prefill tokens processed."),
+      generationTokens: counter("vllm:generation_tokens_total", "Number of generation tokens processed."),
+      success: counter("vllm:request_success_total", "Count of successfully processed requests.", [
+        "finished_reason",
+      ]),
+    };
     for (const reason of FINISH_REASONS)
       this.#counters.success.inc({ ...labels, finished_reason: reason }, 0);
 
@@ -370,6 +357,10 @@ export class VllmMetrics implements EngineObserver {
       const perToken = timeline.completionTokens > 1 ? (last - first) / (timeline.completionTokens - 1) : 0;
       h.perOutputToken.observe(l, perToken / 1000);
     }
+  }
+
+  onAbort(_timeline: RequestTimeline): void {
+    this.#counters.success.inc({ ...this.#labels, finished_reason: "abort" });
   }
 
   onStep(step: StepInfo): void {
