@@ -141,6 +141,29 @@ describe("client → built-in proxy → fairgate (gRPC) → engine", () => {
     assert.ok((arrivals.at(-1) ?? 0) - (arrivals[0] ?? 0) >= 200, "chunks spread over time, not buffered");
   });
 
+  it("holds a streaming request's engine slot until its last chunk, not its response headers", async () => {
+    // maxInFlightRequests is 1: the chat sent while the stream runs waits for the stream's end
+    // (about 400 ms: four chunks 100 ms apart), because response_trailer_mode SEND keeps
+    // Envoy's ext_proc stream open until the HTTP exchange ends.
+    const started = Date.now();
+    const stream = post("key-acme", chat({ stream: true }));
+    await new Promise((r) => setTimeout(r, 50));
+    const second = await post("key-globex", chat());
+    const streamed = await stream;
+    assert.equal(streamed.status, 200);
+    assert.match(streamed.body.toString(), /data: \[DONE\]/);
+    const waited = Number(second.headers["x-fairgate-queue-wait-ms"]);
+    assert.ok(waited >= 250, `the second request waited for the stream to end (${waited} ms)`);
+    assert.ok(Date.now() - started >= 350);
+    // The slot is freed when the proxy closes the ext_proc stream, just after the client's end.
+    let inFlight = 1;
+    for (let i = 0; i < 50 && inFlight > 0; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+      inFlight = gw.gateway.scheduler.snapshot().backends[0]?.inFlight ?? 0;
+    }
+    assert.equal(inFlight, 0, "both slots released");
+  });
+
   it("drops a queued request from the queue when the client disconnects", async () => {
     const slow = post("key-acme", chat({ user: "slow-2" }));
     await new Promise((r) => setTimeout(r, 50));

@@ -9,7 +9,7 @@ export const EXPECTED_PROCESSING_MODE = Object.freeze({
   request_body_mode: "BUFFERED",
   response_body_mode: "NONE",
   request_trailer_mode: "SKIP",
-  response_trailer_mode: "SKIP",
+  response_trailer_mode: "SEND",
 } as const);
 
 /** Envoy's default per-message timeout, and the ceiling fairgate's shipped configs allow
