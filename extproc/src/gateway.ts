@@ -1,12 +1,13 @@
 import { EngineAwareGate } from "./admission/gate.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import type { Policy } from "./config/policy.ts";
+import { EnginePoller } from "./engine/poller.ts";
 import { SHIPPED_MAX_MESSAGE_TIMEOUT_MS } from "./grpc/processing-mode.ts";
 import { type ExtProcServer, startExtProcServer } from "./grpc/server.ts";
 import { grpcBindAddress } from "./http/listen.ts";
 import { type HttpApi, type Readiness, startHttpApi } from "./http/server.ts";
 import type { Logger } from "./log.ts";
-import { GatewayMetrics } from "./metrics/gateway-metrics.ts";
+import { GatewayMetrics, virtualCountersOf } from "./metrics/gateway-metrics.ts";
 import { createTokenCounter, type TokenCounter } from "./openai/tokens.ts";
 import { FairQueueScheduler } from "./queue/fair-queue.ts";
 import { fairnessPolicyFor } from "./queue/policies/index.ts";
@@ -32,6 +33,8 @@ export interface Gateway {
   readonly httpPort: number;
   readonly metrics: GatewayMetrics;
   readonly scheduler: Scheduler;
+  /** Engine state from the backends' vLLM /metrics (idle when no backend lists any). */
+  readonly engine: EnginePoller;
   /** Called after a policy reload so tokenizer changes take effect. */
   policyChanged(policy: Policy): Promise<void>;
   readiness(): Promise<Readiness>;
@@ -44,16 +47,31 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const clock = options.clock ?? systemClock;
   const initial = options.policy();
   const scheduling = initial.source.scheduling;
+  // Backends listing vLLM /metrics URLs are gated on engine state too; the others by caps.
+  let engineChanged = (_backend: string) => {};
+  const engine = new EnginePoller({
+    backends: initial.backends,
+    clock,
+    logger: options.logger,
+    onUpdate: (state) => engineChanged(state.backend),
+  });
   const scheduler =
     options.scheduler ??
     new FairQueueScheduler({
       policy: options.policy,
       clock,
       fairness: fairnessPolicyFor(scheduling),
-      gate: new EngineAwareGate({ maxEngineWaiting: scheduling.maxEngineWaiting }),
+      gate: new EngineAwareGate({
+        maxEngineWaiting: scheduling.maxEngineWaiting,
+        engineSignals: (backend) => engine.signals(backend),
+      }),
+      maxBypass: scheduling.maxBypass,
     });
   const metrics = new GatewayMetrics({
     snapshot: () => scheduler.snapshot(),
+    virtualCounters: virtualCountersOf(scheduler),
+    engineSignals: (backend) => engine.signals(backend),
+    policy: options.policy,
     collectProcessMetrics: options.collectProcessMetrics ?? true,
   });
   metrics.setPolicyVersion(initial.version);
@@ -118,15 +136,20 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     throw error;
   }
 
+  if (scheduler instanceof FairQueueScheduler) engineChanged = (backend) => scheduler.poke(backend);
+  engine.start();
+
   let stopping: Promise<void> | undefined;
   return {
     grpcPort: grpc.port,
     httpPort: http.port,
     metrics,
     scheduler,
+    engine,
     readiness,
     async policyChanged(policy) {
       metrics.setPolicyVersion(policy.version);
+      engine.configure(policy.backends);
       await loadCounter(policy);
     },
     shutdown(graceMs = options.policy().source.server.shutdownGraceMs) {
@@ -141,6 +164,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
           await grpc.drain(500);
         }
         await grpc.close();
+        await engine.stop();
         await http.close();
         await store.close();
         options.logger.info("stopped", { drained });

@@ -68,6 +68,64 @@ for (const name of POLICIES) {
       assertWorkAheadSane(policy);
     });
 
+    it("candidates() starts with peek(), lists only queued requests, each once, in the policy's order", () => {
+      fc.assert(
+        fc.property(
+          fc.array(fc.record({ tenant: fc.constantFrom(...TENANT_IDS), remove: fc.boolean() }), {
+            maxLength: 40,
+          }),
+          fc.nat(5),
+          (adds, dispatches) => {
+            const policy = factory();
+            const make = makeRequests();
+            const queued = new Set<QueuedRequest>();
+            for (const { tenant, remove } of adds) {
+              const r = make(tenant);
+              policy.add(r);
+              queued.add(r);
+              if (remove) {
+                policy.remove(r);
+                queued.delete(r);
+              }
+            }
+            for (let i = 0; i < dispatches; i++) {
+              const next = policy.peek();
+              if (!next) break;
+              policy.dispatch(next);
+              queued.delete(next);
+            }
+            const listed = [...policy.candidates()];
+            assert.equal(listed[0], policy.peek());
+            assert.equal(new Set(listed).size, listed.length, "no request listed twice");
+            for (const r of listed) assert.ok(queued.has(r), `${r.id} is queued`);
+            if (name === "vtc" || name === "round-robin") {
+              const tenants = listed.map((r) => r.tenantId);
+              assert.equal(new Set(tenants).size, tenants.length, "one head per tenant");
+              // Each listed request is its tenant's oldest queued one.
+              for (const r of listed) {
+                const oldest = [...queued]
+                  .filter((q) => q.tenantId === r.tenantId)
+                  .sort((x, y) => x.seq - y.seq)[0];
+                assert.equal(r, oldest);
+              }
+              assert.equal(
+                listed.length,
+                new Set([...queued].map((q) => q.tenantId)).size,
+                "every backlogged tenant listed",
+              );
+            } else assert.equal(listed.length, queued.size);
+            // Dispatching any listed request keeps the policy consistent.
+            const pick = listed.at(-1);
+            if (pick) {
+              policy.dispatch(pick);
+              assert.equal(policy.size, queued.size - 1);
+            }
+          },
+        ),
+        { numRuns: 200 },
+      );
+    });
+
     it("size tracks add, remove and dispatch", () => {
       const policy = factory();
       const make = makeRequests();

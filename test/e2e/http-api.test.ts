@@ -3,14 +3,7 @@ import { after, before, describe, it } from "node:test";
 import { parsePrometheusText } from "../../extproc/src/engine/prom-parse.ts";
 import { startTestGateway, type TestGateway } from "../helpers/gateway.ts";
 import { standardPolicyInput } from "../helpers/policy.ts";
-import {
-  chatBody,
-  extProcClient,
-  openRawStream,
-  requestBody,
-  requestHeaders,
-  sendChat,
-} from "../helpers/raw-ext-proc.ts";
+import { extProcClient, openRawStream, requestHeaders, sendChat } from "../helpers/raw-ext-proc.ts";
 import { startRedis, type TestRedis } from "../helpers/redis.ts";
 
 async function get(port: number, path: string) {
@@ -90,6 +83,7 @@ describe("HTTP API", () => {
       "queued_tokens",
       "tenant",
       "tier",
+      "virtual_counters",
       "worst_case_wait_ms",
     ]);
 

@@ -26,7 +26,14 @@ function request(id: string, tenantId = "acme", tokens = 100, maxWaitMs = 10_000
 const flush = () => new Promise((resolve) => setImmediate(resolve));
 
 const fcfs = (clock: ManualClock) =>
-  new FairQueueScheduler({ policy: () => policy, clock, fairness: () => new FcfsPolicy() });
+  // Strict FIFO: no overtaking of a request waiting for KV room, no per-tenant KV shares.
+  new FairQueueScheduler({
+    policy: () => policy,
+    clock,
+    fairness: () => new FcfsPolicy(),
+    maxBypass: 0,
+    tenantKvShares: false,
+  });
 
 describe("FairQueueScheduler with the FCFS policy", () => {
   it("dispatches at once under the caps and queues beyond them, in arrival order", async () => {

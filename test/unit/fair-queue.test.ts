@@ -282,9 +282,9 @@ describe("FairQueueScheduler with VTC and the engine-aware gate", () => {
 
   it("an idle backend takes one request even above maxInFlightTokens, then holds the rest", async () => {
     const clock = new ManualClock();
-    // Saturated, stale engine signals too: idleness wins over them.
+    // A full KV cache too: idleness wins over it (a stale or loading engine does not: below).
     const gate = new EngineAwareGate({
-      engineSignals: () => ({ running: 0, waiting: 0, kvCacheUsage: 1, fresh: false }),
+      engineSignals: () => ({ running: 0, waiting: 0, kvCacheUsage: 1, fresh: true }),
     });
     const h = new Harness(vtcScheduler(clock, gate));
     const big = h.submit(request("big", "acme", 5_000));
@@ -299,5 +299,76 @@ describe("FairQueueScheduler with VTC and the engine-aware gate", () => {
     await flush();
     assert.deepEqual(h.order, ["big", "small"]);
     assert.equal(h.backend.inFlightTokens, 100);
+  });
+
+  it("sends nothing, not even one request, to an engine whose data is stale or that is loading", async () => {
+    const clock = new ManualClock();
+    let fresh = false;
+    const gate = new EngineAwareGate({
+      engineSignals: () => ({ running: 0, waiting: 0, kvCacheUsage: 0, fresh }),
+    });
+    const h = new Harness(vtcScheduler(clock, gate));
+    const first = h.submit(request("first", "acme", 100));
+    assert.equal(first.queued, true);
+    await flush();
+    assert.deepEqual(h.order, []);
+    fresh = true;
+    h.scheduler.poke("b");
+    await flush();
+    assert.deepEqual(h.order, ["first"]);
+  });
+
+  it("lets smaller requests overtake one too large for the KV room left, at most maxBypass times", async () => {
+    // maxInFlightTokens 1000, maxInFlightRequests 4. acme holds 700 tokens; its next,
+    // 600-token request does not fit, its 100-token ones after it do (one tenant, so no KV
+    // share applies).
+    const clock = new ManualClock();
+    const scheduler = new FairQueueScheduler({
+      policy: () => policy,
+      clock,
+      fairness: fairnessPolicyFor({ policy: "fcfs", starvationBound: 10 }),
+      gate: new EngineAwareGate(),
+      maxBypass: 2,
+    });
+    const h = new Harness(scheduler);
+    h.submit(request("a-700", "acme", 700));
+    await flush();
+    h.submit(request("g-600", "acme", 600));
+    for (let i = 0; i < 4; i++) h.submit(request(`s${i}`, "acme", 100));
+    await flush();
+    // Two small ones overtake the large one; then it blocks the queue until room frees.
+    assert.deepEqual(h.order, ["a-700", "s0", "s1"]);
+    h.release("s0");
+    await flush();
+    assert.deepEqual(h.order, ["a-700", "s0", "s1"], "the large request is not overtaken a third time");
+    h.release("a-700");
+    await flush();
+    assert.deepEqual(h.order, ["a-700", "s0", "s1", "g-600", "s2", "s3"]);
+  });
+
+  it("keeps a tenant within its weighted KV share while others wait for the room", async () => {
+    // Budget 1000 tokens; acme (weight 4) and globex (weight 1) are both active, so globex's
+    // share is 200 tokens, which it already holds.
+    const clock = new ManualClock();
+    const scheduler = new FairQueueScheduler({
+      policy: () => policy,
+      clock,
+      fairness: fairnessPolicyFor({ policy: "fcfs", starvationBound: 10 }),
+      gate: new EngineAwareGate(),
+    });
+    const h = new Harness(scheduler);
+    h.submit(request("g0", "globex", 200));
+    h.submit(request("a0", "acme", 300));
+    h.submit(request("a1", "acme", 300));
+    h.submit(request("a2", "acme", 300)); // 1100 > 1000: waits for room
+    h.submit(request("g1", "globex", 100)); // fits, but globex would exceed its share
+    await flush();
+    assert.deepEqual(h.order, ["g0", "a0", "a1"]);
+    assert.equal(h.backend.queued, 2, "globex is passed over while acme waits for the room");
+    h.release("a0");
+    await flush();
+    // The freed room goes to acme's waiting request first; then only globex waits, so it
+    // goes too although over its share (work-conserving).
+    assert.deepEqual(h.order, ["g0", "a0", "a1", "a2", "g1"]);
   });
 });

@@ -147,6 +147,7 @@ describe("IndexedHeap", () => {
           assert.equal(heap.peek(), sorted(model)[0]);
           for (const item of all) assert.equal(heap.has(item), model.has(item));
           assert.deepEqual(new Set(heap.values()), model);
+          assert.deepEqual([...heap.ordered()], sorted(model), "ordered() walks the heap in pop order");
         }
         const popped: Item[] = [];
         for (let item = heap.pop(); item !== undefined; item = heap.pop()) popped.push(item);

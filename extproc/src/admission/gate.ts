@@ -19,10 +19,22 @@ export interface EngineSignals {
   readonly fresh: boolean;
 }
 
+/**
+ * "admit": it may go now. "full": nothing more may go (request cap, KV watermark, engine
+ * queue, stale engine data). "too-large": this request does not fit the KV room left, but
+ * a smaller one might.
+ */
+export type AdmissionVerdict = "admit" | "full" | "too-large";
+
 export interface AdmissionGate {
   /** May one more request of `tokens` KV footprint go to this backend now? */
-  admits(backend: Readonly<BackendConfig> | undefined, load: BackendLoad, tokens: number): boolean;
+  check(backend: Readonly<BackendConfig> | undefined, load: BackendLoad, tokens: number): AdmissionVerdict;
+  /** The KV tokens the backend can hold (engine capacity, else the in-flight token cap). */
+  kvBudgetTokens(backend: Readonly<BackendConfig> | undefined): number | undefined;
 }
+
+/** Admits everything: what a gateway without admission control does. */
+export const OPEN_GATE: AdmissionGate = { check: () => "admit", kvBudgetTokens: () => undefined };
 
 export interface EngineAwareGateOptions {
   /** Engine state per backend name; undefined (no poller) leaves the decision to the caps. */
@@ -46,21 +58,28 @@ export class EngineAwareGate implements AdmissionGate {
     this.#maxEngineWaiting = options.maxEngineWaiting ?? 2;
   }
 
-  admits(backend: Readonly<BackendConfig> | undefined, load: BackendLoad, tokens: number): boolean {
+  check(backend: Readonly<BackendConfig> | undefined, load: BackendLoad, tokens: number): AdmissionVerdict {
     const maxRequests = backend?.maxInFlightRequests ?? Number.POSITIVE_INFINITY;
-    if (load.inFlight >= maxRequests) return false;
-    if (load.inFlight === 0) return true;
-    const maxTokens = backend?.maxInFlightTokens;
-    if (maxTokens !== undefined && load.inFlightTokens + tokens > maxTokens) return false;
+    if (load.inFlight >= maxRequests) return "full";
     const engine = backend ? this.#signals?.(backend.name) : undefined;
-    if (!engine) return true;
-    if (!engine.fresh) return false;
-    if (engine.kvCacheUsage >= (backend?.kvCacheHighWatermark ?? 1)) return false;
-    // Requests we sent that the engine is not running yet sit in its queue, seen or not.
-    const engineQueue = Math.max(engine.waiting, load.inFlight - engine.running);
-    if (engineQueue > this.#maxEngineWaiting) return false;
-    if (engine.kvCapacityTokens !== undefined && load.inFlightTokens + tokens > engine.kvCapacityTokens)
-      return false;
-    return true;
+    // A loading, dead or unobserved engine gets nothing, not even one request.
+    if (engine && !engine.fresh) return "full";
+    if (load.inFlight === 0) return "admit";
+    if (engine) {
+      if (engine.kvCacheUsage >= (backend?.kvCacheHighWatermark ?? 1)) return "full";
+      // Requests we sent that the engine is not running yet sit in its queue, seen or not.
+      const engineQueue = Math.max(engine.waiting, load.inFlight - engine.running);
+      if (engineQueue > this.#maxEngineWaiting) return "full";
+    }
+    const budget = this.kvBudgetTokens(backend);
+    if (budget !== undefined && load.inFlightTokens + tokens > budget) return "too-large";
+    return "admit";
+  }
+
+  kvBudgetTokens(backend: Readonly<BackendConfig> | undefined): number | undefined {
+    const engine = backend ? this.#signals?.(backend.name)?.kvCapacityTokens : undefined;
+    const cap = backend?.maxInFlightTokens;
+    if (engine === undefined) return cap;
+    return cap === undefined ? engine : Math.min(cap, engine);
   }
 }

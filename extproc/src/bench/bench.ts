@@ -23,6 +23,8 @@ export interface BenchOptions {
   readonly policyOverrides?: Partial<PolicyInput>;
   /** An operator's policy file the scenarios run under (what-if). */
   readonly basePolicy?: ParsedPolicy;
+  /** Overrides every scenario's client x-fairgate-max-wait-ms (0: clients send none). */
+  readonly clientMaxWaitMs?: number;
   /** Called with a label and 0..1 while a run progresses. */
   readonly onProgress?: (label: string, fraction: number) => void;
 }
@@ -55,10 +57,15 @@ export async function measureCapacity(preset: EnginePreset, seed: number): Promi
 export async function runBench(options: BenchOptions): Promise<BenchResult> {
   const started = performance.now();
   const capacity = await measureCapacity(options.preset, options.seed);
+  const override = options.clientMaxWaitMs;
   const scenarios: Scenario[] = [
     ...options.scenarios.map((name) => builtinScenario(name, capacity, options.durationMs)),
     ...(options.extraScenarios ?? []).map((build) => build(capacity)),
-  ];
+  ].map((s) => {
+    if (override === undefined) return s;
+    const { clientMaxWaitMs: _, ...rest } = s;
+    return override > 0 ? { ...rest, clientMaxWaitMs: override } : rest;
+  });
   const results: Array<{ scenario: Scenario; runs: RunReport[] }> = [];
   const runOptions = {
     preset: options.preset,

@@ -2,7 +2,7 @@
  * The schedulers a benchmark compares, all on the same interfaces: fairgate's weighted fair
  * queue and the baselines operators run today.
  */
-import { EngineAwareGate, type EngineSignals } from "../admission/gate.ts";
+import { EngineAwareGate, type EngineSignals, OPEN_GATE } from "../admission/gate.ts";
 import type { Clock } from "../clock.ts";
 import type { Policy } from "../config/policy.ts";
 import type { FAIRNESS_POLICY_NAMES } from "../config/schema.ts";
@@ -40,8 +40,6 @@ export interface Contender {
   build(context: ContenderContext): ContenderInstance;
 }
 
-const UNLIMITED_GATE = { admits: () => true };
-
 export const CONTENDERS: Readonly<Record<string, Contender>> = Object.freeze({
   fairgate: {
     name: "fairgate",
@@ -56,7 +54,7 @@ export const CONTENDERS: Readonly<Record<string, Contender>> = Object.freeze({
         policy: context.policy,
         clock: context.clock,
         fairness: () => new FcfsPolicy(),
-        gate: UNLIMITED_GATE,
+        gate: OPEN_GATE,
         name: "fcfs",
       }),
     }),
@@ -72,7 +70,7 @@ export const CONTENDERS: Readonly<Record<string, Contender>> = Object.freeze({
           policy: context.policy,
           clock: context.clock,
           fairness: () => new FcfsPolicy(),
-          gate: UNLIMITED_GATE,
+          gate: OPEN_GATE,
           name: "rate-limit",
         }),
         admit: (tenant, weight, tokens, now) => limiter.admit(tenant, weight, tokens, now),
@@ -107,6 +105,9 @@ function fairQueue(
       engineSignals: context.engineSignals,
       maxEngineWaiting: scheduling.maxEngineWaiting,
     }),
+    // Context-window scheduling (bounded bypass, per-tenant KV shares) is fairgate's own;
+    // the baselines keep only the admission gate.
+    ...(policy === "vtc" ? { maxBypass: scheduling.maxBypass } : { maxBypass: 0, tenantKvShares: false }),
     name: policy === "vtc" ? "fairgate" : policy,
   });
 }

@@ -9,6 +9,7 @@ import type { EngineSignals } from "../admission/gate.ts";
 import { compilePolicy, type Policy } from "../config/policy.ts";
 import { type ParsedPolicy, type PolicyInput, policySchema } from "../config/schema.ts";
 import { FairgateError } from "../errors.ts";
+import { deadlineRefusal } from "../scheduler/deadline.ts";
 import type { SchedulingRequest } from "../scheduler/types.ts";
 import { EngineModel } from "../sim/engine-model.ts";
 import { EngineRunner } from "../sim/engine-runner.ts";
@@ -34,6 +35,9 @@ export interface Scenario {
   readonly ttftSloMs: number;
   /** Tenants whose TTFT is also measured alone (without the others) for comparison. */
   readonly soloTenants?: readonly string[];
+  /** Clients send x-fairgate-max-wait-ms with this value (ms): refused at once when the
+   * gateway predicts a longer worst case. */
+  readonly clientMaxWaitMs?: number;
 }
 
 export interface RequestRecord {
@@ -241,6 +245,16 @@ export async function runScenario(
       expectedOutputTokens: maxTokens,
       maxWaitMs: tenantPolicy.limits.maxQueueWaitMs ?? 3_600_000,
     };
+    const late = deadlineRefusal(
+      scheduler.estimate(request),
+      scenario.clientMaxWaitMs,
+      "x-fairgate-max-wait-ms",
+    );
+    if (late) {
+      record.refused = late.code;
+      done?.(retryAfterMs(late));
+      return;
+    }
     outstanding++;
     const submission = scheduler.submit(request, new AbortController().signal);
     record.queued = submission.queued;

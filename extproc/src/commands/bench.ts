@@ -30,6 +30,8 @@ index, total throughput, goodput under a TTFT objective and estimate accuracy.
   --preset NAME        engine preset (default llama-3.1-8b-h100): ${Object.keys(PRESETS).join(", ")}
   --seed N             random seed (default 1)
   --ttft-slo-ms N      TTFT objective for goodput in trace replays (default 2000)
+  --client-max-wait-ms N  clients send x-fairgate-max-wait-ms N (0: none); built-in
+                       scenarios default to half their TTFT objective (WEIGHTED-4: none)
   --json FILE          also write the full results as JSON ("-" for stdout, text then goes to stderr)
   --summary            only the comparison tables, no per-tenant tables
   --quiet              no progress output
@@ -67,6 +69,11 @@ export async function runBenchCommand(args: string[], io: CommandIo): Promise<nu
   if (!Number.isInteger(seed)) problems.push("--seed must be an integer");
   const slo = Number(values["ttft-slo-ms"] ?? "2000");
   if (!(Number.isFinite(slo) && slo > 0)) problems.push("--ttft-slo-ms must be a positive number");
+  const clientMaxWait =
+    values["client-max-wait-ms"] === undefined ? undefined : Number(values["client-max-wait-ms"]);
+  if (clientMaxWait !== undefined && !(Number.isFinite(clientMaxWait) && clientMaxWait >= 0)) {
+    problems.push("--client-max-wait-ms must be a number of milliseconds >= 0");
+  }
   const presetName = values.preset ?? "llama-3.1-8b-h100";
   if (!(presetName in PRESETS))
     problems.push(`unknown preset "${presetName}" (known: ${Object.keys(PRESETS).join(", ")})`);
@@ -115,6 +122,7 @@ export async function runBenchCommand(args: string[], io: CommandIo): Promise<nu
     seed,
     extraScenarios,
     ...(basePolicy ? { basePolicy } : {}),
+    ...(clientMaxWait !== undefined ? { clientMaxWaitMs: clientMaxWait } : {}),
     ...(progress ? { onProgress: progress.update } : {}),
   });
   progress?.done();
@@ -142,6 +150,7 @@ function parse(args: string[]) {
       preset: { type: "string" },
       seed: { type: "string" },
       "ttft-slo-ms": { type: "string" },
+      "client-max-wait-ms": { type: "string" },
       json: { type: "string" },
       summary: { type: "boolean" },
       quiet: { type: "boolean" },

@@ -70,7 +70,8 @@ const backendSchema = z.strictObject({
   maxInFlightRequests: positiveInt.default(256),
   maxInFlightTokens: positiveInt.optional(),
   kvCacheHighWatermark: z.number().gt(0).lte(1).default(0.85),
-  scrapeIntervalMs: positiveInt.default(1000),
+  /** How often the engine poller scrapes each `metrics` URL (and its /health). */
+  scrapeIntervalMs: positiveInt.default(200),
 });
 
 const tierSchema = z.strictObject({
@@ -122,6 +123,9 @@ const schedulingSchema = z.strictObject({
   starvationBound: positiveInt.default(10),
   /** Requests allowed in the engine's own waiting queue before fairgate holds the rest. */
   maxEngineWaiting: nonNegativeInt.default(2),
+  /** How many later, smaller requests may overtake one too large for the KV room left,
+   * before it blocks the queue until the room frees. */
+  maxBypass: nonNegativeInt.default(16),
 });
 
 export const policySchema = z.strictObject({

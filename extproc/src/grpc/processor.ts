@@ -6,6 +6,7 @@ import type { Logger } from "../log.ts";
 import type { GatewayMetrics } from "../metrics/gateway-metrics.ts";
 import { type ApiKind, classifyRequest, type ParsedRequest, parseRequestBody } from "../openai/parse.ts";
 import type { TokenCounter } from "../openai/tokens.ts";
+import { deadlineRefusal } from "../scheduler/deadline.ts";
 import type { Dispatch, Scheduler } from "../scheduler/types.ts";
 import type {
   HeaderMutation,
@@ -136,8 +137,10 @@ export class StreamProcessor {
   /** Ends the stream's claim on everything: leaves the queue, frees the engine slot. */
   close(reason: "end" | "cancelled" | "error"): void {
     if (this.#state === "closed") return;
-    if (reason !== "end" && this.#state === "queued")
+    if (reason !== "end" && this.#state === "queued") {
       this.#ctx.metrics.streamErrors.inc({ reason: "cancelled_while_queued" });
+      this.#ctx.metrics.countRequest(this.#tenant, "cancelled");
+    }
     this.#state = "closed";
     this.#abort.abort(new Error(`ext_proc stream ${reason}`));
     this.#finishRequest();
@@ -263,13 +266,9 @@ export class StreamProcessor {
       maxWaitMs,
     };
     const estimate = this.#ctx.scheduler.estimate(request);
-    if (this.#clientMaxWaitMs !== undefined && estimate.worstCaseMs > this.#clientMaxWaitMs) {
-      this.#refuse(
-        new FairgateError("wait_exceeds_max", {
-          message: `The worst-case wait is ${estimate.worstCaseMs} ms, over the ${this.#clientMaxWaitMs} ms allowed by ${HEADERS.maxWaitMs}.`,
-          headers: { "retry-after": String(Math.max(1, Math.ceil(estimate.expectedMs / 1000))) },
-        }),
-      );
+    const late = deadlineRefusal(estimate, this.#clientMaxWaitMs, HEADERS.maxWaitMs);
+    if (late) {
+      this.#refuse(late);
       return;
     }
     const submission = this.#ctx.scheduler.submit(request, this.#abort.signal);
@@ -299,7 +298,7 @@ export class StreamProcessor {
       { tenant: this.#ctx.metrics.tenantLabel(tenant), tier: tenant.tier },
       dispatch.waitedMs / 1000,
     );
-    this.#ctx.metrics.countRequest(tenant, "admitted");
+    this.#ctx.metrics.countRequest(tenant, "dispatched");
     this.#state = "response_headers";
     this.#send({ request_body: { response: { status: "CONTINUE" } } });
   }

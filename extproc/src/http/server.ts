@@ -3,7 +3,7 @@ import type { AddressInfo } from "node:net";
 import { ANONYMOUS_TENANT, type Policy } from "../config/policy.ts";
 import { FairgateError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import type { GatewayMetrics } from "../metrics/gateway-metrics.ts";
+import { type GatewayMetrics, virtualCountersOf } from "../metrics/gateway-metrics.ts";
 import type { Scheduler } from "../scheduler/types.ts";
 import { listenOn } from "./listen.ts";
 
@@ -109,6 +109,16 @@ export async function startHttpApi(options: HttpApiOptions): Promise<HttpApi> {
 function queueView(options: Omit<HttpApiOptions, "listen">) {
   const snapshot = options.scheduler.snapshot();
   const policy = options.policy();
+  const counters = virtualCountersOf(options.scheduler)?.();
+  /** Per tenant, its virtual counter on each backend that keeps one (VTC schedulers only). */
+  const virtualCounters = (tenant: string) => {
+    const byBackend: Record<string, number> = {};
+    for (const [backend, tenants] of counters ?? []) {
+      const value = tenants.get(tenant);
+      if (value !== undefined) byBackend[backend] = value;
+    }
+    return byBackend;
+  };
   return {
     object: "fairgate.queue",
     policy_version: policy.version,
@@ -129,6 +139,7 @@ function queueView(options: Omit<HttpApiOptions, "listen">) {
       in_flight_tokens: t.inFlightTokens,
       estimated_wait_ms: t.estimatedWaitMs,
       worst_case_wait_ms: t.worstCaseWaitMs,
+      ...(counters ? { virtual_counters: virtualCounters(t.tenant) } : {}),
     })),
   };
 }

@@ -1,6 +1,7 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
-import type { TenantPolicy } from "../config/policy.ts";
-import type { SchedulerSnapshot } from "../scheduler/types.ts";
+import type { EngineSignals } from "../admission/gate.ts";
+import type { Policy, TenantPolicy } from "../config/policy.ts";
+import type { Scheduler, SchedulerSnapshot, TenantQueueState } from "../scheduler/types.ts";
 
 /** Unlisted tenants (trusted-header or JWT identities not in the policy) can be numerous;
  * past this many distinct ids they share one label value so a scrape stays bounded. */
@@ -8,7 +9,46 @@ const MAX_UNLISTED_TENANT_LABELS = 500;
 export const OTHER_TENANT_LABEL = "_other";
 
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1];
-const WAIT_BUCKETS = [0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+/** 1 ms (dispatched at once) to 10 min (the longest an Envoy route may reasonably hold). */
+const WAIT_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
+
+/** Virtual counters per backend, then per tenant: what a fair-queue scheduler keeps. */
+export type VirtualCounters = ReadonlyMap<string, ReadonlyMap<string, number>>;
+
+/**
+ * How a request ended, as counted by fairgate_requests_total. A request whose body passed
+ * every check is handed to the scheduler; it then either goes to the engine at once or
+ * queues, and ends exactly once as `dispatched`, `refused` (queue_full, queue_timeout,
+ * shutting_down, ...) or `cancelled` (the client left while it was queued).
+ */
+export type RequestOutcome = "dispatched" | "refused" | "cancelled" | "passthrough";
+
+export interface GatewayMetricsOptions {
+  snapshot: () => SchedulerSnapshot;
+  /** The policy in force: tells listed tenants from unlisted ones (whose labels are capped)
+   * and names the backends, so a backend's series exist before its first request. */
+  policy?: () => Policy;
+  /** VTC virtual counters per backend and tenant; fairgate_tenant_virtual_counter exists
+   * only when given (see virtualCountersOf). */
+  virtualCounters?: () => VirtualCounters;
+  /** The engine state the admission gate sees, per backend (from the poller). */
+  engineSignals?: (backend: string) => EngineSignals | undefined;
+  collectProcessMetrics?: boolean;
+}
+
+/** The scheduler's virtual counters, when it keeps them (the fair queue does). */
+export function virtualCountersOf(scheduler: Scheduler): (() => VirtualCounters) | undefined {
+  const candidate = scheduler as Scheduler & { counters?: unknown };
+  if (typeof candidate.counters !== "function") return undefined;
+  return () => (candidate.counters as () => VirtualCounters).call(scheduler);
+}
+
+interface Scrape {
+  readonly snapshot: SchedulerSnapshot;
+  readonly counters: VirtualCounters | undefined;
+}
+
+type TenantPick = (t: TenantQueueState) => number;
 
 /** Every Prometheus series fairgate serve exports, on a registry of its own. */
 export class GatewayMetrics {
@@ -21,14 +61,19 @@ export class GatewayMetrics {
   readonly policyReloads: Counter<"result">;
   readonly policyInfo: Gauge<"version">;
   readonly #unlistedSeen = new Set<string>();
+  readonly #options: GatewayMetricsOptions;
+  /** One scheduler snapshot per scrape: prom-client runs every collect() in one
+   * synchronous pass, so the cache is dropped at the next microtask. */
+  #scrape: Scrape | undefined;
 
-  constructor(options: { snapshot: () => SchedulerSnapshot; collectProcessMetrics?: boolean }) {
+  constructor(options: GatewayMetricsOptions) {
+    this.#options = options;
     const registers = [this.registry];
     if (options.collectProcessMetrics ?? true)
       collectDefaultMetrics({ register: this.registry, prefix: "fairgate_" });
     this.requests = new Counter({
       name: "fairgate_requests_total",
-      help: "Requests seen, by tenant and outcome (admitted, refused, passthrough) with the refusal code.",
+      help: "Requests by tenant and outcome: dispatched (sent to the engine, after any queueing), refused (with its code), cancelled (client left while queued), passthrough (not scheduled).",
       labelNames: ["tenant", "tier", "outcome", "code"],
       registers,
     });
@@ -52,7 +97,7 @@ export class GatewayMetrics {
     });
     this.queueWait = new Histogram({
       name: "fairgate_queue_wait_seconds",
-      help: "Time requests were held before dispatch to the engine.",
+      help: "Time dispatched requests were held before going to the engine (0 when not queued).",
       labelNames: ["tenant", "tier"],
       buckets: WAIT_BUCKETS,
       registers,
@@ -70,63 +115,41 @@ export class GatewayMetrics {
       registers,
     });
 
-    const snapshot = options.snapshot;
-    const tenantGauge = (
-      name: string,
-      help: string,
-      pick: (t: SchedulerSnapshot["tenants"][number]) => number,
-    ) =>
+    this.#tenantGauges(registers);
+    this.#backendGauges(registers);
+    if (options.virtualCounters) {
+      const counters = () => this.#current().counters ?? new Map();
+      const label = (id: string) => this.#labelForId(id);
       new Gauge({
-        name,
-        help,
-        labelNames: ["tenant", "tier"],
+        name: "fairgate_tenant_virtual_counter",
+        help: "The tenant's virtual token counter on the backend (weighted tokens served, VTC); the backlogged tenant with the smallest goes next. Unlisted tenants past the label cap show their largest under _other.",
+        labelNames: ["backend", "tenant"],
         registers,
         collect() {
           this.reset();
-          for (const tenant of snapshot().tenants)
-            this.set({ tenant: tenant.tenant, tier: tenant.tier }, pick(tenant));
+          for (const [backend, tenants] of counters()) {
+            const values = new Map<string, number>();
+            for (const [id, value] of tenants) {
+              const tenant = label(id);
+              values.set(tenant, Math.max(values.get(tenant) ?? Number.NEGATIVE_INFINITY, value));
+            }
+            for (const [tenant, value] of values) this.set({ backend, tenant }, value);
+          }
         },
       });
-    tenantGauge("fairgate_queued_requests", "Requests held in the queue, per tenant.", (t) => t.queued);
-    tenantGauge(
-      "fairgate_in_flight_requests",
-      "Requests dispatched to the engine and not finished.",
-      (t) => t.inFlight,
-    );
-    tenantGauge(
-      "fairgate_estimated_wait_seconds",
-      "Expected remaining wait of the tenant's longest-waiting queued request.",
-      (t) => t.estimatedWaitMs / 1000,
-    );
-    tenantGauge(
-      "fairgate_worst_case_wait_seconds",
-      "Worst-case remaining wait of the tenant's queued requests.",
-      (t) => t.worstCaseWaitMs / 1000,
-    );
-    new Gauge({
-      name: "fairgate_backend_in_flight_requests",
-      help: "Requests dispatched to each backend and not finished.",
-      labelNames: ["backend"],
-      registers,
-      collect() {
-        this.reset();
-        for (const backend of snapshot().backends) this.set({ backend: backend.backend }, backend.inFlight);
-      },
-    });
+    }
   }
 
-  tenantLabel(tenant: TenantPolicy): string {
+  /** The tenant label value: the id, except that unlisted ids beyond the first
+   * MAX_UNLISTED_TENANT_LABELS seen share OTHER_TENANT_LABEL. */
+  tenantLabel(tenant: Pick<TenantPolicy, "id" | "listed">): string {
     if (tenant.listed || this.#unlistedSeen.has(tenant.id)) return tenant.id;
     if (this.#unlistedSeen.size >= MAX_UNLISTED_TENANT_LABELS) return OTHER_TENANT_LABEL;
     this.#unlistedSeen.add(tenant.id);
     return tenant.id;
   }
 
-  countRequest(
-    tenant: TenantPolicy | undefined,
-    outcome: "admitted" | "refused" | "passthrough",
-    code = "",
-  ): void {
+  countRequest(tenant: TenantPolicy | undefined, outcome: RequestOutcome, code = ""): void {
     this.requests.inc({
       tenant: tenant ? this.tenantLabel(tenant) : "",
       tier: tenant?.tier ?? "",
@@ -138,5 +161,169 @@ export class GatewayMetrics {
   setPolicyVersion(version: string): void {
     this.policyInfo.reset();
     this.policyInfo.set({ version }, 1);
+  }
+
+  /** The label of a tenant known only by id (scheduler state). Without a policy every id
+   * counts as unlisted, so the cap still bounds the series. */
+  #labelForId(id: string): string {
+    return this.tenantLabel({ id, listed: this.#options.policy?.().tenants.has(id) ?? false });
+  }
+
+  #current(): Scrape {
+    if (!this.#scrape) {
+      this.#scrape = {
+        snapshot: this.#options.snapshot(),
+        counters: this.#options.virtualCounters?.(),
+      };
+      queueMicrotask(() => {
+        this.#scrape = undefined;
+      });
+    }
+    return this.#scrape;
+  }
+
+  #tenantGauges(registers: Registry[]): void {
+    const tenants = () => this.#current().snapshot.tenants;
+    const label = (id: string) => this.#labelForId(id);
+    /** Tenants sharing the _other label are summed (counts) or maxed (waits). */
+    const gauge = (name: string, help: string, pick: TenantPick, combine: "sum" | "max" = "sum") =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ["tenant", "tier"],
+        registers,
+        collect() {
+          this.reset();
+          const values = new Map<string, { tenant: string; tier: string; value: number }>();
+          for (const state of tenants()) {
+            const tenant = label(state.tenant);
+            const key = `${tenant}\u0000${state.tier}`;
+            const value = pick(state);
+            const seen = values.get(key);
+            if (!seen) values.set(key, { tenant, tier: state.tier, value });
+            else seen.value = combine === "sum" ? seen.value + value : Math.max(seen.value, value);
+          }
+          for (const { tenant, tier, value } of values.values()) this.set({ tenant, tier }, value);
+        },
+      });
+    gauge(
+      "fairgate_queued_requests",
+      "Requests held in the queue (queue depth), per tenant.",
+      (t) => t.queued,
+    );
+    gauge(
+      "fairgate_queued_tokens",
+      "Prompt + max output tokens of the tenant's queued requests.",
+      (t) => t.queuedTokens,
+    );
+    gauge(
+      "fairgate_in_flight_requests",
+      "Requests dispatched to the engine and not finished, per tenant.",
+      (t) => t.inFlight,
+    );
+    gauge(
+      "fairgate_in_flight_tokens",
+      "Prompt + max output tokens (KV footprint) of the tenant's in-flight requests.",
+      (t) => t.inFlightTokens,
+    );
+    gauge(
+      "fairgate_estimated_wait_seconds",
+      "Expected remaining wait of the tenant's longest-waiting queued request.",
+      (t) => t.estimatedWaitMs / 1000,
+      "max",
+    );
+    gauge(
+      "fairgate_worst_case_wait_seconds",
+      "Worst-case remaining wait of the tenant's queued requests.",
+      (t) => t.worstCaseWaitMs / 1000,
+      "max",
+    );
+  }
+
+  #backendGauges(registers: Registry[]): void {
+    /** Configured backends (zeros before their first request) plus any the scheduler knows. */
+    const backends = () => {
+      const states = new Map<string, SchedulerSnapshot["backends"][number] | undefined>();
+      for (const backend of this.#options.policy?.().backends ?? []) states.set(backend.name, undefined);
+      for (const state of this.#current().snapshot.backends) states.set(state.backend, state);
+      return states;
+    };
+    const gauge = (
+      name: string,
+      help: string,
+      pick: (state: SchedulerSnapshot["backends"][number] | undefined) => number | null,
+    ) =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ["backend"],
+        registers,
+        collect() {
+          this.reset();
+          for (const [backend, state] of backends()) {
+            const value = pick(state);
+            if (value !== null) this.set({ backend }, value);
+          }
+        },
+      });
+    gauge("fairgate_backend_queued_requests", "Requests queued for each backend.", (b) => b?.queued ?? 0);
+    gauge(
+      "fairgate_backend_in_flight_requests",
+      "Requests dispatched to each backend and not finished.",
+      (b) => b?.inFlight ?? 0,
+    );
+    gauge(
+      "fairgate_backend_in_flight_tokens",
+      "Prompt + max output tokens (KV footprint) of the requests in flight on each backend.",
+      (b) => b?.inFlightTokens ?? 0,
+    );
+    gauge(
+      "fairgate_backend_service_rate_tokens_per_second",
+      "Tokens per second the backend has been completing (the basis of wait estimates); absent before the first completion.",
+      (b) => b?.serviceRateTokensPerSec ?? null,
+    );
+
+    const signals = this.#options.engineSignals;
+    if (!signals) return;
+    const engineGauge = (name: string, help: string, pick: (s: EngineSignals) => number | undefined) =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ["backend"],
+        registers,
+        collect() {
+          this.reset();
+          for (const backend of backends().keys()) {
+            const state = signals(backend);
+            const value = state ? pick(state) : undefined;
+            if (value !== undefined) this.set({ backend }, value);
+          }
+        },
+      });
+    engineGauge(
+      "fairgate_engine_running_requests",
+      "Requests the engine reports running (poller), as the admission gate sees them.",
+      (s) => s.running,
+    );
+    engineGauge(
+      "fairgate_engine_waiting_requests",
+      "Requests waiting in the engine's own queue (poller).",
+      (s) => s.waiting,
+    );
+    engineGauge(
+      "fairgate_engine_kv_cache_usage_ratio",
+      "Fraction (0..1) of the engine's KV cache in use (poller); at kvCacheHighWatermark dispatch stops.",
+      (s) => s.kvCacheUsage,
+    );
+    engineGauge(
+      "fairgate_engine_kv_capacity_tokens",
+      "Tokens the engine's KV cache holds in all, when the engine reports it.",
+      (s) => s.kvCapacityTokens,
+    );
+    engineGauge(
+      "fairgate_engine_signals_fresh",
+      "1 while the engine data is within the staleness bound, 0 when stale (the backend then counts as saturated).",
+      (s) => (s.fresh ? 1 : 0),
+    );
   }
 }

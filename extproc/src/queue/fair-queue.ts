@@ -1,4 +1,4 @@
-import { type AdmissionGate, EngineAwareGate } from "../admission/gate.ts";
+import { type AdmissionGate, type AdmissionVerdict, EngineAwareGate } from "../admission/gate.ts";
 import type { Clock, TimerHandle } from "../clock.ts";
 import type { Policy } from "../config/policy.ts";
 import { FairgateError } from "../errors.ts";
@@ -25,6 +25,16 @@ interface Waiter {
   readonly reject: (reason: unknown) => void;
   timer: TimerHandle | undefined;
   detach: () => void;
+  /** Dispatches that overtook this request while it was too large for the KV room left. */
+  bypassed: number;
+}
+
+/** One tenant's footprint on one backend, for KV shares. */
+interface TenantOnBackend {
+  weight: number;
+  queued: number;
+  inFlight: number;
+  inFlightTokens: number;
 }
 
 interface BackendState {
@@ -34,6 +44,9 @@ interface BackendState {
   inFlight: number;
   inFlightTokens: number;
   readonly rate: ServiceRate;
+  readonly tenants: Map<string, TenantOnBackend>;
+  /** Sum of the weights of tenants with requests queued or in flight here. */
+  activeWeight: number;
 }
 
 interface TenantCounters {
@@ -46,6 +59,8 @@ interface TenantCounters {
 
 /** Used for estimates until a backend has completed anything. */
 const PRIOR_TOKENS_PER_SEC = 2_000;
+/** How far down the policy's order one dispatch attempt looks for a request that fits. */
+const MAX_CANDIDATES = 16;
 
 export interface FairQueueOptions {
   policy: () => Policy;
@@ -55,6 +70,10 @@ export interface FairQueueOptions {
   gate?: AdmissionGate;
   /** The scheduler's name in /v1/queue and benchmark reports; defaults to the policy's. */
   name?: string;
+  /** Later requests allowed to overtake one too large for the KV room left (default 16). */
+  maxBypass?: number;
+  /** Hold each tenant to its weighted share of the KV budget while others wait (default true). */
+  tenantKvShares?: boolean;
 }
 
 /**
@@ -72,6 +91,8 @@ export class FairQueueScheduler implements Scheduler {
   readonly #backends = new Map<string, BackendState>();
   readonly #tenants = new Map<string, TenantCounters>();
   readonly #predictor = new OutputPredictor();
+  readonly #maxBypass: number;
+  readonly #tenantKvShares: boolean;
   #seq = 0;
 
   constructor(options: FairQueueOptions) {
@@ -80,6 +101,8 @@ export class FairQueueScheduler implements Scheduler {
     this.#fairness = options.fairness;
     this.#gate = options.gate ?? new EngineAwareGate();
     this.name = options.name ?? options.fairness().name;
+    this.#maxBypass = options.maxBypass ?? 16;
+    this.#tenantKvShares = options.tenantKvShares ?? true;
   }
 
   submit(request: SchedulingRequest, signal: AbortSignal): Submission {
@@ -89,7 +112,7 @@ export class FairQueueScheduler implements Scheduler {
     const item = this.#item(request);
     const estimate = this.estimate(request);
 
-    if (backend.policy.size === 0 && this.#admits(backend, request)) {
+    if (backend.policy.size === 0 && this.#verdict(backend, request) === "admit") {
       backend.policy.add(item);
       backend.policy.dispatch(item);
       return {
@@ -116,6 +139,7 @@ export class FairQueueScheduler implements Scheduler {
         reject,
         timer: undefined,
         detach: () => {},
+        bypassed: 0,
       };
       const onAbort = () => {
         if (this.#remove(backend, waiter)) reject(signal.reason);
@@ -136,16 +160,20 @@ export class FairQueueScheduler implements Scheduler {
       }, request.maxWaitMs);
       backend.waiters.set(item, waiter);
       backend.policy.add(item);
+      this.#onBackend(backend, request).queued += 1;
       tenant.queued += 1;
       tenant.queuedTokens += tokensOf(request);
     });
+    // It may fit past a head that is waiting for KV room.
+    this.#pump(backend);
     return { queued: true, dispatch };
   }
 
   estimate(request: Omit<SchedulingRequest, "id" | "maxWaitMs">): WaitEstimate {
     const backend = this.#backend(request.backend);
     const tokens = tokensOf(request);
-    if (backend.policy.size === 0 && this.#admits(backend, request)) return { expectedMs: 0, worstCaseMs: 0 };
+    if (backend.policy.size === 0 && this.#verdict(backend, request) === "admit")
+      return { expectedMs: 0, worstCaseMs: 0 };
     const now = this.#clock.now();
     const ahead = backend.policy.workAhead({
       tenantId: request.tenant.id,
@@ -170,20 +198,29 @@ export class FairQueueScheduler implements Scheduler {
 
   snapshot(): SchedulerSnapshot {
     const now = this.#clock.now();
+    // One pass over the waiting requests: the longest remaining expected and worst-case
+    // wait per tenant.
+    const waits = new Map<string, { expected: number; worst: number }>();
+    for (const backend of this.#backends.values()) {
+      for (const waiter of backend.waiters.values()) {
+        const waited = now - waiter.enqueuedAt;
+        const id = waiter.request.tenant.id;
+        const entry = waits.get(id) ?? { expected: 0, worst: 0 };
+        entry.expected = Math.max(entry.expected, waiter.estimate.expectedMs - waited);
+        entry.worst = Math.max(entry.worst, waiter.estimate.worstCaseMs - waited);
+        waits.set(id, entry);
+      }
+    }
     const tenants: TenantQueueState[] = [];
     for (const [id, counters] of this.#tenants) {
       if (counters.queued === 0 && counters.inFlight === 0) continue;
-      let estimatedWaitMs = 0;
-      let worstCaseWaitMs = 0;
-      for (const backend of this.#backends.values()) {
-        for (const waiter of backend.waiters.values()) {
-          if (waiter.request.tenant.id !== id) continue;
-          const waited = now - waiter.enqueuedAt;
-          estimatedWaitMs = Math.max(estimatedWaitMs, Math.max(0, waiter.estimate.expectedMs - waited));
-          worstCaseWaitMs = Math.max(worstCaseWaitMs, Math.max(0, waiter.estimate.worstCaseMs - waited));
-        }
-      }
-      tenants.push({ tenant: id, ...counters, estimatedWaitMs, worstCaseWaitMs });
+      const wait = waits.get(id);
+      tenants.push({
+        tenant: id,
+        ...counters,
+        estimatedWaitMs: Math.max(0, wait?.expected ?? 0),
+        worstCaseWaitMs: Math.max(0, wait?.worst ?? 0),
+      });
     }
     tenants.sort((a, b) => a.tenant.localeCompare(b.tenant));
     return {
@@ -214,9 +251,24 @@ export class FairQueueScheduler implements Scheduler {
     }
   }
 
-  #admits(backend: BackendState, request: Omit<SchedulingRequest, "id" | "maxWaitMs">): boolean {
+  /** The gate's verdict, plus the tenant's KV share when others are waiting for the room. */
+  #verdict(
+    backend: BackendState,
+    request: Omit<SchedulingRequest, "id" | "maxWaitMs">,
+  ): AdmissionVerdict | "over-share" {
     const config = this.#policy().backends.find((b) => b.name === backend.name);
-    return this.#gate.admits(config, backend, tokensOf(request));
+    const tokens = tokensOf(request);
+    const verdict = this.#gate.check(config, backend, tokens);
+    if (verdict !== "admit" || !this.#tenantKvShares) return verdict;
+    const mine = backend.tenants.get(request.tenant.id);
+    const contended = backend.policy.size > (mine?.queued ?? 0);
+    if (!contended || !mine || mine.inFlight === 0) return "admit";
+    const budget = this.#gate.kvBudgetTokens(config);
+    if (budget === undefined) return "admit";
+    // With others waiting, one tenant may hold no more than its weighted share of the KV
+    // budget, so a tenant's long contexts cannot crowd everyone else out of the cache.
+    const share = (budget * mine.weight) / Math.max(backend.activeWeight, mine.weight);
+    return mine.inFlightTokens + tokens > share ? "over-share" : "admit";
   }
 
   #item(request: SchedulingRequest): QueuedRequest {
@@ -240,10 +292,13 @@ export class FairQueueScheduler implements Scheduler {
   ): Dispatch {
     const tokens = tokensOf(request);
     const tenant = this.#tenant(request);
+    const onBackend = this.#onBackend(backend, request);
     backend.inFlight += 1;
     backend.inFlightTokens += tokens;
     tenant.inFlight += 1;
     tenant.inFlightTokens += tokens;
+    onBackend.inFlight += 1;
+    onBackend.inFlightTokens += tokens;
     let released = false;
     return {
       waitedMs: Math.max(0, this.#clock.now() - enqueuedAt),
@@ -255,6 +310,9 @@ export class FairQueueScheduler implements Scheduler {
         backend.inFlightTokens -= tokens;
         tenant.inFlight -= 1;
         tenant.inFlightTokens -= tokens;
+        onBackend.inFlight -= 1;
+        onBackend.inFlightTokens -= tokens;
+        this.#leaveBackendIfIdle(backend, request.tenant.id);
         const output = outcome?.completionTokens;
         if (output !== undefined) this.#predictor.observe(request.tenant.id, output);
         backend.policy.complete(item, output);
@@ -267,18 +325,36 @@ export class FairQueueScheduler implements Scheduler {
 
   #pump(backend: BackendState): void {
     for (;;) {
-      const next = backend.policy.peek();
-      if (!next) return;
-      const waiter = backend.waiters.get(next);
-      if (!waiter) {
-        // Not ours (cannot happen unless a policy misbehaves): drop it rather than spin.
-        backend.policy.remove(next);
-        continue;
+      // Walk the policy's order: the first request that may go, goes. A request too large
+      // for the KV room left may be overtaken by smaller ones, up to maxBypass times; a
+      // tenant over its KV share is passed over while others wait.
+      const overtaken: Waiter[] = [];
+      let chosen: Waiter | undefined;
+      let overShare: Waiter | undefined;
+      let examined = 0;
+      for (const candidate of backend.policy.candidates()) {
+        if (++examined > MAX_CANDIDATES) break;
+        const waiter = backend.waiters.get(candidate);
+        if (!waiter) continue;
+        const verdict = this.#verdict(backend, waiter.request);
+        if (verdict === "full") return;
+        if (verdict === "admit") {
+          chosen = waiter;
+          break;
+        }
+        if (verdict === "too-large") {
+          if (waiter.bypassed >= this.#maxBypass) return;
+          overtaken.push(waiter);
+        } else overShare ??= waiter;
       }
-      if (!this.#admits(backend, waiter.request)) return;
-      this.#detach(backend, waiter);
-      backend.policy.dispatch(next);
-      waiter.resolve(this.#start(backend, next, waiter.request, waiter.enqueuedAt, waiter.estimate));
+      // Work-conserving: a tenant over its KV share still goes when nobody else is waiting
+      // for the room (only tenants over their share are queued).
+      if (!chosen && overtaken.length === 0) chosen = overShare;
+      if (!chosen) return;
+      for (const waiter of overtaken) waiter.bypassed++;
+      this.#detach(backend, chosen);
+      backend.policy.dispatch(chosen.item);
+      chosen.resolve(this.#start(backend, chosen.item, chosen.request, chosen.enqueuedAt, chosen.estimate));
     }
   }
 
@@ -297,6 +373,28 @@ export class FairQueueScheduler implements Scheduler {
     const tenant = this.#tenant(waiter.request);
     tenant.queued -= 1;
     tenant.queuedTokens -= tokensOf(waiter.request);
+    const onBackend = this.#onBackend(backend, waiter.request);
+    onBackend.queued -= 1;
+    this.#leaveBackendIfIdle(backend, waiter.request.tenant.id);
+  }
+
+  /** The tenant's footprint on the backend, created (and counted as active) on first use. */
+  #onBackend(backend: BackendState, request: Pick<SchedulingRequest, "tenant">): TenantOnBackend {
+    let entry = backend.tenants.get(request.tenant.id);
+    if (!entry) {
+      entry = { weight: request.tenant.weight, queued: 0, inFlight: 0, inFlightTokens: 0 };
+      backend.tenants.set(request.tenant.id, entry);
+      backend.activeWeight += entry.weight;
+    }
+    return entry;
+  }
+
+  #leaveBackendIfIdle(backend: BackendState, tenantId: string): void {
+    const entry = backend.tenants.get(tenantId);
+    if (entry && entry.queued === 0 && entry.inFlight === 0) {
+      backend.tenants.delete(tenantId);
+      backend.activeWeight -= entry.weight;
+    }
   }
 
   #backend(name: string): BackendState {
@@ -309,6 +407,8 @@ export class FairQueueScheduler implements Scheduler {
         inFlight: 0,
         inFlightTokens: 0,
         rate: new ServiceRate(),
+        tenants: new Map(),
+        activeWeight: 0,
       };
       this.#backends.set(name, state);
     }

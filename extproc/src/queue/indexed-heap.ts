@@ -66,6 +66,29 @@ export class IndexedHeap<T> {
     return this.#items;
   }
 
+  /** Elements in order without removing them: O(k log k) for the first k. */
+  *ordered(): Generator<T> {
+    const items = this.#items;
+    if (items.length === 0) return;
+    // A frontier of heap indices, itself kept as a small binary heap.
+    const frontier: number[] = [0];
+    const before = (i: number, j: number) => this.#before(items[i] as T, items[j] as T);
+    while (frontier.length > 0) {
+      const top = frontier[0] as number;
+      const last = frontier.pop() as number;
+      if (frontier.length > 0) {
+        frontier[0] = last;
+        siftDown(frontier, 0, before);
+      }
+      yield items[top] as T;
+      for (const child of [2 * top + 1, 2 * top + 2]) {
+        if (child >= items.length) continue;
+        frontier.push(child);
+        siftUp(frontier, frontier.length - 1, before);
+      }
+    }
+  }
+
   #swap(i: number, j: number): void {
     const a = this.#items[i] as T;
     const b = this.#items[j] as T;
@@ -96,5 +119,27 @@ export class IndexedHeap<T> {
       this.#swap(index, best);
       index = best;
     }
+  }
+}
+
+function siftUp(heap: number[], index: number, before: (a: number, b: number) => boolean): void {
+  while (index > 0) {
+    const parent = (index - 1) >> 1;
+    if (!before(heap[index] as number, heap[parent] as number)) return;
+    [heap[index], heap[parent]] = [heap[parent] as number, heap[index] as number];
+    index = parent;
+  }
+}
+
+function siftDown(heap: number[], index: number, before: (a: number, b: number) => boolean): void {
+  for (;;) {
+    const left = 2 * index + 1;
+    if (left >= heap.length) return;
+    const right = left + 1;
+    let best = left;
+    if (right < heap.length && before(heap[right] as number, heap[left] as number)) best = right;
+    if (!before(heap[best] as number, heap[index] as number)) return;
+    [heap[index], heap[best]] = [heap[best] as number, heap[index] as number];
+    index = best;
   }
 }

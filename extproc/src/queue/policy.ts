@@ -25,8 +25,15 @@ export interface FairnessPolicy {
   add(request: QueuedRequest): void;
   /** Takes a waiting request out without serving it (cancel, timeout); charges nothing. */
   remove(request: QueuedRequest): boolean;
-  /** The request the policy would serve next; `skip` lists requests the gate cannot take now. */
+  /** The request the policy would serve next. */
   peek(): QueuedRequest | undefined;
+  /**
+   * Requests in the order the policy would serve them, starting with peek()'s answer, at
+   * most one per tenant for tenant-aware policies (a tenant's requests keep their order).
+   * The queue walks this when the first choice cannot go now (too large for the KV room
+   * left, or its tenant is over its KV share), so it must be lazy: O(log n) per step.
+   */
+  candidates(): Iterable<QueuedRequest>;
   /** Serves `request` (normally peek()'s answer): takes it out and charges its tenant. */
   dispatch(request: QueuedRequest): void;
   /** A dispatched request finished; outputTokens is what it really generated, when known. */

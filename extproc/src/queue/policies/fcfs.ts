@@ -30,6 +30,10 @@ export class FcfsPolicy implements FairnessPolicy {
     return this.#queue.peek();
   }
 
+  candidates(): Iterable<QueuedRequest> {
+    return this.#queue;
+  }
+
   dispatch(request: QueuedRequest): void {
     this.remove(request);
   }

@@ -56,6 +56,14 @@ export class PriorityLevelsPolicy implements FairnessPolicy {
     return this.#chosen()?.policy.peek();
   }
 
+  *candidates(): Generator<QueuedRequest> {
+    const first = this.#chosen();
+    if (!first) return;
+    yield* first.policy.candidates();
+    for (const level of this.#levels)
+      if (level !== first && level.policy.size > 0) yield* level.policy.candidates();
+  }
+
   dispatch(request: QueuedRequest): void {
     const level = this.#levels.find((l) => l.priority === request.priority);
     if (!level) return;

@@ -31,6 +31,13 @@ export class RoundRobinPolicy implements FairnessPolicy {
     return this.#turn[0]?.queue.peek();
   }
 
+  *candidates(): Generator<QueuedRequest> {
+    for (const tenant of this.#turn) {
+      const head = tenant.queue.peek();
+      if (head) yield head;
+    }
+  }
+
   dispatch(request: QueuedRequest): void {
     const tenant = this.#queues.remove(request);
     if (!tenant) return;

@@ -19,6 +19,8 @@ export class TenantQueue {
 export class TenantQueues {
   readonly #tenants = new Map<string, TenantQueue>();
   readonly #nodes = new Map<QueuedRequest, QueueNode<QueuedRequest>>();
+  /** Prompt + predicted output of everything queued. */
+  queuedTokens = 0;
 
   get size(): number {
     return this.#nodes.size;
@@ -42,6 +44,7 @@ export class TenantQueues {
     const becameBacklogged = tenant.queue.size === 0;
     this.#nodes.set(request, tenant.queue.push(request));
     tenant.queuedTokens += serviceTokens(request);
+    this.queuedTokens += serviceTokens(request);
     return { tenant, becameBacklogged };
   }
 
@@ -53,6 +56,7 @@ export class TenantQueues {
     this.#nodes.delete(request);
     tenant.queue.remove(node);
     tenant.queuedTokens -= serviceTokens(request);
+    this.queuedTokens -= serviceTokens(request);
     if (tenant.queue.size === 0) this.#tenants.delete(request.tenantId);
     return tenant;
   }

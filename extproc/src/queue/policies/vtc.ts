@@ -29,6 +29,8 @@ export class VtcPolicy implements FairnessPolicy {
   );
   /** Virtual time: the counter of the last tenant served; never decreases. */
   #virtualTime = 0;
+  /** Sum of the weights of the backlogged tenants. */
+  #backloggedWeight = 0;
 
   get size(): number {
     return this.#queues.size;
@@ -37,12 +39,15 @@ export class VtcPolicy implements FairnessPolicy {
   add(request: QueuedRequest): void {
     const { tenant, becameBacklogged } = this.#queues.add(request);
     const account = this.#account(request);
+    // A reload may change a weight while the tenant waits.
+    if (this.#backlogged.has(account)) this.#backloggedWeight += request.weight - account.weight;
     account.weight = request.weight;
     account.queue = tenant;
     if (becameBacklogged) {
       const floor = this.#backlogged.peek()?.counter ?? this.#virtualTime;
       account.counter = Math.max(account.counter, floor);
       this.#backlogged.push(account);
+      this.#backloggedWeight += account.weight;
     }
   }
 
@@ -55,6 +60,13 @@ export class VtcPolicy implements FairnessPolicy {
 
   peek(): QueuedRequest | undefined {
     return this.#backlogged.peek()?.queue?.queue.peek();
+  }
+
+  *candidates(): Generator<QueuedRequest> {
+    for (const account of this.#backlogged.ordered()) {
+      const head = account.queue?.queue.peek();
+      if (head) yield head;
+    }
   }
 
   dispatch(request: QueuedRequest): void {
@@ -79,19 +91,37 @@ export class VtcPolicy implements FairnessPolicy {
   }
 
   workAhead(probe: WorkProbe): number {
-    // Under VTC every backlogged tenant t is served until its counter passes the counter
-    // this request would reach: (c_probe + tokens/w_probe - c_t) x w_t tokens, capped by
-    // what t has queued.
+    // The new request goes out when its tenant's counter is the smallest backlogged one,
+    // i.e. once its start tag S = c_probe + (what the tenant already has queued) / w_probe
+    // is reached. Until then every backlogged tenant t below S is served: about
+    // (S - c_t) x w_t tokens, plus the one request whose dispatch carries it past S,
+    // capped by what t has queued. The heap yields tenants in counter order, so the walk
+    // stops at the first one at or past S. Past WALK_LIMIT tenants the rest is bounded in
+    // O(1): their counters are at least the last one walked, so together they get at most
+    // (S - that counter) x their total weight, and never more than they have queued.
+    if (!Number.isFinite(probe.tokens)) return this.#queues.queuedTokens;
     const mine = this.#accounts.get(probe.tenantId);
     const floor = this.#backlogged.peek()?.counter ?? this.#virtualTime;
     const myCounter = mine?.queue ? mine.counter : Math.max(mine?.counter ?? 0, floor);
     const myQueued = mine?.queue?.queuedTokens ?? 0;
-    const finish = myCounter + (myQueued + probe.tokens) / probe.weight;
+    const start = myCounter + myQueued / probe.weight;
     let ahead = myQueued;
-    for (const account of this.#backlogged.values()) {
+    let countedTokens = myQueued;
+    let countedWeight = mine?.queue ? mine.weight : 0;
+    let walked = 0;
+    for (const account of this.#backlogged.ordered()) {
+      if (account.counter >= start) break;
+      if (++walked > WALK_LIMIT) {
+        const restTokens = this.#queues.queuedTokens - countedTokens;
+        const restWeight = this.#backloggedWeight - countedWeight;
+        return ahead + Math.min(restTokens, Math.max(0, (start - account.counter) * restWeight));
+      }
       if (account.tenantId === probe.tenantId || !account.queue) continue;
-      const share = Math.max(0, (finish - account.counter) * account.weight);
-      ahead += Math.min(account.queue.queuedTokens, share);
+      const head = account.queue.queue.peek();
+      const overshoot = head ? serviceTokens(head) : 0;
+      ahead += Math.min(account.queue.queuedTokens, (start - account.counter) * account.weight + overshoot);
+      countedTokens += account.queue.queuedTokens;
+      countedWeight += account.weight;
     }
     return ahead;
   }
@@ -122,7 +152,7 @@ export class VtcPolicy implements FairnessPolicy {
     if (!account) return;
     if (tenant.queue.size === 0) {
       account.queue = undefined;
-      this.#backlogged.remove(account);
+      if (this.#backlogged.remove(account)) this.#backloggedWeight -= account.weight;
       this.#forgetIfIdle(account);
     } else this.#backlogged.update(account);
   }
@@ -134,6 +164,9 @@ export class VtcPolicy implements FairnessPolicy {
     if (account.counter <= this.#virtualTime) this.#accounts.delete(account.tenantId);
   }
 }
+
+/** Backlogged tenants one estimate looks at before counting the rest whole. */
+const WALK_LIMIT = 32;
 
 function headSeq(account: Account): number {
   return account.queue?.queue.peek()?.seq ?? Number.POSITIVE_INFINITY;

@@ -1,0 +1,404 @@
+/**
+ * The engine poller: scrapes every configured vLLM /metrics URL each scrapeIntervalMs and
+ * GETs the sibling /health, keeps one EndpointEngineState per endpoint in an
+ * EngineStateStore, and answers the admission gate's `signals(backend)`.
+ *
+ * An endpoint counts only while /health answers 200 and its newest good scrape is younger
+ * than max(3 × interval, 1 s); otherwise it is not serving (loading, dead, or stale) and a
+ * backend with no serving endpoint reports fresh=false, which the gate treats as saturated.
+ * Loading time is measured from the first failing /health to the first 200 after it.
+ */
+import type { EngineSignals } from "../admission/gate.ts";
+import { type Clock, systemClock, type TimerHandle } from "../clock.ts";
+import type { BackendConfig } from "../config/schema.ts";
+import { type Logger, silentLogger } from "../log.ts";
+import { aggregateSnapshots, CounterRate, type EngineSnapshot, parseEngineMetrics } from "./engine-state.ts";
+
+export type EndpointStatus = "unknown" | "loading" | "serving" | "down";
+
+/** What the poller knows about one /metrics endpoint; the unit the store shares. */
+export interface EndpointEngineState {
+  readonly backend: string;
+  readonly url: string;
+  readonly healthUrl: string;
+  readonly intervalMs: number;
+  /** From /health: serving (200), loading (503, or unreachable before it was ever up),
+   * down (unreachable or failing after it was up), unknown (not scraped yet). */
+  readonly status: EndpointStatus;
+  /** The newest successful scrape. */
+  readonly snapshot?: EngineSnapshot;
+  /** Clock ms of the newest successful scrape and of the newest attempt. */
+  readonly lastScrapeOkAt?: number;
+  readonly lastAttemptAt?: number;
+  /** Why the newest attempt (metrics or health) failed, if it did. */
+  readonly lastError?: string;
+  /** The newest /health answer: an HTTP status, or "error". */
+  readonly health?: number | "error" | "absent";
+  /** Clock ms of the first failing /health of the current outage or load. */
+  readonly loadingSince?: number;
+  /** The last few measured load durations (first failing /health → first 200), oldest first. */
+  readonly loadDurationsMs: readonly number[];
+  /** Prompt + generation tokens per second over the rate window, null until measured. */
+  readonly tokensPerSecond: number | null;
+}
+
+/**
+ * Where engine state lives. Reads are synchronous because the admission gate asks on
+ * every decision; a shared (Redis) implementation keeps a local copy fresh and writes
+ * through, so `fairgate poll` running apart and several `serve` replicas see one state.
+ */
+export interface EngineStateStore {
+  write(state: EndpointEngineState): void | Promise<void>;
+  read(backend: string): readonly EndpointEngineState[];
+  all(): readonly EndpointEngineState[];
+  remove(backend: string, url: string): void | Promise<void>;
+}
+
+export class MemoryEngineStateStore implements EngineStateStore {
+  readonly #states = new Map<string, EndpointEngineState>();
+
+  write(state: EndpointEngineState): void {
+    this.#states.set(key(state.backend, state.url), state);
+  }
+
+  read(backend: string): readonly EndpointEngineState[] {
+    return [...this.#states.values()].filter((s) => s.backend === backend);
+  }
+
+  all(): readonly EndpointEngineState[] {
+    return [...this.#states.values()];
+  }
+
+  remove(backend: string, url: string): void {
+    this.#states.delete(key(backend, url));
+  }
+}
+
+export type FetchLike = (url: string, init: { signal: AbortSignal }) => Promise<Response>;
+
+export type PolledBackend = Pick<BackendConfig, "name" | "metrics" | "scrapeIntervalMs">;
+
+export interface EnginePollerOptions {
+  backends: ReadonlyArray<PolledBackend>;
+  clock?: Clock;
+  fetch?: FetchLike;
+  store?: EngineStateStore;
+  /** Per-request timeout; default max(interval, 1000) ms. */
+  timeoutMs?: number;
+  /** Load durations kept per endpoint (default 5). */
+  loadHistory?: number;
+  /** Window of the token throughput rate (default 10 s). */
+  rateWindowMs?: number;
+  /** Called after every scrape of every endpoint. */
+  onUpdate?: (state: EndpointEngineState) => void;
+  logger?: Logger;
+}
+
+/** Bodies larger than this are refused (a vLLM exposition is tens of kilobytes). */
+const MAX_BODY_BYTES = 16 * 1024 * 1024;
+
+/** Staleness bound: data older than this counts as unknown, so saturated. */
+export function staleAfterMs(intervalMs: number): number {
+  return Math.max(3 * intervalMs, 1000);
+}
+
+interface Endpoint {
+  readonly backend: string;
+  readonly url: string;
+  readonly healthUrl: string;
+  intervalMs: number;
+  readonly rate: CounterRate;
+  everServing: boolean;
+  timer?: TimerHandle;
+  running?: Promise<EndpointEngineState>;
+  abort?: AbortController;
+  removed: boolean;
+}
+
+export class EnginePoller {
+  readonly #clock: Clock;
+  readonly #fetch: FetchLike;
+  readonly #store: EngineStateStore;
+  readonly #timeoutMs: number | undefined;
+  readonly #loadHistory: number;
+  readonly #rateWindowMs: number;
+  readonly #logger: Logger;
+  readonly #onUpdate: ((state: EndpointEngineState) => void) | undefined;
+  readonly #endpoints = new Map<string, Endpoint>();
+  /** Backend name → its configured scrape interval (only backends with metrics URLs). */
+  readonly #backends = new Map<string, number>();
+  #started = false;
+
+  constructor(options: EnginePollerOptions) {
+    this.#clock = options.clock ?? systemClock;
+    this.#fetch = options.fetch ?? ((url, init) => fetch(url, init));
+    this.#store = options.store ?? new MemoryEngineStateStore();
+    this.#timeoutMs = options.timeoutMs;
+    this.#loadHistory = options.loadHistory ?? 5;
+    this.#rateWindowMs = options.rateWindowMs ?? 10_000;
+    this.#logger = options.logger ?? silentLogger;
+    this.#onUpdate = options.onUpdate;
+    this.configure(options.backends);
+  }
+
+  get store(): EngineStateStore {
+    return this.#store;
+  }
+
+  /** True when at least one backend has metrics URLs. */
+  get active(): boolean {
+    return this.#endpoints.size > 0;
+  }
+
+  /** Applies a (reloaded) backend list: new endpoints start, removed ones stop. */
+  configure(backends: ReadonlyArray<PolledBackend>): void {
+    const wanted = new Map<string, { backend: string; url: string; intervalMs: number }>();
+    this.#backends.clear();
+    for (const backend of backends) {
+      if (!backend.metrics || backend.metrics.length === 0) continue;
+      this.#backends.set(backend.name, backend.scrapeIntervalMs);
+      for (const url of backend.metrics)
+        wanted.set(key(backend.name, url), {
+          backend: backend.name,
+          url,
+          intervalMs: backend.scrapeIntervalMs,
+        });
+    }
+    for (const [id, endpoint] of this.#endpoints) {
+      if (wanted.has(id)) continue;
+      endpoint.removed = true;
+      if (endpoint.timer) this.#clock.clearTimeout(endpoint.timer);
+      endpoint.abort?.abort();
+      this.#endpoints.delete(id);
+      void this.#store.remove(endpoint.backend, endpoint.url);
+    }
+    for (const [id, spec] of wanted) {
+      const existing = this.#endpoints.get(id);
+      if (existing) {
+        existing.intervalMs = spec.intervalMs;
+        continue;
+      }
+      const endpoint: Endpoint = {
+        ...spec,
+        healthUrl: healthUrlFor(spec.url),
+        rate: new CounterRate(this.#rateWindowMs),
+        everServing: false,
+        removed: false,
+      };
+      this.#endpoints.set(id, endpoint);
+      if (this.#started) this.#schedule(endpoint, 0);
+    }
+  }
+
+  /** Starts scraping every endpoint now and then every interval. */
+  start(): void {
+    if (this.#started) return;
+    this.#started = true;
+    for (const endpoint of this.#endpoints.values()) this.#schedule(endpoint, 0);
+  }
+
+  /** Stops the timers and aborts scrapes in progress. */
+  async stop(): Promise<void> {
+    this.#started = false;
+    const running: Promise<unknown>[] = [];
+    for (const endpoint of this.#endpoints.values()) {
+      if (endpoint.timer) this.#clock.clearTimeout(endpoint.timer);
+      endpoint.timer = undefined;
+      endpoint.abort?.abort();
+      if (endpoint.running) running.push(endpoint.running.catch(() => undefined));
+    }
+    await Promise.all(running);
+  }
+
+  /** Scrapes every endpoint once (in parallel) and returns their states. */
+  async scrapeAll(): Promise<EndpointEngineState[]> {
+    return Promise.all([...this.#endpoints.values()].map((endpoint) => this.#scrape(endpoint)));
+  }
+
+  /** Every endpoint's state as the store holds it. */
+  endpoints(): readonly EndpointEngineState[] {
+    return this.#store.all();
+  }
+
+  /**
+   * The engine signals of a backend for the admission gate: undefined when the backend
+   * has no metrics URLs (caps alone decide); fresh=false when no endpoint is serving with
+   * data younger than the staleness bound; otherwise the aggregate of those that are.
+   */
+  signals(backend: string): EngineSignals | undefined {
+    const intervalMs = this.#backends.get(backend);
+    if (intervalMs === undefined) return undefined;
+    const now = this.#clock.now();
+    const bound = staleAfterMs(intervalMs);
+    const usable: EngineSnapshot[] = [];
+    for (const state of this.#store.read(backend)) {
+      if (state.status !== "serving" || !state.snapshot || state.lastScrapeOkAt === undefined) continue;
+      if (now - state.lastScrapeOkAt > bound) continue;
+      usable.push(state.snapshot);
+    }
+    const engine = aggregateSnapshots(usable);
+    if (!engine) return { running: 0, waiting: 0, kvCacheUsage: 1, fresh: false };
+    return {
+      running: engine.running,
+      waiting: engine.waiting,
+      kvCacheUsage: engine.kvCacheUsage,
+      ...(engine.kvCapacityTokens !== undefined ? { kvCapacityTokens: engine.kvCapacityTokens } : {}),
+      fresh: true,
+    };
+  }
+
+  #schedule(endpoint: Endpoint, delayMs: number): void {
+    if (!this.#started || endpoint.removed) return;
+    endpoint.timer = this.#clock.setTimeout(() => {
+      endpoint.timer = undefined;
+      const started = this.#clock.now();
+      void this.#scrape(endpoint).then(() => {
+        const elapsed = this.#clock.now() - started;
+        this.#schedule(endpoint, Math.max(0, endpoint.intervalMs - elapsed));
+      });
+    }, delayMs);
+  }
+
+  #scrape(endpoint: Endpoint): Promise<EndpointEngineState> {
+    endpoint.running ??= this.#scrapeNow(endpoint).finally(() => {
+      endpoint.running = undefined;
+    });
+    return endpoint.running;
+  }
+
+  async #scrapeNow(endpoint: Endpoint): Promise<EndpointEngineState> {
+    const abort = new AbortController();
+    endpoint.abort = abort;
+    const timeoutMs = this.#timeoutMs ?? Math.max(endpoint.intervalMs, 1000);
+    const timer = this.#clock.setTimeout(
+      () => abort.abort(new Error(`timed out after ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    const [metrics, health] = await Promise.all([
+      this.#get(endpoint.url, abort.signal),
+      this.#get(endpoint.healthUrl, abort.signal),
+    ]);
+    this.#clock.clearTimeout(timer);
+    if (endpoint.abort === abort) endpoint.abort = undefined;
+
+    const now = this.#clock.now();
+    const previous = this.#store.read(endpoint.backend).find((s) => s.url === endpoint.url);
+    const errors: string[] = [];
+    let snapshot = previous?.snapshot;
+    let lastScrapeOkAt = previous?.lastScrapeOkAt;
+    if ("body" in metrics && metrics.status === 200) {
+      const parsed = parseEngineMetrics(metrics.body, now);
+      if (parsed.ok) {
+        snapshot = parsed.snapshot;
+        lastScrapeOkAt = now;
+        endpoint.rate.observe(snapshot.promptTokensTotal + snapshot.generationTokensTotal, now);
+      } else errors.push(`metrics: ${parsed.error}`);
+    } else errors.push(`metrics: ${"error" in metrics ? metrics.error : `HTTP ${metrics.status}`}`);
+
+    // /health: 200 serving; 404/405 means the server has no such route (not vLLM's API
+    // server, e.g. a separate exporter), so metrics alone decide.
+    let healthAnswer: EndpointEngineState["health"];
+    let healthy: boolean;
+    if ("error" in health) {
+      healthAnswer = "error";
+      healthy = false;
+      errors.push(`health: ${health.error}`);
+    } else if (health.status === 404 || health.status === 405) {
+      healthAnswer = "absent";
+      healthy = lastScrapeOkAt === now;
+    } else {
+      healthAnswer = health.status;
+      healthy = health.status === 200;
+      if (!healthy) errors.push(`health: HTTP ${health.status}`);
+    }
+
+    let status: EndpointStatus;
+    let loadingSince = previous?.loadingSince;
+    const loadDurationsMs = [...(previous?.loadDurationsMs ?? [])];
+    if (healthy) {
+      status = "serving";
+      if (loadingSince !== undefined) {
+        loadDurationsMs.push(now - loadingSince);
+        while (loadDurationsMs.length > this.#loadHistory) loadDurationsMs.shift();
+        loadingSince = undefined;
+      }
+      endpoint.everServing = true;
+    } else {
+      // The first failing /health starts the clock: a 503 is vLLM loading; an endpoint
+      // that cannot be reached is still starting if it was never up, and down otherwise.
+      loadingSince ??= now;
+      status = healthAnswer === 503 || !endpoint.everServing ? "loading" : "down";
+    }
+    if (previous && previous.status !== status)
+      this.#logger.info("engine endpoint status changed", {
+        backend: endpoint.backend,
+        url: endpoint.url,
+        from: previous.status,
+        to: status,
+        ...(errors.length > 0 ? { error: errors.join("; ") } : {}),
+        ...(status === "serving" && loadDurationsMs.length > 0 ? { loadMs: loadDurationsMs.at(-1) } : {}),
+      });
+
+    const state: EndpointEngineState = {
+      backend: endpoint.backend,
+      url: endpoint.url,
+      healthUrl: endpoint.healthUrl,
+      intervalMs: endpoint.intervalMs,
+      status,
+      ...(snapshot ? { snapshot } : {}),
+      ...(lastScrapeOkAt !== undefined ? { lastScrapeOkAt } : {}),
+      lastAttemptAt: now,
+      ...(errors.length > 0 ? { lastError: errors.join("; ") } : {}),
+      health: healthAnswer,
+      ...(loadingSince !== undefined ? { loadingSince } : {}),
+      loadDurationsMs,
+      tokensPerSecond: endpoint.rate.perSecond(),
+    };
+    if (endpoint.removed) return state;
+    await this.#store.write(state);
+    try {
+      this.#onUpdate?.(state);
+    } catch (error) {
+      this.#logger.warn("engine update callback failed", { error: String(error) });
+    }
+    return state;
+  }
+
+  async #get(
+    url: string,
+    signal: AbortSignal,
+  ): Promise<{ status: number; body: string } | { error: string }> {
+    try {
+      const response = await this.#fetch(url, { signal });
+      const length = Number(response.headers.get("content-length") ?? 0);
+      if (length > MAX_BODY_BYTES) {
+        await response.body?.cancel();
+        return { error: `body of ${length} bytes is too large` };
+      }
+      const body = await response.text();
+      if (body.length > MAX_BODY_BYTES) return { error: `body of ${body.length} bytes is too large` };
+      return { status: response.status, body };
+    } catch (error) {
+      return { error: describeFetchError(error, signal) };
+    }
+  }
+}
+
+/** vLLM serves /health on the same origin as /metrics. */
+export function healthUrlFor(metricsUrl: string): string {
+  return new URL("/health", metricsUrl).toString();
+}
+
+function describeFetchError(error: unknown, signal: AbortSignal): string {
+  if (signal.aborted) {
+    const reason = signal.reason as unknown;
+    return reason instanceof Error ? reason.message : "aborted";
+  }
+  const err = error as { message?: string; cause?: { code?: string; message?: string } };
+  const cause = err.cause?.code ?? err.cause?.message;
+  return cause ? `${err.message ?? "fetch failed"} (${cause})` : (err.message ?? String(error));
+}
+
+function key(backend: string, url: string): string {
+  return `${backend}\n${url}`;
+}

@@ -1,0 +1,119 @@
+import assert from "node:assert/strict";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { after, before, describe, it } from "node:test";
+import { startTestGateway, type TestGateway } from "../helpers/gateway.ts";
+import { standardPolicyInput } from "../helpers/policy.ts";
+import {
+  chatBody,
+  extProcClient,
+  openRawStream,
+  requestBody,
+  requestHeaders,
+} from "../helpers/raw-ext-proc.ts";
+
+/** A vLLM stand-in whose /metrics reports the KV-cache usage the test sets. */
+function metricsBody(kv: number): string {
+  return [
+    "# HELP vllm:num_requests_running Number of requests in model execution batches.",
+    "# TYPE vllm:num_requests_running gauge",
+    'vllm:num_requests_running{engine="0",model_name="test-model"} 1.0',
+    "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.",
+    "# TYPE vllm:num_requests_waiting gauge",
+    'vllm:num_requests_waiting{engine="0",model_name="test-model"} 0.0',
+    "# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.",
+    "# TYPE vllm:kv_cache_usage_perc gauge",
+    `vllm:kv_cache_usage_perc{engine="0",model_name="test-model"} ${kv}`,
+    "",
+  ].join("\n");
+}
+
+async function until(what: string, probe: () => boolean, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!probe()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe("engine-aware admission through the gateway (poller in-process)", () => {
+  let kv = 0.99;
+  let engine: Server;
+  let gw: TestGateway;
+  let client: ReturnType<typeof extProcClient>;
+
+  before(async () => {
+    engine = createServer((req, res) => {
+      if (req.url === "/metrics") res.writeHead(200, { "content-type": "text/plain" }).end(metricsBody(kv));
+      else if (req.url === "/health") res.writeHead(200).end();
+      else res.writeHead(404).end();
+    });
+    await new Promise<void>((r) => engine.listen(0, "127.0.0.1", r));
+    const { port } = engine.address() as AddressInfo;
+    gw = await startTestGateway(
+      standardPolicyInput({
+        backends: [
+          {
+            name: "engine",
+            metrics: [`http://127.0.0.1:${port}/metrics`],
+            scrapeIntervalMs: 50,
+            maxInFlightRequests: 64,
+            kvCacheHighWatermark: 0.85,
+          },
+        ],
+      }),
+    );
+    client = extProcClient(gw.gateway.grpcPort);
+  });
+
+  after(async () => {
+    client.close();
+    await gw.close();
+    await new Promise<void>((r) => {
+      engine.close(() => r());
+      engine.closeAllConnections();
+    });
+  });
+
+  it("holds requests while the engine's KV cache is above the watermark and releases them when it drains", async () => {
+    await until("the poller's first scrape", () => gw.gateway.engine.signals("engine")?.fresh === true);
+    assert.equal(gw.gateway.engine.signals("engine")?.kvCacheUsage, 0.99);
+
+    // An idle backend always takes one request, however full the engine says it is.
+    const first = openRawStream(client);
+    first.send(requestHeaders({ authorization: "Bearer key-acme" }));
+    await first.next();
+    first.send(requestBody(chatBody()));
+    assert.ok((await first.next()).request_body, "first request dispatched to the idle backend");
+
+    const held = [];
+    for (const tenant of ["globex", "acme"]) {
+      const stream = openRawStream(client);
+      stream.send(requestHeaders({ authorization: `Bearer key-${tenant}` }));
+      await stream.next();
+      stream.send(requestBody(chatBody()));
+      const reply = await stream.next();
+      assert.ok(reply.override_message_timeout, `${tenant}'s request is held in the fair queue`);
+      held.push(stream);
+    }
+    // Several scrapes later the engine is still full: nothing moves.
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(gw.gateway.scheduler.snapshot().backends[0]?.queued, 2);
+    assert.equal(gw.gateway.scheduler.snapshot().backends[0]?.inFlight, 1);
+
+    kv = 0.1;
+    const startedAt = Date.now();
+    for (const stream of held) {
+      const reply = await stream.next(2_000);
+      assert.ok(reply.request_body, "released once the engine reports room");
+    }
+    const waited = Date.now() - startedAt;
+    assert.ok(waited < 1_000, `released ${waited} ms after the engine drained (scrape every 50 ms)`);
+    assert.equal(gw.gateway.scheduler.snapshot().backends[0]?.queued, 0);
+    for (const stream of [first, ...held]) stream.end();
+  });
+
+  it("a backend without metrics URLs has no engine signals (caps only)", () => {
+    assert.equal(gw.gateway.engine.signals("some-other-backend"), undefined);
+  });
+});
