@@ -72,6 +72,9 @@ const backendSchema = z.strictObject({
   kvCacheHighWatermark: z.number().gt(0).lte(1).default(0.85),
   /** How often the engine poller scrapes each `metrics` URL (and its /health). */
   scrapeIntervalMs: positiveInt.default(200),
+  /** The engine runs vLLM with --scheduling-policy priority: pass each request's tier
+   * priority as the body's "priority" field, so vLLM's own queue and preemption agree. */
+  enginePriority: z.boolean().default(false),
 });
 
 const tierSchema = z.strictObject({

@@ -9,6 +9,7 @@ import type { TokenCounter } from "../openai/tokens.ts";
 import { deadlineRefusal } from "../scheduler/deadline.ts";
 import type { Dispatch, Scheduler } from "../scheduler/types.ts";
 import type {
+  CommonResponse,
   HeaderMutation,
   HttpBody,
   HttpHeaders,
@@ -300,7 +301,8 @@ export class StreamProcessor {
     );
     this.#ctx.metrics.countRequest(tenant, "dispatched");
     this.#state = "response_headers";
-    this.#send({ request_body: { response: { status: "CONTINUE" } } });
+    const rewritten = backend.enginePriority ? withEnginePriority(parsed, tenant.priority) : undefined;
+    this.#send({ request_body: { response: rewritten ?? { status: "CONTINUE" } } });
   }
 
   #onResponseHeaders(_message: HttpHeaders): void {
@@ -352,4 +354,19 @@ function parseMaxWait(value: string | undefined): number | undefined {
 function internalError(error: unknown, logger: Logger, id: string): FairgateError {
   logger.error("request processing failed", { stream: id, error: String((error as Error)?.stack ?? error) });
   return new FairgateError("internal_error");
+}
+
+/**
+ * The body with vLLM's "priority" request field set to the tenant's tier priority (lower
+ * runs first in both), plus the content-length that must match it. Embeddings carry no
+ * priority in vLLM's API and pass unchanged.
+ */
+function withEnginePriority(parsed: ParsedRequest, priority: number): CommonResponse | undefined {
+  if (parsed.kind === "embeddings") return undefined;
+  const body = Buffer.from(JSON.stringify({ ...parsed.json, priority }));
+  return {
+    status: "CONTINUE",
+    header_mutation: headerMutation({ "content-length": String(body.length) }),
+    body_mutation: { body },
+  };
 }
