@@ -6,3 +6,5 @@ await import("./overhead.ts");
 const { runBenchCommand } = await import("../../extproc/src/commands/bench.ts");
 const { processIo } = await import("../../extproc/src/commands/io.ts");
 process.exitCode = await runBenchCommand(["--compare", "--summary", "--duration", "120"], processIo);
+// 3. The fair queue at scale: 10k tenants, 100k queued requests, against FCFS.
+await import("./queue.ts");
