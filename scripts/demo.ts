@@ -13,6 +13,7 @@ import { policySchema } from "../extproc/src/config/schema.ts";
 import { type Gateway, startGateway } from "../extproc/src/gateway.ts";
 import { SHIPPED_MAX_MESSAGE_TIMEOUT_MS } from "../extproc/src/grpc/processing-mode.ts";
 import { silentLogger } from "../extproc/src/log.ts";
+import { usageFilterConfig } from "../extproc/src/proxy/config.ts";
 import { type ExtProcProxy, startExtProcProxy } from "../extproc/src/proxy/proxy-server.ts";
 import { getPreset } from "../extproc/src/sim/presets.ts";
 import { type SimServer, startSimServer } from "../extproc/src/sim/sim-server.ts";
@@ -97,6 +98,7 @@ async function runPhase(name: string, policy: Policy, engine: SimServer): Promis
       grpcTarget: `127.0.0.1:${gateway.grpcPort}`,
       maxMessageTimeoutMs: SHIPPED_MAX_MESSAGE_TIMEOUT_MS,
     },
+    observers: [usageFilterConfig(`127.0.0.1:${gateway.grpcPort}`)],
     logger: silentLogger,
   });
   const stats = new Map<string, TenantStats>(

@@ -1,8 +1,13 @@
+import { UsageRegistry } from "./accounting/usage-registry.ts";
 import { EngineAwareGate } from "./admission/gate.ts";
+import { BudgetGate } from "./budget/budget-gate.ts";
+import { createBudgetStore } from "./budget/create.ts";
+import type { BudgetStore } from "./budget/store.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import type { Policy } from "./config/policy.ts";
 import { EnginePoller } from "./engine/poller.ts";
 import { SHIPPED_MAX_MESSAGE_TIMEOUT_MS } from "./grpc/processing-mode.ts";
+import type { UsageInfo } from "./grpc/processor.ts";
 import { type ExtProcServer, startExtProcServer } from "./grpc/server.ts";
 import { grpcBindAddress } from "./http/listen.ts";
 import { type HttpApi, type Readiness, startHttpApi } from "./http/server.ts";
@@ -10,6 +15,7 @@ import type { Logger } from "./log.ts";
 import { GatewayMetrics, virtualCountersOf } from "./metrics/gateway-metrics.ts";
 import { createTokenCounter, type TokenCounter } from "./openai/tokens.ts";
 import { FairQueueScheduler } from "./queue/fair-queue.ts";
+import { OutputPredictor } from "./queue/output-predictor.ts";
 import { fairnessPolicyFor } from "./queue/policies/index.ts";
 import type { Scheduler } from "./scheduler/types.ts";
 import { type StoreHealth, storeHealthFor } from "./store/store-health.ts";
@@ -22,10 +28,14 @@ export interface GatewayOptions {
   logger: Logger;
   clock?: Clock;
   store?: StoreHealth;
+  /** The budget store (default: what the policy's `store` section names). */
+  budgetStore?: BudgetStore;
   scheduler?: Scheduler;
   /** Envoy's ext_proc max_message_timeout; bounds how long a request may be held. */
   maxMessageTimeoutMs?: number;
   collectProcessMetrics?: boolean;
+  /** usage: called once per dispatched request with the usage its response revealed. */
+  onUsage?: (info: UsageInfo) => void;
 }
 
 export interface Gateway {
@@ -33,8 +43,11 @@ export interface Gateway {
   readonly httpPort: number;
   readonly metrics: GatewayMetrics;
   readonly scheduler: Scheduler;
+  readonly budgets: BudgetGate;
   /** Engine state from the backends' vLLM /metrics (idle when no backend lists any). */
   readonly engine: EnginePoller;
+  /** usage: where the observability-mode usage streams report each response's usage. */
+  readonly usage: UsageRegistry;
   /** Called after a policy reload so tokenizer changes take effect. */
   policyChanged(policy: Policy): Promise<void>;
   readiness(): Promise<Readiness>;
@@ -76,6 +89,34 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   });
   metrics.setPolicyVersion(initial.version);
   const store = options.store ?? storeHealthFor(initial.source.store);
+  // Budgets: the store is chosen at start; a reload changing `store` needs a restart.
+  const createdBudgets = options.budgetStore
+    ? {
+        store: options.budgetStore,
+        leaseTtlMs: 30_000,
+        close: () => options.budgetStore?.close() ?? Promise.resolve(),
+      }
+    : createBudgetStore(initial.source.store, {
+        clock,
+        logger: options.logger,
+        onStateChange: (state) => {
+          metrics.storeOutage.set(state === "outage" ? 1 : 0);
+          if (state === "outage") metrics.storeOutages.inc();
+        },
+      });
+  const outputPredictor = new OutputPredictor();
+  const budgets = new BudgetGate({
+    store: createdBudgets.store,
+    clock,
+    logger: options.logger,
+    leaseTtlMs: createdBudgets.leaseTtlMs,
+    onAdmit: (tenant, outcome, seconds, tokens, snapshot) => {
+      metrics.countBudgetCheck(tenant, outcome, seconds, tokens);
+      if (snapshot)
+        metrics.setBudgetRemaining(tenant, snapshot.requests?.remaining, snapshot.tokens?.remaining);
+    },
+    onReconcile: (tenant, delta) => metrics.countReconcile(tenant, delta),
+  });
   const counters = new Map<string, TokenCounter>();
   const loadCounter = async (policy: Policy) => {
     const kind = policy.source.requests.tokenizer;
@@ -84,6 +125,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   await loadCounter(initial);
   let shuttingDown = false;
 
+  const usage = new UsageRegistry({ clock });
   const grpc: ExtProcServer = await startExtProcServer({
     listen: grpcBindAddress(options.grpcListen),
     maxMessageBytes: Math.max(initial.source.requests.maxBodyBytes, 4 * 1024 * 1024),
@@ -101,6 +143,11 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       logger: options.logger,
       isShuttingDown: () => shuttingDown,
       maxMessageTimeoutMs: options.maxMessageTimeoutMs ?? SHIPPED_MAX_MESSAGE_TIMEOUT_MS,
+      budgets,
+      predictOutput: (tenantId, maxTokens) => outputPredictor.predict(tenantId, maxTokens),
+      // usage: see extproc/src/accounting/.
+      usage,
+      ...(options.onUsage ? { onUsage: options.onUsage } : {}),
     },
   });
 
@@ -145,7 +192,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     httpPort: http.port,
     metrics,
     scheduler,
+    budgets,
     engine,
+    usage,
     readiness,
     async policyChanged(policy) {
       metrics.setPolicyVersion(policy.version);
@@ -167,6 +216,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         await engine.stop();
         await http.close();
         await store.close();
+        await createdBudgets.close();
+        usage.close();
         options.logger.info("stopped", { drained });
       })();
       return stopping;

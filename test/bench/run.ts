@@ -8,3 +8,5 @@ const { processIo } = await import("../../extproc/src/commands/io.ts");
 process.exitCode = await runBenchCommand(["--compare", "--summary", "--duration", "120"], processIo);
 // 3. The fair queue at scale: 10k tenants, 100k queued requests, against FCFS.
 await import("./queue.ts");
+// 4. Budgets: admits per second and p50/p99 against a real redis-server, next to a bare PING.
+await import("./budgets.ts");

@@ -6,6 +6,7 @@ import { parse, parseAllDocuments } from "yaml";
 import {
   EXPECTED_PROCESSING_MODE,
   SHIPPED_MAX_MESSAGE_TIMEOUT_MS,
+  USAGE_PROCESSING_MODE,
 } from "../../extproc/src/grpc/processing-mode.ts";
 import { loadEnvoyRoot, validateMessage } from "../helpers/proto-schema.ts";
 
@@ -57,16 +58,37 @@ describe("shipped Envoy and Istio configs against Envoy's protos", () => {
     }
   });
 
+  /** The ext_proc filters of each shipped chain, in http_filters order. */
+  const chains = (): Json[][] => [
+    hcm.http_filters
+      .filter((f: Json) => f.typed_config?.["@type"] === EXT_PROC)
+      .map((f: Json) => f.typed_config),
+    ...istioFilters.map((f) => f.spec.configPatches.map((p: Json) => p.patch.value.typed_config)),
+  ];
+
   it("every shipped ext_proc filter uses the processing mode and timeouts fairgate expects", () => {
-    const extProcs = [
-      hcm.http_filters.find((f: Json) => f.typed_config["@type"] === EXT_PROC).typed_config,
-      ...istioFilters.flatMap((f) => f.spec.configPatches.map((p: Json) => p.patch.value.typed_config)),
-    ];
-    for (const config of extProcs) {
-      assert.deepEqual(config.processing_mode, { ...EXPECTED_PROCESSING_MODE });
-      assert.equal(config.message_timeout, "0.2s");
-      assert.equal(Number.parseFloat(config.max_message_timeout) * 1000, SHIPPED_MAX_MESSAGE_TIMEOUT_MS);
+    for (const [main] of chains()) {
+      assert.ok(main);
+      assert.notEqual(main.observability_mode, true);
+      assert.deepEqual(main.processing_mode, { ...EXPECTED_PROCESSING_MODE });
+      assert.equal(main.message_timeout, "0.2s");
+      assert.equal(Number.parseFloat(main.max_message_timeout) * 1000, SHIPPED_MAX_MESSAGE_TIMEOUT_MS);
     }
+  });
+
+  it("every chain ends with the usage filter in observability mode, after the main filter", () => {
+    for (const chain of chains()) {
+      assert.equal(chain.length, 2);
+      const usage = chain[1] as Json;
+      assert.equal(usage.observability_mode, true);
+      assert.deepEqual(usage.processing_mode, { ...USAGE_PROCESSING_MODE });
+      // Reading usage must never fail a request; the stream outlives it briefly.
+      assert.equal(usage.failure_mode_allow, true);
+      assert.ok(usage.deferred_close_timeout);
+      assert.deepEqual(usage.grpc_service, { envoy_grpc: chain[0]?.grpc_service.envoy_grpc });
+    }
+    const names = hcm.http_filters.map((f: Json) => f.name);
+    assert.deepEqual(names, ["envoy.filters.http.ext_proc", "fairgate.usage", "envoy.filters.http.router"]);
   });
 
   it("orders ext_proc before the router, talks HTTP/2 to fairgate, and turns the route timeout off", () => {

@@ -84,7 +84,10 @@ describe("ext_proc protocol (real gRPC)", () => {
     const headersReply = await stream.next();
     const mutation = headersReply.request_headers?.response;
     assert.ok(mutation, "expected a request_headers reply");
-    assert.deepEqual(setHeaders(mutation), { "x-fairgate-tenant": "acme", "x-fairgate-priority": "0" });
+    const { "x-fairgate-request-id": requestId, ...identity } = setHeaders(mutation);
+    assert.deepEqual(identity, { "x-fairgate-tenant": "acme", "x-fairgate-priority": "0" });
+    // The usage (observability) stream names the request by this id.
+    assert.match(requestId ?? "", /^[0-9a-f-]{36}$/);
     assert.deepEqual(mutation.header_mutation?.remove_headers, ["x-fairgate-debug"]);
     for (const option of mutation.header_mutation?.set_headers ?? []) {
       assert.equal(option.header.value ?? "", "", "values must travel in raw_value only");

@@ -1,6 +1,7 @@
 import { SHIPPED_MAX_MESSAGE_TIMEOUT_MS } from "../../extproc/src/grpc/processing-mode.ts";
 import { silentLogger } from "../../extproc/src/log.ts";
-import { startExtProcProxy } from "../../extproc/src/proxy/proxy-server.ts";
+import { usageFilterConfig } from "../../extproc/src/proxy/config.ts";
+import { type ExtProcProxy, startExtProcProxy } from "../../extproc/src/proxy/proxy-server.ts";
 
 /** Whatever sits in front of fairgate in a test: the built-in Envoy-faithful proxy, or a
  * real Envoy when one is on PATH (see envoy-front.ts). */
@@ -14,7 +15,8 @@ export async function startBuiltinFront(
   grpcPort: number,
   upstream: string,
   maxRequestBodyBytes = 4 * 1024 * 1024,
-): Promise<FrontProxy> {
+  options: { usageFilter?: boolean } = {},
+): Promise<FrontProxy & { proxy: ExtProcProxy }> {
   const proxy = await startExtProcProxy({
     listen: "127.0.0.1:0",
     upstream,
@@ -24,7 +26,9 @@ export async function startBuiltinFront(
       failureModeAllow: false,
       maxRequestBodyBytes,
     },
+    // fairgate's usage filter after the main one, as in envoy/envoy.yaml (on by default).
+    observers: options.usageFilter === false ? [] : [usageFilterConfig(`127.0.0.1:${grpcPort}`)],
     logger: silentLogger,
   });
-  return { kind: "builtin", url: proxy.url, close: () => proxy.close() };
+  return { kind: "builtin", url: proxy.url, proxy, close: () => proxy.close() };
 }

@@ -24,8 +24,9 @@ export async function freePort(): Promise<number> {
   });
 }
 
-export async function startRedis(): Promise<TestRedis> {
-  const port = await freePort();
+/** `port`: reuse a port (to restart a stopped server where its clients expect it). */
+export async function startRedis(options: { port?: number } = {}): Promise<TestRedis> {
+  const port = options.port ?? (await freePort());
   const child: ChildProcess = spawn(
     "redis-server",
     [
@@ -67,7 +68,7 @@ export async function startRedis(): Promise<TestRedis> {
     resume: () => child.kill("SIGCONT"),
     stop: () =>
       new Promise<void>((resolve) => {
-        if (child.exitCode !== null) return resolve();
+        if (child.exitCode !== null || child.signalCode !== null) return resolve();
         child.once("exit", () => resolve());
         child.kill("SIGCONT");
         child.kill("SIGKILL");

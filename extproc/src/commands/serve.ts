@@ -6,6 +6,7 @@ import type { ParsedPolicy } from "../config/schema.ts";
 import { startGateway } from "../gateway.ts";
 import { SHIPPED_MAX_MESSAGE_TIMEOUT_MS } from "../grpc/processing-mode.ts";
 import { createLogger, type LogLevel } from "../log.ts";
+import { usageFilterConfig } from "../proxy/config.ts";
 import { startExtProcProxy } from "../proxy/proxy-server.ts";
 import type { CommandIo } from "./io.ts";
 
@@ -110,6 +111,8 @@ export async function runServe(args: string[], io: CommandIo): Promise<number> {
           // Envoy's buffer limit must admit every body the policy allows.
           maxRequestBodyBytes: holder.current.source.requests.maxBodyBytes,
         },
+        // The usage filter (observability mode), as in envoy/envoy.yaml.
+        observers: [usageFilterConfig(`127.0.0.1:${gateway.grpcPort}`)],
         logger,
       });
       logger.info("built-in proxy listening", { url: proxy.url, upstream: values.upstream });
@@ -172,7 +175,7 @@ function applyStoreFlags(
     store =
       "redis" in current
         ? { ...current, redis: url }
-        : { redis: url, onOutage: "fail-open", timeoutMs: 25, keyPrefix: "fairgate:" };
+        : { redis: url, onOutage: "fail-open", timeoutMs: 25, keyPrefix: "fairgate:", leaseTtlMs: 30_000 };
   }
   return compilePolicy({ ...structuredClone(policy.source), store } as ParsedPolicy);
 }

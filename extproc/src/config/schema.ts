@@ -33,6 +33,9 @@ const storeSchema = z.union([
     /** Upper bound on any Redis call made on the request path. */
     timeoutMs: positiveInt.max(10_000).default(25),
     keyPrefix: z.string().min(1).default("fairgate:"),
+    /** A concurrency lease not renewed within this time expires: what a crashed replica
+     * can hold at most. Renewed every third of it while the request lives. */
+    leaseTtlMs: positiveInt.min(1_000).max(600_000).default(30_000),
   }),
   z.strictObject({ memory: z.strictObject({}) }),
 ]);

@@ -12,6 +12,21 @@ export const EXPECTED_PROCESSING_MODE = Object.freeze({
   response_trailer_mode: "SEND",
 } as const);
 
+/**
+ * The second, observability-mode ext_proc filter that reads each response's actual usage
+ * (DESIGN.md §2 step 4). Envoy sends its messages without waiting for replies, so reading
+ * every streamed chunk adds no latency. It sits after fairgate's main filter, so in the
+ * decoder chain it sees the x-fairgate-request-id header the main filter added.
+ */
+export const USAGE_PROCESSING_MODE = Object.freeze({
+  request_header_mode: "SEND",
+  response_header_mode: "SEND",
+  request_body_mode: "NONE",
+  response_body_mode: "STREAMED",
+  request_trailer_mode: "SKIP",
+  response_trailer_mode: "SKIP",
+} as const);
+
 /** Envoy's default per-message timeout, and the ceiling fairgate's shipped configs allow
  * `override_message_timeout` to extend it to while a request is queued. */
 export const ENVOY_DEFAULT_MESSAGE_TIMEOUT_MS = 200;

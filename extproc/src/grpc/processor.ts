@@ -1,3 +1,7 @@
+import type { Usage } from "../accounting/usage.ts";
+import type { UsageRegistry, UsageTicket } from "../accounting/usage-registry.ts";
+import { REQUEST_ID_HEADER } from "../accounting/usage-stream.ts";
+import { type BudgetGate, type BudgetTicket, rateLimitHeaders } from "../budget/budget-gate.ts";
 import type { Clock } from "../clock.ts";
 import type { Policy, TenantPolicy } from "../config/policy.ts";
 import { FairgateError, isFairgateError } from "../errors.ts";
@@ -27,6 +31,8 @@ export const HEADERS = Object.freeze({
   estimatedWaitMs: "x-fairgate-estimated-wait-ms",
   worstCaseWaitMs: "x-fairgate-worst-case-wait-ms",
   maxWaitMs: "x-fairgate-max-wait-ms",
+  /** Upstream only: the main stream's id, which the usage (observability) stream reads. */
+  requestId: REQUEST_ID_HEADER,
 });
 
 /** Queue wait used when a tenant sets no maxQueueWaitMs. */
@@ -34,6 +40,20 @@ export const DEFAULT_MAX_QUEUE_WAIT_MS = 30_000;
 /** Kept between fairgate's own queue timeout and Envoy's message timeout, so fairgate
  * always answers (with a clean 429) before Envoy gives up on the stream (504). */
 const ENVOY_TIMEOUT_MARGIN_MS = 1_000;
+/** How long a finished request waits for its usage stream's report before it lets go of
+ * its engine slot with what is known (the report normally arrives first: Envoy sends the
+ * last body chunk to the usage filter before the main stream closes). */
+export const USAGE_GRACE_MS = 300;
+
+/** What onUsage receives, once per dispatched request. */
+export interface UsageInfo {
+  tenant: TenantPolicy;
+  requestId: string;
+  /** Tokens charged at admission (prompt + expected output). */
+  chargedTokens?: number;
+  /** What the response revealed; undefined when no usage stream reported in time. */
+  usage: Usage | undefined;
+}
 
 /** Everything a stream processor needs from the running gateway. */
 export interface ProcessorContext {
@@ -46,6 +66,14 @@ export interface ProcessorContext {
   isShuttingDown(): boolean;
   /** The max_message_timeout configured on Envoy's ext_proc filter. */
   maxMessageTimeoutMs: number;
+  /** Per-tenant budgets (RPM/TPM, concurrency, day/month tokens); absent: none enforced. */
+  budgets?: BudgetGate;
+  /** Output tokens to charge when a request names no max_tokens (the tenant's recent mean). */
+  predictOutput?(tenantId: string, maxTokens: number): number;
+  /** Where the usage (observability-mode) streams report each response's actual usage. */
+  usage: UsageRegistry;
+  /** Called once per dispatched request when its usage is known (or known to be missing). */
+  onUsage?: (info: UsageInfo) => void;
 }
 
 /** A violation of the ext_proc protocol by the client; ends the stream with INVALID_ARGUMENT. */
@@ -73,6 +101,15 @@ export class StreamProcessor {
   #bodyChunks: Buffer[] = [];
   #bodyBytes = 0;
   #dispatch: Dispatch | undefined;
+  /** usage: the response's actual usage, awaited when the request ends. */
+  #usageTicket: UsageTicket | undefined;
+  #chargedTokens: number | undefined;
+  #promptTokens: number | undefined;
+  #finishing = false;
+  /** The budget charge this request holds (lease, tokens), ended with the stream. */
+  #ticket: BudgetTicket | undefined;
+  /** x-ratelimit-* headers for the response (passthrough requests peek at the buckets). */
+  #rateHeaders: Promise<Record<string, string>> | undefined;
   /** Time the current message spent held in the queue, excluded from phase latency. */
   #heldMs = 0;
 
@@ -114,7 +151,7 @@ export class StreamProcessor {
         break;
       case "response_headers":
         this.#expect("response_headers", phase);
-        this.#onResponseHeaders(message.response_headers ?? {});
+        await this.#onResponseHeaders(message.response_headers ?? {});
         break;
       case "response_body":
         if (this.#state !== "response_body")
@@ -138,6 +175,10 @@ export class StreamProcessor {
   /** Ends the stream's claim on everything: leaves the queue, frees the engine slot. */
   close(reason: "end" | "cancelled" | "error"): void {
     if (this.#state === "closed") return;
+    if (this.#state === "queued" || this.#state === "request_body") {
+      // Never dispatched: nothing was generated, so nothing is charged.
+      this.#ticket?.reconcile(0);
+    }
     if (reason !== "end" && this.#state === "queued") {
       this.#ctx.metrics.streamErrors.inc({ reason: "cancelled_while_queued" });
       this.#ctx.metrics.countRequest(this.#tenant, "cancelled");
@@ -145,6 +186,7 @@ export class StreamProcessor {
     this.#state = "closed";
     this.#abort.abort(new Error(`ext_proc stream ${reason}`));
     this.#finishRequest();
+    this.#ticket?.end();
   }
 
   #expect(state: State, phase: string): void {
@@ -167,8 +209,13 @@ export class StreamProcessor {
     }
     const tenant = this.#tenant;
     const mutation = headerMutation(
-      { [HEADERS.tenant]: tenant.id, [HEADERS.priority]: String(tenant.priority) },
-      spoofed.filter((k) => k !== HEADERS.tenant && k !== HEADERS.priority),
+      {
+        [HEADERS.tenant]: tenant.id,
+        [HEADERS.priority]: String(tenant.priority),
+        // usage: lets the usage stream (a later filter) name this request.
+        [HEADERS.requestId]: this.#id,
+      },
+      spoofed.filter((k) => k !== HEADERS.tenant && k !== HEADERS.priority && k !== HEADERS.requestId),
     );
     if (this.#kind === "passthrough" || message.end_of_stream) {
       if (this.#kind !== "passthrough") {
@@ -178,6 +225,10 @@ export class StreamProcessor {
         return;
       }
       this.#ctx.metrics.countRequest(tenant, "passthrough");
+      const budgets = this.#ctx.budgets;
+      if (budgets) {
+        this.#rateHeaders = budgets.peek(tenant).then(rateLimitHeaders, () => ({}));
+      }
       this.#state = "response_headers";
       this.#send({ request_headers: { response: { status: "CONTINUE", header_mutation: mutation } } });
       return;
@@ -272,6 +323,27 @@ export class StreamProcessor {
       this.#refuse(late);
       return;
     }
+    const budgets = this.#ctx.budgets;
+    if (budgets) {
+      const output =
+        parsed.maxTokens ??
+        this.#ctx.predictOutput?.(tenant.id, parsed.expectedOutputTokens) ??
+        parsed.expectedOutputTokens;
+      let ticket: BudgetTicket;
+      try {
+        ticket = await budgets.admit(tenant, parsed.promptTokens + output, this.#id);
+      } catch (error) {
+        if (!this.#abort.signal.aborted) this.#refuse(error);
+        return;
+      }
+      if (this.#abort.signal.aborted) {
+        // The client left while the store answered: give everything back.
+        ticket.reconcile(0);
+        ticket.end();
+        return;
+      }
+      this.#ticket = ticket;
+    }
     const submission = this.#ctx.scheduler.submit(request, this.#abort.signal);
     if (submission.queued) {
       this.#state = "queued";
@@ -295,6 +367,10 @@ export class StreamProcessor {
       return;
     }
     this.#dispatch = dispatch;
+    // usage: from now on the response's usage is expected under this stream's id.
+    this.#usageTicket = this.#ctx.usage.register(this.#id);
+    this.#chargedTokens = request.promptTokens + request.expectedOutputTokens;
+    this.#promptTokens = request.promptTokens;
     this.#ctx.metrics.queueWait.observe(
       { tenant: this.#ctx.metrics.tenantLabel(tenant), tier: tenant.tier },
       dispatch.waitedMs / 1000,
@@ -305,8 +381,10 @@ export class StreamProcessor {
     this.#send({ request_body: { response: rewritten ?? { status: "CONTINUE" } } });
   }
 
-  #onResponseHeaders(_message: HttpHeaders): void {
-    const set: Record<string, string> = {};
+  async #onResponseHeaders(_message: HttpHeaders): Promise<void> {
+    const set: Record<string, string> = this.#ticket
+      ? rateLimitHeaders(this.#ticket.snapshot)
+      : { ...((await this.#rateHeaders) ?? {}) };
     if (this.#tenant) set[HEADERS.tenant] = this.#tenant.id;
     if (this.#dispatch) {
       set[HEADERS.queueWaitMs] = String(Math.round(this.#dispatch.waitedMs));
@@ -325,15 +403,43 @@ export class StreamProcessor {
     if (message.end_of_stream) this.#finishRequest();
   }
 
+  /** usage: frees the engine slot once the response's usage is known (or the grace
+   * passed), telling the scheduler the tokens generated, and reports it to onUsage. */
   #finishRequest(): void {
-    this.#dispatch?.release();
+    const dispatch = this.#dispatch;
+    if (!dispatch || this.#finishing) return;
+    this.#finishing = true;
+    const ticket = this.#usageTicket;
+    if (!ticket) {
+      dispatch.release();
+      return;
+    }
+    const budget = this.#ticket;
+    const promptTokens = this.#promptTokens;
+    void ticket.settle(USAGE_GRACE_MS).then((usage) => {
+      dispatch.release(usage ? { completionTokens: usage.completionTokens } : undefined);
+      // Budgets: charge what was really used (prompt + generated, even if cut off by a
+      // cancel); without a report the admission charge stands.
+      if (usage) budget?.reconcile((usage.promptTokens ?? promptTokens ?? 0) + usage.completionTokens);
+      const tenant = this.#tenant;
+      if (!tenant || !this.#ctx.onUsage) return;
+      try {
+        this.#ctx.onUsage({ tenant, requestId: this.#id, chargedTokens: this.#chargedTokens, usage });
+      } catch (error) {
+        this.#ctx.logger.error("onUsage failed", { stream: this.#id, error: String(error) });
+      }
+    });
   }
 
   #refuse(error: unknown): void {
     const refusal = isFairgateError(error) ? error : internalError(error, this.#ctx.logger, this.#id);
     this.#ctx.metrics.countRequest(this.#tenant, "refused", refusal.code);
-    const extra: Record<string, string> = {};
+    const extra: Record<string, string> = this.#ticket ? rateLimitHeaders(this.#ticket.snapshot) : {};
     if (this.#tenant) extra[HEADERS.tenant] = this.#tenant.id;
+    // A request refused after its budget was charged gives its tokens and its slot back.
+    this.#ticket?.reconcile(0);
+    this.#ticket?.end();
+    this.#ticket = undefined;
     this.#state = "closed";
     this.#abort.abort(new Error("refused"));
     this.#send(immediateError(refusal, extra));

@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
+import { UsageStreamProcessor } from "../accounting/usage-stream.ts";
 import type { ProcessingRequest, ProcessingResponse } from "./messages.ts";
 import { type ProcessorContext, ProtocolError, StreamProcessor } from "./processor.ts";
 import { EXT_PROC_SERVICE, HEALTH_SERVICE, loadServices } from "./protos.ts";
@@ -32,7 +33,16 @@ export async function startExtProcServer(options: {
     "grpc.keepalive_permit_without_calls": 1,
   });
   const streams = new Set<grpc.ServerDuplexStream<ProcessingRequest, ProcessingResponse>>();
+  /** Observability-mode (usage) streams: they hold nothing and Envoy keeps them open for
+   * deferred_close_timeout after the request, so they do not count towards draining. */
+  const observers = new Set<grpc.ServerDuplexStream<ProcessingRequest, ProcessingResponse>>();
   let idleWaiters: Array<() => void> = [];
+  const wakeIdle = () => {
+    if (streams.size > 0) return;
+    const waiters = idleWaiters;
+    idleWaiters = [];
+    for (const wake of waiters) wake();
+  };
   let status: ServingStatus = "SERVING";
   const watchers = new Set<grpc.ServerWritableStream<{ service?: string }, { status: string }>>();
 
@@ -45,18 +55,34 @@ export async function startExtProcServer(options: {
       const processor = new StreamProcessor(context, id, (response) => {
         if (!finished && !call.destroyed) call.write(response);
       });
+      // Set when the first message says observability_mode: the stream then goes to a
+      // UsageStreamProcessor, which never replies (Envoy ignores replies in that mode).
+      let observer: UsageStreamProcessor | undefined;
       const finish = (reason: "end" | "cancelled" | "error") => {
         if (finished) return;
         finished = true;
+        if (observer) {
+          observer.close();
+          observers.delete(call);
+          return;
+        }
         processor.close(reason);
         streams.delete(call);
         context.metrics.streamsActive.dec();
-        if (streams.size === 0) {
-          const waiters = idleWaiters;
-          idleWaiters = [];
-          for (const wake of waiters) wake();
-        }
+        wakeIdle();
       };
+      const observe = () => {
+        observer = new UsageStreamProcessor({
+          registry: context.usage,
+          tokenCounter: context.tokenCounter,
+          logger: context.logger,
+        });
+        streams.delete(call);
+        observers.add(call);
+        context.metrics.streamsActive.dec();
+        wakeIdle();
+      };
+      let first = true;
       const fail = (error: unknown) => {
         const protocol = error instanceof ProtocolError;
         context.metrics.streamErrors.inc({ reason: protocol ? "protocol" : "internal" });
@@ -72,6 +98,14 @@ export async function startExtProcServer(options: {
       // Messages of one stream are handled strictly in order.
       let chain = Promise.resolve();
       call.on("data", (message: ProcessingRequest) => {
+        if (first) {
+          first = false;
+          if (message?.observability_mode === true) observe();
+        }
+        if (observer) {
+          if (!finished) observer.onMessage(message);
+          return;
+        }
         chain = chain.then(() => (finished ? undefined : processor.onMessage(message))).catch(fail);
       });
       call.on("end", () => {
@@ -81,6 +115,10 @@ export async function startExtProcServer(options: {
         });
       });
       call.on("cancelled", () => {
+        if (observer) {
+          finish("cancelled");
+          return;
+        }
         // Envoy half-closes and then resets the stream once it has the last reply it needs,
         // so a cancellation after the request phases is the normal end, not an error.
         if (!processor.requestPhasesDone) context.metrics.streamErrors.inc({ reason: "cancelled" });
@@ -136,6 +174,10 @@ export async function startExtProcServer(options: {
     async close() {
       for (const watcher of watchers) watcher.end();
       watchers.clear();
+      // Usage streams outlive their requests by Envoy's deferred_close_timeout; every main
+      // stream is done by now, so they have nothing left to report.
+      for (const call of observers) call.end();
+      observers.clear();
       await new Promise<void>((resolve) => {
         const force = setTimeout(() => {
           server.forceShutdown();

@@ -60,6 +60,12 @@ export class GatewayMetrics {
   readonly queueWait: Histogram<"tenant" | "tier">;
   readonly policyReloads: Counter<"result">;
   readonly policyInfo: Gauge<"version">;
+  readonly budgetChecks: Counter<"tenant" | "tier" | "outcome">;
+  readonly budgetTokens: Counter<"tenant" | "tier" | "kind">;
+  readonly budgetRemaining: Gauge<"tenant" | "limit">;
+  readonly storeLatency: Histogram<"op">;
+  readonly storeOutage: Gauge;
+  readonly storeOutages: Counter;
   readonly #unlistedSeen = new Set<string>();
   readonly #options: GatewayMetricsOptions;
   /** One scheduler snapshot per scrape: prom-client runs every collect() in one
@@ -115,6 +121,42 @@ export class GatewayMetrics {
       registers,
     });
 
+    this.budgetChecks = new Counter({
+      name: "fairgate_budget_checks_total",
+      help: "Budget checks by tenant and outcome: admitted, or the refusal code (rate_limit_requests, rate_limit_tokens, concurrency_limit, token_budget_exhausted, request_too_large_for_limit, store_unavailable).",
+      labelNames: ["tenant", "tier", "outcome"],
+      registers,
+    });
+    this.budgetTokens = new Counter({
+      name: "fairgate_budget_tokens_total",
+      help: "Tokens charged at admission (kind=charged), and corrections once the response revealed its usage (kind=refunded for less, kind=surcharged for more).",
+      labelNames: ["tenant", "tier", "kind"],
+      registers,
+    });
+    this.budgetRemaining = new Gauge({
+      name: "fairgate_budget_remaining",
+      help: "What the tenant's bucket held after its last check: limit=requests (RPM) or tokens (TPM).",
+      labelNames: ["tenant", "limit"],
+      registers,
+    });
+    this.storeLatency = new Histogram({
+      name: "fairgate_store_latency_seconds",
+      help: "Budget store call latency by operation (admit), as seen by the request path.",
+      labelNames: ["op"],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+    this.storeOutage = new Gauge({
+      name: "fairgate_store_outage",
+      help: "1 while the shared budget store is unreachable (fail-open: local budgets; fail-closed: 503 store_unavailable), else 0.",
+      registers,
+    });
+    this.storeOutages = new Counter({
+      name: "fairgate_store_outages_total",
+      help: "Times the shared budget store became unreachable.",
+      registers,
+    });
+
     this.#tenantGauges(registers);
     this.#backendGauges(registers);
     if (options.virtualCounters) {
@@ -138,6 +180,29 @@ export class GatewayMetrics {
         },
       });
     }
+  }
+
+  /** Records one budget check (see BudgetGate's onAdmit). */
+  countBudgetCheck(tenant: TenantPolicy, outcome: string, seconds: number, tokens?: number): void {
+    const labels = { tenant: this.tenantLabel(tenant), tier: tenant.tier };
+    this.budgetChecks.inc({ ...labels, outcome });
+    this.storeLatency.observe({ op: "admit" }, seconds);
+    if (outcome === "admitted" && tokens !== undefined)
+      this.budgetTokens.inc({ ...labels, kind: "charged" }, tokens);
+  }
+
+  /** Records a correction of a charge by `delta` tokens (negative: refunded). */
+  countReconcile(tenant: TenantPolicy, delta: number): void {
+    if (delta === 0) return;
+    const labels = { tenant: this.tenantLabel(tenant), tier: tenant.tier };
+    this.budgetTokens.inc({ ...labels, kind: delta < 0 ? "refunded" : "surcharged" }, Math.abs(delta));
+  }
+
+  /** The bucket levels after a check, for fairgate_budget_remaining. */
+  setBudgetRemaining(tenant: TenantPolicy, requests: number | undefined, tokens: number | undefined): void {
+    const label = this.tenantLabel(tenant);
+    if (requests !== undefined) this.budgetRemaining.set({ tenant: label, limit: "requests" }, requests);
+    if (tokens !== undefined) this.budgetRemaining.set({ tenant: label, limit: "tokens" }, tokens);
   }
 
   /** The tenant label value: the id, except that unlisted ids beyond the first

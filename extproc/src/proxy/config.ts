@@ -1,4 +1,8 @@
-import { ENVOY_DEFAULT_MESSAGE_TIMEOUT_MS, EXPECTED_PROCESSING_MODE } from "../grpc/processing-mode.ts";
+import {
+  ENVOY_DEFAULT_MESSAGE_TIMEOUT_MS,
+  EXPECTED_PROCESSING_MODE,
+  USAGE_PROCESSING_MODE,
+} from "../grpc/processing-mode.ts";
 
 /**
  * Configuration of the built-in proxy's ext_proc filter. Field names follow
@@ -167,6 +171,11 @@ export function resolveFilterConfig(config: ExtProcFilterConfig): ResolvedFilter
   };
   if (errors.length > 0) throw new Error(`invalid ext_proc filter config: ${errors.join("; ")}`);
   return Object.freeze(resolved);
+}
+
+/** fairgate's usage filter: observability mode, response bodies STREAMED (see envoy/envoy.yaml). */
+export function usageFilterConfig(grpcTarget: string): ExtProcFilterConfig {
+  return { grpcTarget, observabilityMode: true, processingMode: { ...USAGE_PROCESSING_MODE } };
 }
 
 /** Headers are sent unless SKIP; trailers only when SEND (Envoy's setProcessingModeInternal). */

@@ -29,10 +29,18 @@ import { startUpstreamRequest, type Upstream } from "./upstream.ts";
  * reaches the client; response bodies flow chunk by chunk unless a body mode holds them.
  * Local replies (the filter's, or the router's for upstream failures) are not shown to the
  * processor, as in Envoy since skip_ext_proc_on_local_reply.
+ *
+ * Further ext_proc filters in observability mode may follow the main one (`observers`).
+ * Envoy's filter manager runs decoder filters in configuration order and encoder filters
+ * in reverse: an observer sees the request headers after the main filter changed them,
+ * and the response headers and every body chunk before the main filter does. Observers
+ * never wait, so they change no timing.
  */
 
 export interface ExchangeDeps extends ExtProcFilterDeps {
   upstream: Upstream;
+  /** Observability-mode ext_proc filters after the main one, in http_filters order. */
+  observers?: readonly ExtProcFilterDeps[];
   /** Lets the server reset every live stream when it shuts down. */
   track(filter: ExtProcFilter): () => void;
 }
@@ -54,6 +62,8 @@ class Exchange {
   readonly #deps: ExchangeDeps;
   readonly #filter: ExtProcFilter;
   readonly #untrack: () => void;
+  /** In encoder order: the last filter of the chain first. */
+  readonly #observers: ReadonlyArray<{ filter: ExtProcFilter; deps: ExtProcFilterDeps; untrack: () => void }>;
   /** The client left, or the exchange was already answered or reset: stop at the next step. */
   #stopped = false;
   #done = false;
@@ -66,6 +76,12 @@ class Exchange {
     this.#deps = deps;
     this.#filter = new ExtProcFilter(deps);
     this.#untrack = deps.track(this.#filter);
+    this.#observers = (deps.observers ?? [])
+      .map((d) => {
+        const filter = new ExtProcFilter(d);
+        return { filter, deps: d, untrack: deps.track(filter) };
+      })
+      .reverse();
     // The processor can fail the request while nothing waits on it (e.g. during the upstream
     // call): Envoy then sends the local reply at once, or resets the client stream.
     this.#filter.onFailure((reply) => {
@@ -128,12 +144,21 @@ class Exchange {
     } else {
       body = this.#request;
     }
+    // Decoder order: the observers come after the main filter and see its header changes.
+    for (const observer of [...this.#observers].reverse()) {
+      void observer.filter.decodeHeaders(headers, body === undefined);
+    }
     await this.#forward(headers, body);
   }
 
   finish(): void {
     this.#done = true;
     this.#filter.destroy();
+    for (const observer of this.#observers) {
+      // Envoy defers closing an observability stream (deferred_close_timeout).
+      observer.filter.destroy();
+      this.#clock.setTimeout(observer.untrack, observer.deps.config.deferredCloseTimeoutMs);
+    }
     // In observability mode the stream outlives the request for a while; keep it reachable
     // so a shutdown can still reset it.
     if (this.#config.observabilityMode)
@@ -166,10 +191,18 @@ class Exchange {
     this.#upstreamResponse = upstreamResponse;
     const headers = responseHeaderMap(upstreamResponse, serviceTimeMs);
     const noBody = responseHasNoBody(method, upstreamResponse);
-    const collector =
-      !noBody && this.#filter.responseBodyMode === "BUFFERED" && !this.#config.observabilityMode
-        ? new BodyCollector(upstreamResponse, this.#config.maxResponseBodyBytes)
-        : undefined;
+    // Encoder order: the observers see the upstream's headers before the main filter.
+    for (const observer of this.#observers) void observer.filter.encodeHeaders(headers, noBody);
+    const buffering =
+      !noBody && this.#filter.responseBodyMode === "BUFFERED" && !this.#config.observabilityMode;
+    if (buffering && this.#observers.length > 0) {
+      // Chunks pass the observers as they arrive, while the main filter buffers them.
+      upstreamResponse.on("data", (chunk: Buffer) => this.#observe(chunk, false));
+      upstreamResponse.on("end", () => this.#observe(Buffer.alloc(0), true));
+    }
+    const collector = buffering
+      ? new BodyCollector(upstreamResponse, this.#config.maxResponseBodyBytes)
+      : undefined;
     const tooLarge = collector ? collector.done.then((o) => (o === "too-large" ? o : NEVER)) : NEVER;
 
     const encoded = await Promise.race([this.#filter.encodeHeaders(headers, noBody), tooLarge]);
@@ -213,12 +246,14 @@ class Exchange {
     const client = this.#response;
     return new Promise<void>((resolve) => {
       source.on("data", (chunk: Buffer) => {
+        this.#observe(chunk, false);
         if (!client.write(chunk)) {
           source.pause();
           client.once("drain", () => source.resume());
         }
       });
       source.on("end", () => {
+        this.#observe(Buffer.alloc(0), true);
         client.end();
         resolve();
       });
@@ -240,6 +275,7 @@ class Exchange {
     let outstanding = 0;
     let chain = Promise.resolve(true);
     const forward = (chunk: Buffer, endOfStream: boolean) => {
+      this.#observe(chunk, endOfStream);
       outstanding += chunk.length;
       if (outstanding > limit) source.pause();
       const pending = this.#filter.encodeStreamedChunk(chunk, endOfStream);
@@ -271,6 +307,11 @@ class Exchange {
         resolve();
       });
     });
+  }
+
+  /** A response body chunk through the observers (STREAMED, observability mode: no wait). */
+  #observe(chunk: Buffer, endOfStream: boolean): void {
+    for (const observer of this.#observers) void observer.filter.encodeStreamedChunk(chunk, endOfStream);
   }
 
   #writeHead(headers: HeaderMap): void {

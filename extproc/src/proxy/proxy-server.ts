@@ -4,8 +4,8 @@ import { type Clock, systemClock } from "../clock.ts";
 import { splitListen } from "../http/listen.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import { type ExtProcFilterConfig, resolveFilterConfig } from "./config.ts";
-import type { ExtProcFilter } from "./ext-proc-filter.ts";
-import { createExtProcClient } from "./ext-proc-stream.ts";
+import type { ExtProcFilter, ExtProcFilterDeps } from "./ext-proc-filter.ts";
+import { createExtProcClient, type ExtProcClient } from "./ext-proc-stream.ts";
 import { type ExtProcFilterStats, emptyFilterStats } from "./filter-stats.ts";
 import { MutationChecker } from "./mutation-rules.ts";
 import { handleExchange } from "./proxy-exchange.ts";
@@ -22,6 +22,12 @@ export interface ExtProcProxyOptions {
   /** http://host:port of the upstream (the inference engine). */
   upstream: string;
   extProc: ExtProcFilterConfig;
+  /**
+   * Further ext_proc filters after `extProc` in the filter chain (Envoy's http_filters
+   * order), each in observability mode — e.g. fairgate's usage filter (`usageFilterConfig`).
+   * Requests pass `extProc` first, responses pass these first (encoder order is reversed).
+   */
+  observers?: ExtProcFilterConfig[];
   logger?: Logger;
   clock?: Clock;
 }
@@ -31,24 +37,52 @@ export interface ExtProcProxy {
   readonly port: number;
   /** Envoy-named counters summed over every request so far. */
   readonly stats: Readonly<ExtProcFilterStats>;
+  /** The same counters for each of `observers`, in order. */
+  readonly observerStats: readonly Readonly<ExtProcFilterStats>[];
   close(): Promise<void>;
 }
 
 export async function startExtProcProxy(options: ExtProcProxyOptions): Promise<ExtProcProxy> {
   const config = resolveFilterConfig(options.extProc);
+  const observerConfigs = (options.observers ?? []).map(resolveFilterConfig);
+  if (observerConfigs.some((c) => !c.observabilityMode)) {
+    throw new Error(
+      "invalid ext_proc filter config: the built-in proxy chains further ext_proc filters only in observability mode",
+    );
+  }
   const { host, port } = splitListen(options.listen);
   const upstream = createUpstream(options.upstream);
-  const client = createExtProcClient(config.grpcTarget);
+  // Filters naming the same target share one channel, as Envoy's filters share a cluster.
+  const clients = new Map<string, ExtProcClient>();
+  const clientFor = (target: string) => {
+    let client = clients.get(target);
+    if (!client) {
+      client = createExtProcClient(target);
+      clients.set(target, client);
+    }
+    return client;
+  };
+  const client = clientFor(config.grpcTarget);
   const logger = options.logger ?? silentLogger;
+  const clock = options.clock ?? systemClock;
   const stats = emptyFilterStats();
+  const observers: ExtProcFilterDeps[] = observerConfigs.map((observer) => ({
+    config: observer,
+    client: clientFor(observer.grpcTarget),
+    checker: new MutationChecker(observer.mutationRules),
+    clock,
+    logger,
+    stats: emptyFilterStats(),
+  }));
   const live = new Set<ExtProcFilter>();
   const deps = {
     config,
     client,
     checker: new MutationChecker(config.mutationRules),
-    clock: options.clock ?? systemClock,
+    clock,
     logger,
     stats,
+    observers,
     upstream,
     track(filter: ExtProcFilter) {
       live.add(filter);
@@ -80,7 +114,7 @@ export async function startExtProcProxy(options: ExtProcProxyOptions): Promise<E
       });
     });
   } catch (error) {
-    client.close();
+    for (const c of clients.values()) c.close();
     upstream.agent.destroy();
     throw error;
   }
@@ -94,6 +128,7 @@ export async function startExtProcProxy(options: ExtProcProxyOptions): Promise<E
     url,
     port: address.port,
     stats,
+    observerStats: observers.map((o) => o.stats),
     close() {
       closing ??= (async () => {
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
@@ -101,7 +136,7 @@ export async function startExtProcProxy(options: ExtProcProxyOptions): Promise<E
         for (const filter of live) filter.forceClose();
         await closed;
         upstream.agent.destroy();
-        client.close();
+        for (const c of clients.values()) c.close();
       })();
       return closing;
     },

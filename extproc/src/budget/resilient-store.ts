@@ -1,0 +1,235 @@
+/**
+ * The Redis budget store with the policy's outage mode. While Redis answers, every call goes
+ * to it. The first StoreUnavailableError (timeout, refused connection, Redis error) starts an
+ * outage: it is logged once and counted, and a background probe PINGs Redis (same deadline,
+ * every `probeIntervalMs`) until it answers; then calls go back to Redis, with no restart.
+ *
+ *  - `fail-closed`: during an outage admit (and every other call) rejects with
+ *    StoreUnavailableError at once — the caller answers 503 store_unavailable.
+ *  - `fail-open`: admits go to a local MemoryBudgetStore whose limits are divided by the
+ *    replica count last seen (rounded up, at least 1), so replicas falling back together
+ *    stay near the cluster-wide limit. Leases taken locally are renewed and released
+ *    locally, even after Redis is back; leases held in Redis when it went away expire there
+ *    by their TTL.
+ *
+ * Calls never wait on a sick Redis longer than its `timeoutMs`, and during an outage they
+ * do not wait on it at all. close() closes the wrapped RedisBudgetStore too (close a
+ * ReplicaRegistry sharing its client first).
+ */
+import type { Clock } from "../clock.ts";
+import type { Logger } from "../log.ts";
+import { silentLogger } from "../log.ts";
+import { MemoryBudgetStore } from "./memory-store.ts";
+import type { RedisBudgetStore } from "./redis-store.ts";
+import {
+  type AdmitRequest,
+  type AdmitResult,
+  type BudgetLimits,
+  type BudgetSnapshot,
+  type BudgetStore,
+  isStoreUnavailable,
+  StoreUnavailableError,
+} from "./store.ts";
+
+export type OutageMode = "fail-open" | "fail-closed";
+export type StoreState = "ok" | "outage";
+
+export interface ResilientBudgetStoreOptions {
+  readonly redis: RedisBudgetStore;
+  readonly onOutage: OutageMode;
+  /** The replica count that scales the local fallback (e.g. ReplicaRegistry#count); default 1. */
+  readonly replicas?: () => number;
+  /** Background probe period during an outage, ms (default 500). */
+  readonly probeIntervalMs?: number;
+  readonly logger?: Logger;
+  readonly onStateChange?: (state: StoreState, detail: string) => void;
+  /** Clock of the local fallback store (default: the system clock). */
+  readonly clock?: Clock;
+  readonly wallClock?: () => number;
+}
+
+/** For metrics: monotonic counters since construction. */
+export interface ResilientStoreCounters {
+  /** Transitions ok → outage. */
+  readonly outages: number;
+  /** Admits answered by the local fallback (fail-open). */
+  readonly fallbackAdmits: number;
+  /** Calls rejected with StoreUnavailableError (fail-closed, or a failed Redis call). */
+  readonly unavailable: number;
+  /** Probes sent during outages. */
+  readonly probes: number;
+}
+
+export class ResilientBudgetStore implements BudgetStore {
+  readonly kind = "resilient" as const;
+  readonly onOutage: OutageMode;
+  readonly #redis: RedisBudgetStore;
+  readonly #local: MemoryBudgetStore;
+  readonly #replicas: () => number;
+  readonly #probeIntervalMs: number;
+  readonly #logger: Logger;
+  readonly #onStateChange: ((state: StoreState, detail: string) => void) | undefined;
+  #state: StoreState = "ok";
+  #lastError: string | undefined;
+  #outageSince: number | undefined;
+  #probeTimer: NodeJS.Timeout | undefined;
+  #probing = false;
+  #closed = false;
+  #counters = { outages: 0, fallbackAdmits: 0, unavailable: 0, probes: 0 };
+
+  constructor(options: ResilientBudgetStoreOptions) {
+    this.#redis = options.redis;
+    this.onOutage = options.onOutage;
+    this.#replicas = options.replicas ?? (() => 1);
+    this.#probeIntervalMs = options.probeIntervalMs ?? 500;
+    this.#logger = options.logger ?? silentLogger;
+    this.#onStateChange = options.onStateChange;
+    this.#local = new MemoryBudgetStore({
+      ...(options.clock ? { clock: options.clock } : {}),
+      ...(options.wallClock ? { wallClock: options.wallClock } : {}),
+    });
+  }
+
+  state(): StoreState {
+    return this.#state;
+  }
+
+  /** For /readyz: not ready only while Redis is unreachable under fail-closed. */
+  ready(): { ok: boolean; detail: string } {
+    if (this.#state === "ok") return { ok: true, detail: "redis ok" };
+    const detail = `redis unreachable (${this.onOutage}): ${this.#lastError ?? "unknown"}`;
+    return { ok: this.onOutage === "fail-open", detail };
+  }
+
+  get counters(): ResilientStoreCounters {
+    return { ...this.#counters };
+  }
+
+  get lastError(): string | undefined {
+    return this.#lastError;
+  }
+
+  /** The fallback's limits: each limit divided by the replica count, rounded up, at least 1. */
+  localLimits(limits: BudgetLimits): BudgetLimits {
+    const replicas = Math.max(1, Math.floor(this.#replicas()) || 1);
+    const scale = (value: number | undefined) =>
+      value === undefined ? undefined : Math.max(1, Math.ceil(value / replicas));
+    return {
+      rpm: scale(limits.rpm),
+      tpm: scale(limits.tpm),
+      rpmBurst: scale(limits.rpmBurst),
+      tpmBurst: scale(limits.tpmBurst),
+      maxConcurrency: scale(limits.maxConcurrency),
+      tokensPerDay: scale(limits.tokensPerDay),
+      tokensPerMonth: scale(limits.tokensPerMonth),
+    };
+  }
+
+  async admit(request: AdmitRequest): Promise<AdmitResult> {
+    return this.#route(
+      () => this.#redis.admit(request),
+      async () => {
+        this.#counters.fallbackAdmits++;
+        return this.#local.admit({ ...request, limits: this.localLimits(request.limits) });
+      },
+    );
+  }
+
+  async reconcile(tenant: string, limits: BudgetLimits, deltaTokens: number): Promise<void> {
+    await this.#route(
+      () => this.#redis.reconcile(tenant, limits, deltaTokens),
+      () => this.#local.reconcile(tenant, this.localLimits(limits), deltaTokens),
+    );
+  }
+
+  async renewLease(tenant: string, leaseId: string, ttlMs: number): Promise<boolean> {
+    if (this.#local.hasLease(tenant, leaseId)) return this.#local.renewLease(tenant, leaseId, ttlMs);
+    // A Redis lease during a fail-open outage: nothing to renew it in; it lives out its TTL.
+    return this.#route(
+      () => this.#redis.renewLease(tenant, leaseId, ttlMs),
+      async () => true,
+    );
+  }
+
+  async releaseLease(tenant: string, leaseId: string): Promise<void> {
+    if (this.#local.hasLease(tenant, leaseId)) return this.#local.releaseLease(tenant, leaseId);
+    await this.#route(
+      () => this.#redis.releaseLease(tenant, leaseId),
+      async () => {},
+    );
+  }
+
+  async peek(tenant: string, limits: BudgetLimits): Promise<BudgetSnapshot> {
+    return this.#route(
+      () => this.#redis.peek(tenant, limits),
+      () => this.#local.peek(tenant, this.localLimits(limits)),
+    );
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    clearTimeout(this.#probeTimer);
+    this.#probeTimer = undefined;
+    await this.#local.close();
+    await this.#redis.close();
+  }
+
+  /** Redis when healthy; on failure (or during an outage) the mode decides. */
+  async #route<T>(remote: () => Promise<T>, local: () => Promise<T>): Promise<T> {
+    if (this.#state === "ok") {
+      try {
+        return await remote();
+      } catch (error) {
+        if (!isStoreUnavailable(error)) throw error;
+        this.#enterOutage(error);
+      }
+    }
+    if (this.onOutage === "fail-open") return local();
+    this.#counters.unavailable++;
+    throw new StoreUnavailableError(`budget store unavailable: ${this.#lastError ?? "redis outage"}`);
+  }
+
+  #enterOutage(error: StoreUnavailableError): void {
+    this.#lastError = error.message;
+    if (this.#state === "outage" || this.#closed) return;
+    this.#state = "outage";
+    this.#outageSince = Date.now();
+    this.#counters.outages++;
+    this.#logger.warn("budget store outage", {
+      onOutage: this.onOutage,
+      error: error.message,
+      replicas: this.#replicas(),
+    });
+    this.#onStateChange?.("outage", error.message);
+    this.#scheduleProbe();
+  }
+
+  #scheduleProbe(): void {
+    if (this.#closed || this.#probeTimer) return;
+    this.#probeTimer = setTimeout(() => {
+      this.#probeTimer = undefined;
+      void this.#probe();
+    }, this.#probeIntervalMs);
+    this.#probeTimer.unref();
+  }
+
+  async #probe(): Promise<void> {
+    if (this.#closed || this.#probing || this.#state === "ok") return;
+    this.#probing = true;
+    this.#counters.probes++;
+    try {
+      await this.#redis.ping();
+      if (this.#closed) return;
+      const downMs = this.#outageSince === undefined ? 0 : Date.now() - this.#outageSince;
+      this.#state = "ok";
+      this.#outageSince = undefined;
+      this.#logger.info("budget store recovered", { onOutage: this.onOutage, downMs });
+      this.#onStateChange?.("ok", `redis answered after ${downMs} ms`);
+    } catch (error) {
+      this.#lastError = (error as Error).message;
+      this.#scheduleProbe();
+    } finally {
+      this.#probing = false;
+    }
+  }
+}

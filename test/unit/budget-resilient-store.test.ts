@@ -1,0 +1,143 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { RedisBudgetStore } from "../../extproc/src/budget/redis-store.ts";
+import { ResilientBudgetStore, type StoreState } from "../../extproc/src/budget/resilient-store.ts";
+import { type AdmitResult, StoreUnavailableError } from "../../extproc/src/budget/store.ts";
+import { memoryLogger } from "../../extproc/src/log.ts";
+
+/** A stand-in for RedisBudgetStore that is up or down on command. */
+function fakeRedis() {
+  const fake = {
+    up: true,
+    admits: 0,
+    pings: 0,
+    fail(): never {
+      throw new StoreUnavailableError("fake redis down");
+    },
+    async admit(): Promise<AdmitResult> {
+      if (!fake.up) fake.fail();
+      fake.admits++;
+      return { ok: true, snapshot: {}, leased: false };
+    },
+    async reconcile() {
+      if (!fake.up) fake.fail();
+    },
+    async renewLease() {
+      if (!fake.up) fake.fail();
+      return true;
+    },
+    async releaseLease() {
+      if (!fake.up) fake.fail();
+    },
+    async peek() {
+      if (!fake.up) fake.fail();
+      return {};
+    },
+    async ping() {
+      fake.pings++;
+      if (!fake.up) fake.fail();
+    },
+    closed: 0,
+    async close() {
+      fake.closed++;
+    },
+  };
+  return fake;
+}
+
+const admitReq = (limits = {}) => ({
+  tenant: "t",
+  limits,
+  tokens: 1,
+  leaseId: `l${Math.random()}`,
+  leaseTtlMs: 1_000,
+});
+
+describe("ResilientBudgetStore", () => {
+  it("scales local limits by the replica count, rounding up, at least 1", () => {
+    let replicas = 3;
+    const store = new ResilientBudgetStore({
+      redis: fakeRedis() as unknown as RedisBudgetStore,
+      onOutage: "fail-open",
+      replicas: () => replicas,
+    });
+    assert.deepEqual(store.localLimits({ rpm: 10, tpm: 1000, maxConcurrency: 2, tokensPerDay: 1 }), {
+      rpm: 4,
+      tpm: 334,
+      rpmBurst: undefined,
+      tpmBurst: undefined,
+      maxConcurrency: 1,
+      tokensPerDay: 1,
+      tokensPerMonth: undefined,
+    });
+    replicas = 0;
+    assert.equal(store.localLimits({ rpm: 10 }).rpm, 10, "a count below 1 counts as 1");
+  });
+
+  it("fail-open: one outage logged and counted, local admits, probe until Redis is back", async () => {
+    const redis = fakeRedis();
+    const logger = memoryLogger();
+    const states: StoreState[] = [];
+    const store = new ResilientBudgetStore({
+      redis: redis as unknown as RedisBudgetStore,
+      onOutage: "fail-open",
+      probeIntervalMs: 20,
+      logger,
+      onStateChange: (state) => states.push(state),
+    });
+    assert.equal((await store.admit(admitReq({ rpm: 2 }))).ok, true);
+    redis.up = false;
+    const results = [];
+    for (let i = 0; i < 3; i++) results.push((await store.admit(admitReq({ rpm: 2 }))).ok);
+    assert.deepEqual(results, [true, true, false], "local bucket of rpm 2");
+    assert.equal(store.state(), "outage");
+    assert.deepEqual(store.ready(), { ok: true, detail: "redis unreachable (fail-open): fake redis down" });
+    await store.reconcile("t", { tpm: 10 }, 5);
+    assert.equal(await store.renewLease("t", "redis-lease", 1_000), true);
+    await store.releaseLease("t", "redis-lease");
+    await sleep(70);
+    assert.ok(redis.pings >= 2, `probed ${redis.pings} times`);
+    redis.up = true;
+    await sleep(50);
+    assert.equal(store.state(), "ok");
+    assert.deepEqual(states, ["outage", "ok"]);
+    assert.equal(logger.records.filter((r) => r.level === "warn").length, 1);
+    assert.equal(store.counters.outages, 1);
+    assert.equal(store.counters.fallbackAdmits, 3);
+    const before = redis.admits;
+    assert.equal((await store.admit(admitReq())).ok, true);
+    assert.equal(redis.admits, before + 1, "back on Redis");
+    await store.close();
+  });
+
+  it("fail-closed: rejects with StoreUnavailableError and is not ready during an outage", async () => {
+    const redis = fakeRedis();
+    const store = new ResilientBudgetStore({
+      redis: redis as unknown as RedisBudgetStore,
+      onOutage: "fail-closed",
+      probeIntervalMs: 10_000,
+    });
+    redis.up = false;
+    await assert.rejects(store.admit(admitReq()), StoreUnavailableError);
+    await assert.rejects(store.peek("t", {}), StoreUnavailableError);
+    assert.equal(store.ready().ok, false);
+    assert.equal(store.counters.unavailable, 2);
+    await store.close();
+    assert.equal(redis.closed, 1, "close() closes the wrapped Redis store");
+  });
+
+  it("errors other than StoreUnavailableError are not outages", async () => {
+    const redis = fakeRedis();
+    redis.admit = async () => {
+      throw new TypeError("bug");
+    };
+    const store = new ResilientBudgetStore({
+      redis: redis as unknown as RedisBudgetStore,
+      onOutage: "fail-open",
+    });
+    await assert.rejects(store.admit(admitReq()), TypeError);
+    assert.equal(store.state(), "ok");
+    await store.close();
+  });
+});
