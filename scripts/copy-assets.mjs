@@ -2,3 +2,4 @@
 import { cpSync } from "node:fs";
 
 cpSync("extproc/src/budget/lua", "dist/budget/lua", { recursive: true });
+cpSync("extproc/src/queue/lua", "dist/queue/lua", { recursive: true });

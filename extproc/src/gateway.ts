@@ -2,6 +2,7 @@ import { UsageRegistry } from "./accounting/usage-registry.ts";
 import { EngineAwareGate } from "./admission/gate.ts";
 import { BudgetGate } from "./budget/budget-gate.ts";
 import { createBudgetStore } from "./budget/create.ts";
+import { createBudgetRedisClient } from "./budget/redis-client.ts";
 import type { BudgetStore } from "./budget/store.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import type { Policy } from "./config/policy.ts";
@@ -17,6 +18,7 @@ import { createTokenCounter, type TokenCounter } from "./openai/tokens.ts";
 import { FairQueueScheduler } from "./queue/fair-queue.ts";
 import { OutputPredictor } from "./queue/output-predictor.ts";
 import { fairnessPolicyFor } from "./queue/policies/index.ts";
+import { SharedQueueState } from "./queue/shared-state.ts";
 import type { Scheduler } from "./scheduler/types.ts";
 import { type StoreHealth, storeHealthFor } from "./store/store-health.ts";
 
@@ -68,9 +70,28 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     logger: options.logger,
     onUpdate: (state) => engineChanged(state.backend),
   });
+  // With the Redis store, virtual counters, in-flight load and waiting candidates are
+  // exchanged with the other replicas, so weights and backend caps hold cluster-wide.
+  const storeConfig = initial.source.store;
+  const sharedClient =
+    !options.scheduler && "redis" in storeConfig
+      ? createBudgetRedisClient(storeConfig.redis, storeConfig.timeoutMs)
+      : undefined;
+  sharedClient?.connect().catch(() => {
+    // Unreachable at start: each exchange retries and replicas use their local view meanwhile.
+  });
+  const shared =
+    sharedClient && "redis" in storeConfig
+      ? new SharedQueueState({
+          client: sharedClient,
+          keyPrefix: storeConfig.keyPrefix,
+          logger: options.logger,
+        })
+      : undefined;
   const scheduler =
     options.scheduler ??
     new FairQueueScheduler({
+      ...(shared ? { shared } : {}),
       policy: options.policy,
       clock,
       fairness: fairnessPolicyFor(scheduling),
@@ -126,6 +147,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   let shuttingDown = false;
 
   const usage = new UsageRegistry({ clock });
+  metrics.watchUsage(() => usage.stats);
   const grpc: ExtProcServer = await startExtProcServer({
     listen: grpcBindAddress(options.grpcListen),
     maxMessageBytes: Math.max(initial.source.requests.maxBodyBytes, 4 * 1024 * 1024),
@@ -217,6 +239,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         await http.close();
         await store.close();
         await createdBudgets.close();
+        await shared?.stop();
+        sharedClient?.disconnect();
         usage.close();
         options.logger.info("stopped", { drained });
       })();

@@ -35,7 +35,14 @@ describe("UsageRegistry", () => {
     assert.deepEqual(await ticket.settle(300), usage(9));
     assert.equal(registry.size, 0);
     assert.equal(registry.report("a", usage(1)), false, "a second report finds nobody");
-    assert.deepEqual(registry.stats, { registered: 1, reported: 1, partial: 0, missing: 0, orphaned: 1 });
+    assert.deepEqual(registry.stats, {
+      registered: 1,
+      reported: 1,
+      partial: 0,
+      missing: 0,
+      orphaned: 1,
+      orphanReconciled: 0,
+    });
   });
 
   it("settle waits the grace for a late report from an attached usage stream", async () => {

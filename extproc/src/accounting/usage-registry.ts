@@ -8,6 +8,15 @@ import type { Usage } from "./usage.ts";
  * sends that id upstream in `x-fairgate-request-id`; the usage stream sees the header,
  * attaches a live view of what it has parsed, and reports the usage when the body ends.
  *
+ * Budget reconciliation happens exactly once per request, on one side only: a report the
+ * registry delivers goes to the local main stream, which reconciles its own BudgetTicket
+ * (also with a partial, or not at all when the usage is missing). A report for an id the
+ * usage stream never found here (`observe` returned false: the main stream runs on another
+ * replica, whose registration settles at once as missing and keeps its charge) is orphaned,
+ * and the usage stream reconciles it directly with the shared budget store (see
+ * usage-stream.ts). A late report for an id that was observed here but already settled is
+ * dropped: its main stream already decided.
+ *
  * Every entry leaves the registry exactly once: when usage is delivered, when the main
  * stream settles (after a short grace, with whatever the usage stream has seen so far),
  * or after `ttlMs` at the latest, so nothing leaks whatever the streams do.
@@ -36,6 +45,9 @@ export interface UsageRegistryStats {
   missing: number;
   /** Reports for ids nobody waits for (passthrough requests, another replica's request). */
   orphaned: number;
+  /** Orphaned reports of another replica's request that this replica reconciled with the
+   * budget store itself (from the request's x-fairgate-tenant and x-fairgate-charged-tokens). */
+  orphanReconciled: number;
 }
 
 interface Entry {
@@ -54,7 +66,14 @@ export class UsageRegistry {
   readonly #clock: Clock;
   readonly #ttlMs: number;
   readonly #entries = new Map<string, Entry>();
-  readonly stats: UsageRegistryStats = { registered: 0, reported: 0, partial: 0, missing: 0, orphaned: 0 };
+  readonly stats: UsageRegistryStats = {
+    registered: 0,
+    reported: 0,
+    partial: 0,
+    missing: 0,
+    orphaned: 0,
+    orphanReconciled: 0,
+  };
 
   constructor(options: { clock?: Clock; ttlMs?: number } = {}) {
     this.#clock = options.clock ?? systemClock;
@@ -126,6 +145,11 @@ export class UsageRegistry {
     }
     this.#deliver(id, usage, usage ? "reported" : "missing");
     return true;
+  }
+
+  /** An orphaned report was reconciled with the budget store by the usage stream itself. */
+  orphanReconciled(): void {
+    this.stats.orphanReconciled++;
   }
 
   /** Settles everything with undefined (gateway shutdown). */

@@ -7,11 +7,42 @@ import type { UsageRegistry } from "./usage-registry.ts";
 
 /** The upstream request header carrying the main ext_proc stream's id to the usage stream. */
 export const REQUEST_ID_HEADER = "x-fairgate-request-id";
+/** Upstream request headers the main stream adds so that any replica can reconcile the
+ * budget charge: the tenant, the tokens charged to its budgets at admission (only when a
+ * budget ticket exists) and the prompt tokens counted then (for estimated usage, which
+ * carries no prompt count). Clients cannot send them: every x-fairgate-* request header
+ * is stripped by the main stream. */
+export const TENANT_HEADER = "x-fairgate-tenant";
+export const CHARGED_TOKENS_HEADER = "x-fairgate-charged-tokens";
+export const PROMPT_TOKENS_HEADER = "x-fairgate-prompt-tokens";
+
+/** A report for a request whose main stream runs on another replica. */
+export interface OrphanedUsage {
+  readonly requestId: string;
+  readonly tenantId: string;
+  /** Tokens charged to the tenant's budgets at admission. */
+  readonly chargedTokens: number;
+  /** Prompt tokens fairgate counted at admission (used when `usage` has none). */
+  readonly promptTokens: number | undefined;
+  readonly usage: Usage;
+}
 
 export interface UsageStreamContext {
   registry: UsageRegistry;
   tokenCounter(): TokenCounter;
   logger: Logger;
+  /**
+   * Corrects the budget charge of another replica's request directly in the budget store;
+   * true when it did. Called at most once per stream, only for a report no local main
+   * stream ever waited for.
+   */
+  reconcileOrphan?: (orphan: OrphanedUsage) => boolean;
+}
+
+interface Handoff {
+  tenantId: string;
+  chargedTokens: number;
+  promptTokens: number | undefined;
 }
 
 /**
@@ -24,6 +55,9 @@ export interface UsageStreamContext {
 export class UsageStreamProcessor {
   readonly #ctx: UsageStreamContext;
   #requestId: string | undefined;
+  /** A local main stream registered the id: it reconciles, this stream never does. */
+  #local = false;
+  #handoff: Handoff | undefined;
   #parser: UsageParser | undefined;
   /** Response status was not 2xx: the engine generated nothing. */
   #failedStatus = false;
@@ -55,10 +89,20 @@ export class UsageStreamProcessor {
   }
 
   #onRequestHeaders(message: HttpHeaders): void {
-    const id = headerMapToRecord(message.headers).get(REQUEST_ID_HEADER)?.trim();
+    const headers = headerMapToRecord(message.headers);
+    const id = headers.get(REQUEST_ID_HEADER)?.trim();
     if (!id || this.#requestId !== undefined) return;
     this.#requestId = id;
-    this.#ctx.registry.observe(id, () => this.#current(false));
+    this.#local = this.#ctx.registry.observe(id, () => this.#current(false));
+    const tenantId = headers.get(TENANT_HEADER)?.trim();
+    const chargedTokens = parseCount(headers.get(CHARGED_TOKENS_HEADER));
+    if (!this.#local && tenantId && chargedTokens !== undefined) {
+      this.#handoff = {
+        tenantId,
+        chargedTokens,
+        promptTokens: parseCount(headers.get(PROMPT_TOKENS_HEADER)),
+      };
+    }
   }
 
   #onResponseHeaders(message: HttpHeaders): void {
@@ -90,6 +134,24 @@ export class UsageStreamProcessor {
     } catch (error) {
       this.#ctx.logger.debug("usage stream: cannot read usage", { error: String(error) });
     }
-    this.#ctx.registry.report(id, usage);
+    if (this.#ctx.registry.report(id, usage)) return;
+    // Nobody here waits for it. Observed here: the local main stream already settled and
+    // decided (late report). Never observed here: the main stream runs on another replica
+    // and keeps its admission charge, so this stream corrects it in the shared store.
+    const handoff = this.#handoff;
+    if (this.#local || !handoff || !usage || !this.#ctx.reconcileOrphan) return;
+    try {
+      if (this.#ctx.reconcileOrphan({ requestId: id, ...handoff, usage }))
+        this.#ctx.registry.orphanReconciled();
+    } catch (error) {
+      this.#ctx.logger.warn("usage stream: orphan reconcile failed", { error: String(error) });
+    }
   }
+}
+
+/** A non-negative integer header value; undefined when absent or malformed. */
+function parseCount(value: string | undefined): number | undefined {
+  const trimmed = value?.trim();
+  if (!trimmed || !/^\d{1,15}$/.test(trimmed)) return undefined;
+  return Number(trimmed);
 }

@@ -31,6 +31,9 @@ export interface BudgetGateOptions {
 /** What an admitted request holds. `end` must be called once when its stream ends. */
 export interface BudgetTicket {
   readonly snapshot: BudgetSnapshot;
+  /** Tokens charged at admission; undefined when the tenant has no budget limits (nothing
+   * was charged, nothing to reconcile). */
+  readonly chargedTokens?: number;
   /** Corrects the charge to `actualTokens` (prompt + completion really used). */
   reconcile(actualTokens: number): void;
   end(): void;
@@ -112,6 +115,24 @@ export class BudgetGate {
     }
   }
 
+  /**
+   * Corrects a charge made elsewhere (another replica admitted the request; this one read
+   * its usage): delta = actualTokens - chargedTokens, straight to the store. False when
+   * the tenant has no budget limits (nothing was charged) or the numbers are unusable.
+   */
+  reconcileCharge(tenant: TenantPolicy, chargedTokens: number, actualTokens: number): boolean {
+    const limits = budgetLimitsOf(tenant);
+    if (!hasBudgetLimits(limits) || !Number.isFinite(chargedTokens) || !Number.isFinite(actualTokens))
+      return false;
+    const delta = Math.round(actualTokens - chargedTokens);
+    if (delta === 0) return true;
+    this.#onReconcile?.(tenant, delta);
+    this.#store.reconcile(tenant.id, limits, delta).catch((error: unknown) => {
+      this.#logger.warn("budget reconcile failed", { tenant: tenant.id, error: String(error) });
+    });
+    return true;
+  }
+
   #ticket(
     tenant: TenantPolicy,
     limits: BudgetLimits,
@@ -139,6 +160,7 @@ export class BudgetGate {
     if (leased) renew();
     return {
       snapshot,
+      chargedTokens: charged,
       reconcile: (actualTokens) => {
         if (reconciled || !Number.isFinite(actualTokens)) return;
         reconciled = true;

@@ -1,7 +1,18 @@
 import type { Usage } from "../accounting/usage.ts";
 import type { UsageRegistry, UsageTicket } from "../accounting/usage-registry.ts";
-import { REQUEST_ID_HEADER } from "../accounting/usage-stream.ts";
-import { type BudgetGate, type BudgetTicket, rateLimitHeaders } from "../budget/budget-gate.ts";
+import {
+  CHARGED_TOKENS_HEADER,
+  PROMPT_TOKENS_HEADER,
+  REQUEST_ID_HEADER,
+  TENANT_HEADER,
+} from "../accounting/usage-stream.ts";
+import {
+  type BudgetGate,
+  type BudgetTicket,
+  budgetLimitsOf,
+  rateLimitHeaders,
+} from "../budget/budget-gate.ts";
+import { hasBudgetLimits } from "../budget/store.ts";
 import type { Clock } from "../clock.ts";
 import type { Policy, TenantPolicy } from "../config/policy.ts";
 import { FairgateError, isFairgateError } from "../errors.ts";
@@ -25,7 +36,7 @@ import { headerMapToRecord, headerMutation, immediateError } from "./mutations.t
 
 export const HEADER_PREFIX = "x-fairgate-";
 export const HEADERS = Object.freeze({
-  tenant: "x-fairgate-tenant",
+  tenant: TENANT_HEADER,
   priority: "x-fairgate-priority",
   queueWaitMs: "x-fairgate-queue-wait-ms",
   estimatedWaitMs: "x-fairgate-estimated-wait-ms",
@@ -33,6 +44,10 @@ export const HEADERS = Object.freeze({
   maxWaitMs: "x-fairgate-max-wait-ms",
   /** Upstream only: the main stream's id, which the usage (observability) stream reads. */
   requestId: REQUEST_ID_HEADER,
+  /** Upstream only, with a budget ticket: what admission charged and the prompt tokens it
+   * counted, so whichever replica receives the usage stream can reconcile the budgets. */
+  chargedTokens: CHARGED_TOKENS_HEADER,
+  promptTokens: PROMPT_TOKENS_HEADER,
 });
 
 /** Queue wait used when a tenant sets no maxQueueWaitMs. */
@@ -324,6 +339,16 @@ export class StreamProcessor {
       return;
     }
     const budgets = this.#ctx.budgets;
+    // Envoy fails a message after message_timeout (200 ms by default) and allows one
+    // override per message. A budget check that goes to Redis may itself take a while on a
+    // loaded host, so the override is sent before it, covering the check and any queueing.
+    let extended = false;
+    const extend = () => {
+      if (extended) return;
+      extended = true;
+      this.#send({ override_message_timeout: msToDuration(maxWaitMs + ENVOY_TIMEOUT_MARGIN_MS / 2) });
+    };
+    if (budgets && budgets.store.kind !== "memory" && budgetLimitsApply(tenant)) extend();
     if (budgets) {
       const output =
         parsed.maxTokens ??
@@ -347,9 +372,7 @@ export class StreamProcessor {
     const submission = this.#ctx.scheduler.submit(request, this.#abort.signal);
     if (submission.queued) {
       this.#state = "queued";
-      // Envoy fails a message after message_timeout (200 ms by default); one override per
-      // message lets it wait as long as the queue may hold the request.
-      this.#send({ override_message_timeout: msToDuration(maxWaitMs + ENVOY_TIMEOUT_MARGIN_MS / 2) });
+      extend();
     }
     let dispatch: Dispatch;
     const heldFrom = performance.now();
@@ -377,8 +400,23 @@ export class StreamProcessor {
     );
     this.#ctx.metrics.countRequest(tenant, "dispatched");
     this.#state = "response_headers";
-    const rewritten = backend.enginePriority ? withEnginePriority(parsed, tenant.priority) : undefined;
-    this.#send({ request_body: { response: rewritten ?? { status: "CONTINUE" } } });
+    // usage: the budget handoff, for a usage stream that reaches another replica.
+    const chargedTokens = this.#ticket?.chargedTokens;
+    const handoff: Record<string, string> =
+      chargedTokens === undefined
+        ? {}
+        : {
+            [HEADERS.chargedTokens]: String(chargedTokens),
+            [HEADERS.promptTokens]: String(parsed.promptTokens),
+          };
+    const rewritten = backend.enginePriority
+      ? withEnginePriority(parsed, tenant.priority, handoff)
+      : undefined;
+    const plain: CommonResponse =
+      chargedTokens === undefined
+        ? { status: "CONTINUE" }
+        : { status: "CONTINUE", header_mutation: headerMutation(handoff) };
+    this.#send({ request_body: { response: rewritten ?? plain } });
   }
 
   async #onResponseHeaders(_message: HttpHeaders): Promise<void> {
@@ -467,12 +505,20 @@ function internalError(error: unknown, logger: Logger, id: string): FairgateErro
  * runs first in both), plus the content-length that must match it. Embeddings carry no
  * priority in vLLM's API and pass unchanged.
  */
-function withEnginePriority(parsed: ParsedRequest, priority: number): CommonResponse | undefined {
+function withEnginePriority(
+  parsed: ParsedRequest,
+  priority: number,
+  headers: Record<string, string> = {},
+): CommonResponse | undefined {
   if (parsed.kind === "embeddings") return undefined;
   const body = Buffer.from(JSON.stringify({ ...parsed.json, priority }));
   return {
     status: "CONTINUE",
-    header_mutation: headerMutation({ "content-length": String(body.length) }),
+    header_mutation: headerMutation({ ...headers, "content-length": String(body.length) }),
     body_mutation: { body },
   };
+}
+
+function budgetLimitsApply(tenant: TenantPolicy): boolean {
+  return hasBudgetLimits(budgetLimitsOf(tenant));
 }

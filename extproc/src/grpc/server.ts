@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
+import { reconcileOrphanedUsage } from "../accounting/orphan-reconcile.ts";
 import { UsageStreamProcessor } from "../accounting/usage-stream.ts";
 import type { ProcessingRequest, ProcessingResponse } from "./messages.ts";
 import { type ProcessorContext, ProtocolError, StreamProcessor } from "./processor.ts";
@@ -76,6 +77,8 @@ export async function startExtProcServer(options: {
           registry: context.usage,
           tokenCounter: context.tokenCounter,
           logger: context.logger,
+          // Another replica's request: reconcile its budgets here (usage-registry.ts).
+          reconcileOrphan: (orphan) => reconcileOrphanedUsage(context.budgets, context.policy(), orphan),
         });
         streams.delete(call);
         observers.add(call);

@@ -1,4 +1,5 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import type { UsageRegistryStats } from "../accounting/usage-registry.ts";
 import type { EngineSignals } from "../admission/gate.ts";
 import type { Policy, TenantPolicy } from "../config/policy.ts";
 import type { Scheduler, SchedulerSnapshot, TenantQueueState } from "../scheduler/types.ts";
@@ -36,6 +37,18 @@ export interface GatewayMetricsOptions {
   collectProcessMetrics?: boolean;
 }
 
+/** fairgate_usage_reports_total's outcome label values, from the registry's counts. */
+function usageOutcomes(stats: UsageRegistryStats): Array<[string, number]> {
+  return [
+    ["registered", stats.registered],
+    ["reported", stats.reported],
+    ["partial", stats.partial],
+    ["missing", stats.missing],
+    ["orphaned", stats.orphaned],
+    ["orphan_reconciled", stats.orphanReconciled],
+  ];
+}
+
 /** The scheduler's virtual counters, when it keeps them (the fair queue does). */
 export function virtualCountersOf(scheduler: Scheduler): (() => VirtualCounters) | undefined {
   const candidate = scheduler as Scheduler & { counters?: unknown };
@@ -66,6 +79,8 @@ export class GatewayMetrics {
   readonly storeLatency: Histogram<"op">;
   readonly storeOutage: Gauge;
   readonly storeOutages: Counter;
+  readonly usageReports: Counter<"outcome">;
+  #usageStats: (() => UsageRegistryStats) | undefined;
   readonly #unlistedSeen = new Set<string>();
   readonly #options: GatewayMetricsOptions;
   /** One scheduler snapshot per scrape: prom-client runs every collect() in one
@@ -157,6 +172,20 @@ export class GatewayMetrics {
       registers,
     });
 
+    const usageStats = () => this.#usageStats?.();
+    this.usageReports = new Counter({
+      name: "fairgate_usage_reports_total",
+      help: "Usage accounting by outcome: registered (dispatched requests awaiting their usage), reported (final report delivered), partial (settled from a partial view), missing (no usage known), orphaned (report for a request no local stream waited for), orphan_reconciled (orphaned reports of another replica's request reconciled with the budget store here).",
+      labelNames: ["outcome"],
+      registers,
+      collect() {
+        const stats = usageStats();
+        if (!stats) return;
+        this.reset();
+        for (const [outcome, value] of usageOutcomes(stats)) this.inc({ outcome }, value);
+      },
+    });
+
     this.#tenantGauges(registers);
     this.#backendGauges(registers);
     if (options.virtualCounters) {
@@ -180,6 +209,11 @@ export class GatewayMetrics {
         },
       });
     }
+  }
+
+  /** Where fairgate_usage_reports_total reads its counts (the gateway's usage registry). */
+  watchUsage(stats: () => UsageRegistryStats): void {
+    this.#usageStats = stats;
   }
 
   /** Records one budget check (see BudgetGate's onAdmit). */

@@ -14,7 +14,14 @@ import type {
   WaitEstimate,
 } from "../scheduler/types.ts";
 import { OutputPredictor } from "./output-predictor.ts";
-import type { FairnessPolicy, FairnessPolicyFactory, QueuedRequest } from "./policy.ts";
+import {
+  type FairnessPolicy,
+  type FairnessPolicyFactory,
+  type QueuedRequest,
+  type SharedCounters,
+  serviceTokens,
+} from "./policy.ts";
+import type { SharedQueueState } from "./shared-state.ts";
 
 interface Waiter {
   readonly item: QueuedRequest;
@@ -47,6 +54,14 @@ interface BackendState {
   readonly tenants: Map<string, TenantOnBackend>;
   /** Sum of the weights of tenants with requests queued or in flight here. */
   activeWeight: number;
+  /** The policy's counters when shared with other replicas. */
+  sharing: SharedCounters | undefined;
+  /** The other replicas' load on this backend and their best waiting request (shared state). */
+  others: {
+    inFlight: number;
+    inFlightTokens: number;
+    best: { priority: number; counter: number } | undefined;
+  };
 }
 
 interface TenantCounters {
@@ -74,6 +89,8 @@ export interface FairQueueOptions {
   maxBypass?: number;
   /** Hold each tenant to its weighted share of the KV budget while others wait (default true). */
   tenantKvShares?: boolean;
+  /** Counters, load and candidates shared with the other gateway replicas (Redis store). */
+  shared?: SharedQueueState;
 }
 
 /**
@@ -93,6 +110,7 @@ export class FairQueueScheduler implements Scheduler {
   readonly #predictor = new OutputPredictor();
   readonly #maxBypass: number;
   readonly #tenantKvShares: boolean;
+  readonly #shared: SharedQueueState | undefined;
   #seq = 0;
 
   constructor(options: FairQueueOptions) {
@@ -103,6 +121,10 @@ export class FairQueueScheduler implements Scheduler {
     this.name = options.name ?? options.fairness().name;
     this.#maxBypass = options.maxBypass ?? 16;
     this.#tenantKvShares = options.tenantKvShares ?? true;
+    this.#shared = options.shared;
+    // Shared state is exchanged from the start, so a backend's first request already
+    // counts the other replicas' load.
+    if (this.#shared) for (const backend of this.#policy().backends) this.#backend(backend.name);
   }
 
   submit(request: SchedulingRequest, signal: AbortSignal): Submission {
@@ -258,7 +280,12 @@ export class FairQueueScheduler implements Scheduler {
   ): AdmissionVerdict | "over-share" {
     const config = this.#policy().backends.find((b) => b.name === backend.name);
     const tokens = tokensOf(request);
-    const verdict = this.#gate.check(config, backend, tokens);
+    // Every replica's requests count against the backend's caps.
+    const load = {
+      inFlight: backend.inFlight + backend.others.inFlight,
+      inFlightTokens: backend.inFlightTokens + backend.others.inFlightTokens,
+    };
+    const verdict = this.#gate.check(config, load, tokens);
     if (verdict !== "admit" || !this.#tenantKvShares) return verdict;
     const mine = backend.tenants.get(request.tenant.id);
     const contended = backend.policy.size > (mine?.queued ?? 0);
@@ -350,12 +377,27 @@ export class FairQueueScheduler implements Scheduler {
       // Work-conserving: a tenant over its KV share still goes when nobody else is waiting
       // for the room (only tenants over their share are queued).
       if (!chosen && overtaken.length === 0) chosen = overShare;
-      if (!chosen) return;
+      if (!chosen || this.#owedElsewhere(backend, chosen)) return;
       for (const waiter of overtaken) waiter.bypassed++;
       this.#detach(backend, chosen);
       backend.policy.dispatch(chosen.item);
       chosen.resolve(this.#start(backend, chosen.item, chosen.request, chosen.enqueuedAt, chosen.estimate));
     }
+  }
+
+  /**
+   * With replicas sharing the backend, a freed slot is left to another replica when the
+   * request waiting there is owed more (higher priority level, or a virtual counter lower
+   * by more than this request's own charge); that replica takes it at its next exchange.
+   */
+  #owedElsewhere(backend: BackendState, chosen: Waiter): boolean {
+    const best = backend.others.best;
+    if (!best) return false;
+    const mine = chosen.item;
+    if (best.priority !== mine.priority) return best.priority < mine.priority;
+    const counter = backend.sharing?.counterOf(mine.tenantId);
+    if (counter === undefined) return false;
+    return best.counter + serviceTokens(mine) / mine.weight < counter;
   }
 
   #remove(backend: BackendState, waiter: Waiter): boolean {
@@ -397,6 +439,30 @@ export class FairQueueScheduler implements Scheduler {
     }
   }
 
+  #share(backend: BackendState): void {
+    const sharing = backend.policy.sharedCounters?.();
+    backend.sharing = sharing;
+    this.#shared?.register(backend.name, {
+      takeUpdates: () => sharing?.takeUpdates() ?? { deltas: new Map(), lifts: new Map() },
+      restoreUpdates: (updates) => sharing?.restoreUpdates(updates),
+      localLoad: () => ({ inFlight: backend.inFlight, inFlightTokens: backend.inFlightTokens }),
+      candidate: () => {
+        if (backend.policy.size === 0) return undefined;
+        return sharing?.candidateCounter() ?? { priority: backend.policy.peek()?.priority ?? 0, counter: 0 };
+      },
+      tenants: () => sharing?.sharedTenants() ?? [],
+      apply: (view) => {
+        sharing?.applyCounters(view.counters);
+        backend.others = {
+          inFlight: view.othersInFlight,
+          inFlightTokens: view.othersInFlightTokens,
+          best: view.othersBest,
+        };
+        this.#pump(backend);
+      },
+    });
+  }
+
   #backend(name: string): BackendState {
     let state = this.#backends.get(name);
     if (!state) {
@@ -409,7 +475,10 @@ export class FairQueueScheduler implements Scheduler {
         rate: new ServiceRate(),
         tenants: new Map(),
         activeWeight: 0,
+        sharing: undefined,
+        others: { inFlight: 0, inFlightTokens: 0, best: undefined },
       };
+      if (this.#shared) this.#share(state);
       this.#backends.set(name, state);
     }
     return state;

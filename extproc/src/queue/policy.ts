@@ -45,6 +45,28 @@ export interface FairnessPolicy {
   workAhead(probe: WorkProbe): number;
   /** Per-tenant accounting the policy keeps (virtual counters), for metrics and /v1/queue. */
   tenantCounters(): ReadonlyMap<string, number>;
+  /** Counters this policy can share with other gateway replicas (VTC does; FCFS has none). */
+  sharedCounters?(): SharedCounters | undefined;
+}
+
+/** A policy's virtual counters, exchanged with the other replicas (shared-state.ts). */
+export interface SharedCounters {
+  /** Charges and lifts since the last call. */
+  takeUpdates(): CounterUpdates;
+  restoreUpdates(updates: CounterUpdates): void;
+  /** Cluster-wide counters for some tenants; local charges not yet sent stay on top. */
+  applyCounters(counters: ReadonlyMap<string, number>): void;
+  /** Tenants whose cluster-wide counters the policy wants. */
+  sharedTenants(): string[];
+  /** The counter (and priority level) of the request the policy would serve next. */
+  candidateCounter(): { priority: number; counter: number } | undefined;
+  /** The counter a request of this tenant is ordered by. */
+  counterOf(tenantId: string): number | undefined;
+}
+
+export interface CounterUpdates {
+  readonly deltas: Map<string, number>;
+  readonly lifts: Map<string, number>;
 }
 
 export interface WorkProbe {

@@ -1,4 +1,11 @@
-import type { FairnessPolicy, FairnessPolicyFactory, QueuedRequest, WorkProbe } from "../policy.ts";
+import type {
+  CounterUpdates,
+  FairnessPolicy,
+  FairnessPolicyFactory,
+  QueuedRequest,
+  SharedCounters,
+  WorkProbe,
+} from "../policy.ts";
 
 interface Level {
   readonly priority: number;
@@ -30,6 +37,10 @@ export class PriorityLevelsPolicy implements FairnessPolicy {
   #levels: Level[] = [];
   /** Where each dispatched request was queued, for complete(). */
   readonly #dispatchedFrom = new Map<QueuedRequest, Level>();
+  /** Set once counters are shared with other replicas: every level's policy shares too. */
+  #sharing = false;
+  /** Updates an exchange failed to record, sent again with the next. */
+  #restored: CounterUpdates = { deltas: new Map(), lifts: new Map() };
 
   constructor(options: PriorityLevelsOptions) {
     if (!(options.starvationBound >= 1)) throw new RangeError("starvationBound must be >= 1");
@@ -99,6 +110,45 @@ export class PriorityLevelsPolicy implements FairnessPolicy {
     return counters;
   }
 
+  sharedCounters(): SharedCounters | undefined {
+    this.#sharing = true;
+    const shared = () =>
+      this.#levels
+        .map((l) => l.policy.sharedCounters?.())
+        .filter((c): c is SharedCounters => c !== undefined);
+    shared();
+    return {
+      takeUpdates: () => {
+        const merged = this.#restored;
+        this.#restored = { deltas: new Map(), lifts: new Map() };
+        for (const level of shared()) {
+          const updates = level.takeUpdates();
+          for (const [t, d] of updates.deltas) merged.deltas.set(t, (merged.deltas.get(t) ?? 0) + d);
+          for (const [t, f] of updates.lifts) merged.lifts.set(t, Math.max(merged.lifts.get(t) ?? 0, f));
+        }
+        return merged;
+      },
+      restoreUpdates: (updates) => {
+        for (const [t, d] of updates.deltas)
+          this.#restored.deltas.set(t, (this.#restored.deltas.get(t) ?? 0) + d);
+        for (const [t, f] of updates.lifts)
+          this.#restored.lifts.set(t, Math.max(this.#restored.lifts.get(t) ?? 0, f));
+      },
+      applyCounters: (counters) => {
+        for (const level of shared()) level.applyCounters(counters);
+      },
+      sharedTenants: () => [...new Set(shared().flatMap((level) => level.sharedTenants()))],
+      candidateCounter: () => this.#chosen()?.policy.sharedCounters?.()?.candidateCounter(),
+      counterOf: (tenantId) => {
+        for (const level of shared()) {
+          const counter = level.counterOf(tenantId);
+          if (counter !== undefined) return counter;
+        }
+        return undefined;
+      },
+    };
+  }
+
   #chosen(): Level | undefined {
     let first: Level | undefined;
     for (const level of this.#levels) {
@@ -113,6 +163,7 @@ export class PriorityLevelsPolicy implements FairnessPolicy {
     let level = this.#levels.find((l) => l.priority === priority);
     if (!level) {
       level = { priority, policy: this.#inner(), skipped: 0 };
+      if (this.#sharing) level.policy.sharedCounters?.();
       this.#levels = [...this.#levels, level].sort((a, b) => a.priority - b.priority);
     }
     return level;

@@ -1,5 +1,12 @@
 import { IndexedHeap } from "../indexed-heap.ts";
-import { type FairnessPolicy, type QueuedRequest, serviceTokens, type WorkProbe } from "../policy.ts";
+import {
+  type CounterUpdates,
+  type FairnessPolicy,
+  type QueuedRequest,
+  type SharedCounters,
+  serviceTokens,
+  type WorkProbe,
+} from "../policy.ts";
 import { type TenantQueue, TenantQueues } from "./tenant-queues.ts";
 
 interface Account {
@@ -31,6 +38,8 @@ export class VtcPolicy implements FairnessPolicy {
   #virtualTime = 0;
   /** Sum of the weights of the backlogged tenants. */
   #backloggedWeight = 0;
+  /** Charges and lifts not yet sent to the other replicas (only once sharing is asked for). */
+  #updates: CounterUpdates | undefined;
 
   get size(): number {
     return this.#queues.size;
@@ -45,7 +54,13 @@ export class VtcPolicy implements FairnessPolicy {
     account.queue = tenant;
     if (becameBacklogged) {
       const floor = this.#backlogged.peek()?.counter ?? this.#virtualTime;
-      account.counter = Math.max(account.counter, floor);
+      if (floor > account.counter) {
+        account.counter = floor;
+        this.#updates?.lifts.set(
+          account.tenantId,
+          Math.max(this.#updates.lifts.get(account.tenantId) ?? 0, floor),
+        );
+      }
       this.#backlogged.push(account);
       this.#backloggedWeight += account.weight;
     }
@@ -75,6 +90,7 @@ export class VtcPolicy implements FairnessPolicy {
     const account = this.#account(request);
     this.#virtualTime = Math.max(this.#virtualTime, account.counter);
     account.counter += serviceTokens(request) / account.weight;
+    this.#addDelta(account.tenantId, serviceTokens(request) / account.weight);
     account.inFlight++;
     this.#afterRemoval(request.tenantId, tenant);
   }
@@ -84,7 +100,9 @@ export class VtcPolicy implements FairnessPolicy {
     if (!account) return;
     account.inFlight = Math.max(0, account.inFlight - 1);
     if (outputTokens !== undefined) {
-      account.counter += (outputTokens - request.predictedOutputTokens) / account.weight;
+      const correction = (outputTokens - request.predictedOutputTokens) / account.weight;
+      account.counter += correction;
+      this.#addDelta(account.tenantId, correction);
       this.#backlogged.update(account);
     }
     this.#forgetIfIdle(account);
@@ -124,6 +142,47 @@ export class VtcPolicy implements FairnessPolicy {
       countedWeight += account.weight;
     }
     return ahead;
+  }
+
+  sharedCounters(): SharedCounters {
+    this.#updates ??= { deltas: new Map(), lifts: new Map() };
+    return {
+      takeUpdates: () => {
+        const taken = this.#updates ?? { deltas: new Map(), lifts: new Map() };
+        this.#updates = { deltas: new Map(), lifts: new Map() };
+        return taken;
+      },
+      restoreUpdates: (updates) => {
+        for (const [tenant, delta] of updates.deltas) this.#addDelta(tenant, delta);
+        for (const [tenant, floor] of updates.lifts) {
+          this.#updates?.lifts.set(tenant, Math.max(this.#updates.lifts.get(tenant) ?? 0, floor));
+        }
+      },
+      applyCounters: (counters) => {
+        for (const [tenant, global] of counters) {
+          const account = this.#accounts.get(tenant);
+          if (!account) continue;
+          // Charges made here since the exchange are not in the global value yet.
+          const pending = this.#updates?.deltas.get(tenant) ?? 0;
+          const floor = this.#updates?.lifts.get(tenant) ?? Number.NEGATIVE_INFINITY;
+          account.counter = Math.max(global, floor) + pending;
+          this.#backlogged.update(account);
+        }
+      },
+      sharedTenants: () => [...this.#accounts.keys()],
+      candidateCounter: () => {
+        const top = this.#backlogged.peek();
+        const head = top?.queue?.queue.peek();
+        return top && head ? { priority: head.priority, counter: top.counter } : undefined;
+      },
+      counterOf: (tenantId) => this.#accounts.get(tenantId)?.counter,
+    };
+  }
+
+  #addDelta(tenantId: string, delta: number): void {
+    const updates = this.#updates;
+    if (!updates || delta === 0) return;
+    updates.deltas.set(tenantId, (updates.deltas.get(tenantId) ?? 0) + delta);
   }
 
   tenantCounters(): ReadonlyMap<string, number> {
