@@ -107,6 +107,10 @@ const serverSchema = z.strictObject({
   httpListen: listenAddress.default("0.0.0.0:9090"),
   /** How long SIGTERM waits for in-flight streams before refusing the rest. */
   shutdownGraceMs: nonNegativeInt.default(10_000),
+  /** in-process: this replica scrapes the backends' vLLM /metrics itself (and, with the
+   * Redis store, publishes what it sees); external: it only reads the engine state that
+   * `fairgate poll` publishes to the Redis store (needs store.redis). Read at start. */
+  enginePoller: z.enum(["in-process", "external"]).default("in-process"),
 });
 
 const requestsSchema = z.strictObject({
@@ -126,7 +130,7 @@ const schedulingSchema = z.strictObject({
   policy: z.enum(FAIRNESS_POLICY_NAMES).default("vtc"),
   /** A backlogged lower priority level is served after this many consecutive dispatches
    * from higher levels. */
-  starvationBound: positiveInt.default(10),
+  starvationBound: positiveInt.default(20),
   /** Requests allowed in the engine's own waiting queue before fairgate holds the rest. */
   maxEngineWaiting: nonNegativeInt.default(2),
   /** How many later, smaller requests may overtake one too large for the KV room left,
