@@ -7,6 +7,7 @@ import type { BudgetStore } from "./budget/store.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import type { Policy } from "./config/policy.ts";
 import { EnginePoller } from "./engine/poller.ts";
+import { RedisEngineStateStore } from "./engine/redis-engine-state.ts";
 import { SHIPPED_MAX_MESSAGE_TIMEOUT_MS } from "./grpc/processing-mode.ts";
 import type { UsageInfo } from "./grpc/processor.ts";
 import { type ExtProcServer, startExtProcServer } from "./grpc/server.ts";
@@ -62,14 +63,6 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const clock = options.clock ?? systemClock;
   const initial = options.policy();
   const scheduling = initial.source.scheduling;
-  // Backends listing vLLM /metrics URLs are gated on engine state too; the others by caps.
-  let engineChanged = (_backend: string) => {};
-  const engine = new EnginePoller({
-    backends: initial.backends,
-    clock,
-    logger: options.logger,
-    onUpdate: (state) => engineChanged(state.backend),
-  });
   // With the Redis store, virtual counters, in-flight load and waiting candidates are
   // exchanged with the other replicas, so weights and backend caps hold cluster-wide.
   const storeConfig = initial.source.store;
@@ -88,6 +81,41 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
           logger: options.logger,
         })
       : undefined;
+  // Backends listing vLLM /metrics URLs are gated on engine state too; the others by caps.
+  // With the Redis store engine state is shared: server.enginePoller in-process scrapes
+  // here and publishes; external only reads what `fairgate poll` publishes.
+  const enginePoller = initial.source.server.enginePoller;
+  if (enginePoller === "external" && !("redis" in storeConfig))
+    throw new Error(
+      "server.enginePoller: external needs the Redis store (store.redis), where `fairgate poll` publishes engine state",
+    );
+  let engineChanged = (_backend: string) => {};
+  const engineClient =
+    "redis" in storeConfig
+      ? (sharedClient ?? createBudgetRedisClient(storeConfig.redis, storeConfig.timeoutMs))
+      : undefined;
+  if (engineClient && engineClient !== sharedClient)
+    engineClient.connect().catch(() => {
+      // Unreachable at start: the engine state store keeps retrying, serving its local view.
+    });
+  const engineStore =
+    engineClient && "redis" in storeConfig
+      ? new RedisEngineStateStore({
+          client: engineClient,
+          keyPrefix: storeConfig.keyPrefix,
+          publish: enginePoller === "in-process",
+          clock,
+          logger: options.logger,
+          onRemoteUpdate: (state) => engineChanged(state.backend),
+        })
+      : undefined;
+  const engine = new EnginePoller({
+    backends: initial.backends,
+    clock,
+    logger: options.logger,
+    ...(engineStore ? { store: engineStore } : {}),
+    onUpdate: (state) => engineChanged(state.backend),
+  });
   const scheduler =
     options.scheduler ??
     new FairQueueScheduler({
@@ -206,7 +234,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   }
 
   if (scheduler instanceof FairQueueScheduler) engineChanged = (backend) => scheduler.poke(backend);
-  engine.start();
+  if (enginePoller === "in-process") engine.start();
+  engineStore?.start();
 
   let stopping: Promise<void> | undefined;
   return {
@@ -236,11 +265,13 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         }
         await grpc.close();
         await engine.stop();
+        await engineStore?.stop();
         await http.close();
         await store.close();
         await createdBudgets.close();
         await shared?.stop();
         sharedClient?.disconnect();
+        if (engineClient !== sharedClient) engineClient?.disconnect();
         usage.close();
         options.logger.info("stopped", { drained });
       })();

@@ -1,6 +1,8 @@
 import { parseArgs } from "node:util";
+import { createBudgetRedisClient } from "../budget/redis-client.ts";
 import { formatPolicyErrors, loadPolicyFile } from "../config/load.ts";
 import { type EndpointEngineState, EnginePoller } from "../engine/poller.ts";
+import { RedisEngineStateStore } from "../engine/redis-engine-state.ts";
 import { createLogger } from "../log.ts";
 import type { CommandIo } from "./io.ts";
 
@@ -8,7 +10,9 @@ export const POLL_USAGE = `Usage: fairgate poll --config FILE [--once] [--json]
 
 Scrapes every backend's vLLM /metrics URLs (policy backends[].metrics) every
 scrapeIntervalMs, and GETs the sibling /health, into the engine state store. Prints one
-line per scrape per endpoint until SIGTERM/SIGINT.
+line per scrape per endpoint until SIGTERM/SIGINT. With the Redis store (policy store.redis)
+it also publishes every endpoint's state there, for serve replicas running with
+server.enginePoller: external (one poller for many replicas).
 
   --config FILE   policy file (YAML)
   --once          scrape every endpoint once and exit: 0 when all are serving, 1 otherwise
@@ -16,7 +20,8 @@ line per scrape per endpoint until SIGTERM/SIGINT.
                   without: one JSON object per line
   --log-level L   debug, info, warn or error (default warn)
 
-Exit 2 on a bad config or a policy whose backends list no metrics URLs.
+Exit 2 on a bad config or a policy whose backends list no metrics URLs. With --once and
+the Redis store, exit 1 also when the states could not be published.
 `;
 
 export async function runPoll(args: string[], io: CommandIo, signal?: AbortSignal): Promise<number> {
@@ -51,9 +56,18 @@ export async function runPoll(args: string[], io: CommandIo, signal?: AbortSigna
   const startedAtWall = Date.now();
   const startedAt = performance.now();
   const wall = (clockMs: number) => new Date(startedAtWall + (clockMs - startedAt)).toISOString();
+  const logger = createLogger({ level });
+  const storeConfig = policy.source.store;
+  const client =
+    "redis" in storeConfig ? createBudgetRedisClient(storeConfig.redis, storeConfig.timeoutMs) : undefined;
+  const store =
+    client && "redis" in storeConfig
+      ? new RedisEngineStateStore({ client, keyPrefix: storeConfig.keyPrefix, publish: true, logger })
+      : undefined;
   const poller = new EnginePoller({
     backends: policy.backends,
-    logger: createLogger({ level }),
+    logger,
+    ...(store ? { store } : {}),
     onUpdate: values.once
       ? undefined
       : (state) => io.stdout(`${json ? JSON.stringify(describe(state, wall)) : formatLine(state, wall)}\n`),
@@ -62,20 +76,65 @@ export async function runPoll(args: string[], io: CommandIo, signal?: AbortSigna
     io.stderr(`fairgate poll: ${configPath}: no backend lists metrics URLs (backends[].metrics)\n`);
     return 2;
   }
+  const publishedTo =
+    "redis" in storeConfig
+      ? `${redactUrl(storeConfig.redis)} (keys ${storeConfig.keyPrefix}engine:*)`
+      : undefined;
+  if (client && publishedTo) {
+    io.stderr(`fairgate poll: publishing engine state to Redis ${publishedTo}\n`);
+    try {
+      await client.connect();
+    } catch (error) {
+      // ioredis keeps reconnecting; publishes fail (and are retried next scrape) meanwhile.
+      io.stderr(`fairgate poll: Redis unreachable for now: ${(error as Error).message}\n`);
+    }
+  }
+  try {
+    return await pollWith(poller, values, json, wall, io, signal, {
+      policyBackends: policy.backends.map((b) => b.name),
+      ...(store && publishedTo ? { store, publishedTo } : {}),
+    });
+  } finally {
+    await store?.stop();
+    client?.disconnect();
+  }
+}
 
+async function pollWith(
+  poller: EnginePoller,
+  values: ReturnType<typeof parse>,
+  json: boolean,
+  wall: (clockMs: number) => string,
+  io: CommandIo,
+  signal: AbortSignal | undefined,
+  context: { policyBackends: string[]; store?: RedisEngineStateStore; publishedTo?: string },
+): Promise<number> {
   if (values.once) {
     const states = await poller.scrapeAll();
+    await context.store?.flush();
+    const publishError = context.store?.lastError;
     if (json) {
       const backends: Record<string, unknown> = {};
-      for (const backend of policy.backends) {
-        const signals = poller.signals(backend.name);
-        if (signals) backends[backend.name] = signals;
+      for (const name of context.policyBackends) {
+        const signals = poller.signals(name);
+        if (signals) backends[name] = signals;
       }
+      const published = context.publishedTo
+        ? {
+            published: publishError
+              ? { to: context.publishedTo, error: publishError }
+              : { to: context.publishedTo },
+          }
+        : {};
       io.stdout(
-        `${JSON.stringify({ endpoints: states.map((s) => describe(s, wall)), backends }, jsonReplacer, 2)}\n`,
+        `${JSON.stringify({ endpoints: states.map((s) => describe(s, wall)), backends, ...published }, jsonReplacer, 2)}\n`,
       );
     } else for (const state of states) io.stdout(`${formatLine(state, wall)}\n`);
-    return states.every((s) => s.status === "serving" && s.lastScrapeOkAt === s.lastAttemptAt) ? 0 : 1;
+    if (publishError) io.stderr(`fairgate poll: could not publish to Redis: ${publishError}\n`);
+    return !publishError &&
+      states.every((s) => s.status === "serving" && s.lastScrapeOkAt === s.lastAttemptAt)
+      ? 0
+      : 1;
   }
 
   poller.start();
@@ -92,6 +151,17 @@ export async function runPoll(args: string[], io: CommandIo, signal?: AbortSigna
   clearInterval(keepAlive);
   await poller.stop();
   return 0;
+}
+
+/** A Redis URL without its password, for printing. */
+function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = "***";
+    return parsed.toString();
+  } catch {
+    return "(unparsable URL)";
+  }
 }
 
 function parse(args: string[]) {

@@ -233,7 +233,7 @@ const ALLOWED_KEYS: Record<string, readonly string[]> = {
   ],
   tiers: ["priority", "weight"],
   defaults: ["tier", "limits", "allowAnonymous"],
-  server: ["grpcListen", "httpListen", "shutdownGraceMs"],
+  server: ["grpcListen", "httpListen", "shutdownGraceMs", "enginePoller"],
   requests: ["maxBodyBytes", "maxTokensCeiling", "tokenizer", "defaultMaxTokens"],
 };
 
@@ -353,6 +353,13 @@ function crossCheck(
     error(
       ["backends", catchAll[1] as number],
       "only one backend may omit models (it serves every model no other backend lists); this is the second",
+    );
+  }
+
+  if (asRecord(raw.server).enginePoller === "external" && !("redis" in asRecord(raw.store))) {
+    error(
+      ["server", "enginePoller"],
+      "external needs the Redis store (store: { redis: URL }): serve reads the engine state that `fairgate poll` publishes there; with the memory store use in-process",
     );
   }
 

@@ -52,6 +52,8 @@ export interface EngineStateStore {
   read(backend: string): readonly EndpointEngineState[];
   all(): readonly EndpointEngineState[];
   remove(backend: string, url: string): void | Promise<void>;
+  /** The endpoints the poller is configured for (a shared store reads these keys). */
+  track?(endpoints: ReadonlyArray<{ backend: string; url: string; intervalMs: number }>): void;
 }
 
 export class MemoryEngineStateStore implements EngineStateStore {
@@ -164,6 +166,7 @@ export class EnginePoller {
           intervalMs: backend.scrapeIntervalMs,
         });
     }
+    this.#store.track?.([...wanted.values()]);
     for (const [id, endpoint] of this.#endpoints) {
       if (wanted.has(id)) continue;
       endpoint.removed = true;

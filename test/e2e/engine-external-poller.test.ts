@@ -1,0 +1,185 @@
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { Redis } from "ioredis";
+import { engineStateKey } from "../../extproc/src/engine/redis-engine-state.ts";
+import { startTestGateway, type TestGateway } from "../helpers/gateway.ts";
+import { standardPolicyInput } from "../helpers/policy.ts";
+import {
+  chatBody,
+  extProcClient,
+  openRawStream,
+  requestBody,
+  requestHeaders,
+} from "../helpers/raw-ext-proc.ts";
+import { startRedis, type TestRedis } from "../helpers/redis.ts";
+
+const root = new URL("../../", import.meta.url).pathname;
+const dir = mkdtempSync(join(tmpdir(), "fairgate-external-poller-"));
+
+/** A vLLM stand-in whose /metrics reports the KV-cache usage the test sets. */
+function metricsBody(kv: number): string {
+  return [
+    "# TYPE vllm:num_requests_running gauge",
+    'vllm:num_requests_running{engine="0",model_name="test-model"} 1.0',
+    "# TYPE vllm:num_requests_waiting gauge",
+    'vllm:num_requests_waiting{engine="0",model_name="test-model"} 0.0',
+    "# TYPE vllm:kv_cache_usage_perc gauge",
+    `vllm:kv_cache_usage_perc{engine="0",model_name="test-model"} ${kv}`,
+    "",
+  ].join("\n");
+}
+
+async function until(what: string, probe: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!probe()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe("server.enginePoller: external — one `fairgate poll` publishes engine state to Redis for the gateway", () => {
+  let kv = 0.99;
+  let engine: Server;
+  let redis: TestRedis;
+  let admin: Redis;
+  let poll: ChildProcess;
+  let pollOutput = "";
+  let pollExited: Promise<number | null>;
+  let gw: TestGateway;
+  let client: ReturnType<typeof extProcClient>;
+  let metricsUrl: string;
+  const keyPrefix = "ext:";
+
+  before(async () => {
+    engine = createServer((req, res) => {
+      if (req.url === "/metrics") res.writeHead(200, { "content-type": "text/plain" }).end(metricsBody(kv));
+      else if (req.url === "/health") res.writeHead(200).end();
+      else res.writeHead(404).end();
+    });
+    await new Promise<void>((r) => engine.listen(0, "127.0.0.1", r));
+    metricsUrl = `http://127.0.0.1:${(engine.address() as AddressInfo).port}/metrics`;
+    redis = await startRedis();
+    admin = new Redis(redis.url);
+
+    const config = join(dir, "policy.yaml");
+    writeFileSync(
+      config,
+      [
+        `store: { redis: "${redis.url}", keyPrefix: "${keyPrefix}" }`,
+        "server: { enginePoller: external }",
+        "backends:",
+        "  - name: engine",
+        `    metrics: ["${metricsUrl}"]`,
+        "    scrapeIntervalMs: 50",
+        "",
+      ].join("\n"),
+    );
+    poll = spawn(process.execPath, [join(root, "bin", "fairgate.js"), "poll", "--config", config], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    poll.stdout?.on("data", (d) => (pollOutput += d));
+    poll.stderr?.on("data", (d) => (pollOutput += d));
+    pollExited = new Promise((resolve) => poll.once("exit", (code) => resolve(code)));
+
+    gw = await startTestGateway(
+      standardPolicyInput({
+        store: { redis: redis.url, keyPrefix },
+        server: { enginePoller: "external" },
+        backends: [
+          {
+            name: "engine",
+            metrics: [metricsUrl],
+            scrapeIntervalMs: 50,
+            maxInFlightRequests: 64,
+            kvCacheHighWatermark: 0.85,
+          },
+        ],
+      }),
+    );
+    client = extProcClient(gw.gateway.grpcPort);
+  });
+
+  after(async () => {
+    client?.close();
+    await gw?.close();
+    if (poll && poll.exitCode === null && poll.signalCode === null) {
+      poll.kill("SIGKILL");
+      await pollExited;
+    }
+    admin?.disconnect();
+    await redis?.stop();
+    await new Promise<void>((r) => {
+      engine.close(() => r());
+      engine.closeAllConnections();
+    });
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("the gate holds requests while the polled engine reports KV 0.99 and releases them once it reports 0.1", async () => {
+    await until("the poller's first publish reaching the gateway", () => {
+      const signals = gw.gateway.engine.signals("engine");
+      return signals?.fresh === true && signals.kvCacheUsage === 0.99;
+    });
+    assert.match(
+      pollOutput,
+      /publishing engine state to Redis redis:\/\/127\.0\.0\.1:\d+\/? \(keys ext:engine:\*\)/,
+    );
+    const stored = JSON.parse((await admin.get(engineStateKey(keyPrefix, "engine", metricsUrl))) ?? "{}");
+    assert.equal(stored.status, "serving");
+    assert.ok(Math.abs(stored.lastScrapeOkAt - Date.now()) < 5_000, "wall-clock timestamps in Redis");
+
+    // An idle backend always takes one request, however full the engine says it is.
+    const first = openRawStream(client);
+    first.send(requestHeaders({ authorization: "Bearer key-acme" }));
+    await first.next();
+    first.send(requestBody(chatBody()));
+    assert.ok((await first.next()).request_body, "first request dispatched to the idle backend");
+
+    const held = [];
+    for (const tenant of ["globex", "acme"]) {
+      const stream = openRawStream(client);
+      stream.send(requestHeaders({ authorization: `Bearer key-${tenant}` }));
+      await stream.next();
+      stream.send(requestBody(chatBody()));
+      const reply = await stream.next();
+      assert.ok(reply.override_message_timeout, `${tenant}'s request is held in the fair queue`);
+      held.push(stream);
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(gw.gateway.scheduler.snapshot().backends[0]?.queued, 2);
+    assert.equal(gw.gateway.scheduler.snapshot().backends[0]?.inFlight, 1);
+
+    kv = 0.1;
+    const startedAt = Date.now();
+    for (const stream of held) {
+      const reply = await stream.next(3_000);
+      assert.ok(reply.request_body, "released once the published engine state reports room");
+    }
+    const waited = Date.now() - startedAt;
+    assert.ok(
+      waited < 2_000,
+      `released ${waited} ms after the engine drained (scrape and refresh every 50 ms)`,
+    );
+    assert.equal(gw.gateway.scheduler.snapshot().backends[0]?.queued, 0);
+    for (const stream of [first, ...held]) stream.end();
+  });
+
+  it("the gateway does not scrape itself: with the poller stopped its view goes stale (saturated)", async () => {
+    assert.equal(gw.gateway.engine.signals("engine")?.fresh, true);
+    poll.kill("SIGTERM");
+    assert.equal(await pollExited, 0);
+    // Staleness bound max(3 × 50 ms, 1 s), while the engine itself still answers.
+    await until(
+      "the engine state to go stale",
+      () => gw.gateway.engine.signals("engine")?.fresh === false,
+      5_000,
+    );
+    assert.equal(gw.gateway.engine.signals("engine")?.kvCacheUsage, 1);
+  });
+});
