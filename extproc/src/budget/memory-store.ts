@@ -179,6 +179,25 @@ export class MemoryBudgetStore implements BudgetStore {
     this.#tenants.get(tenant)?.leases.delete(leaseId);
   }
 
+  /**
+   * Starts a tenant's buckets at the given levels instead of full, unless it already has
+   * state here: a fail-open fallback continues from what the shared store last said.
+   */
+  seedBuckets(tenant: string, limits: BudgetLimits, levels: { requests?: number; tokens?: number }): void {
+    if (this.#tenants.has(tenant)) return;
+    const now = this.#clock.now();
+    const state: TenantState = { leases: new Map() };
+    if (limits.rpm !== undefined && levels.requests !== undefined) {
+      const rpm = rateOf(limits.rpm, limits.rpmBurst);
+      state.rpm = { level: Math.min(rpm.cap, Math.max(0, levels.requests)), at: now, ...rpm };
+    }
+    if (limits.tpm !== undefined && levels.tokens !== undefined) {
+      const tpm = rateOf(limits.tpm, limits.tpmBurst);
+      state.tpm = { level: Math.min(tpm.cap, Math.max(0, levels.tokens)), at: now, ...tpm };
+    }
+    if (state.rpm || state.tpm) this.#tenants.set(tenant, state);
+  }
+
   /** Whether this store holds the lease (live or not yet purged). */
   hasLease(tenant: string, leaseId: string): boolean {
     return this.#tenants.get(tenant)?.leases.has(leaseId) ?? false;

@@ -157,6 +157,11 @@ export class RedisBudgetStore implements BudgetStore {
   }
 
   /** Runs one Redis operation under the deadline; every failure becomes StoreUnavailableError. */
+  /** True while the client holds a working connection. */
+  get connected(): boolean {
+    return this.#client.status === "ready";
+  }
+
   async call<T>(what: string, run: () => Promise<T>): Promise<T> {
     let timer: NodeJS.Timeout | undefined;
     try {

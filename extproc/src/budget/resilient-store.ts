@@ -32,6 +32,9 @@ import {
 } from "./store.ts";
 
 export type OutageMode = "fail-open" | "fail-closed";
+
+/** Consecutive late replies that make an outage (a lost connection does at once). */
+const OUTAGE_AFTER_FAILURES = 3;
 export type StoreState = "ok" | "outage";
 
 export interface ResilientBudgetStoreOptions {
@@ -76,6 +79,9 @@ export class ResilientBudgetStore implements BudgetStore {
   #probing = false;
   #closed = false;
   #counters = { outages: 0, fallbackAdmits: 0, unavailable: 0, probes: 0 };
+  readonly #lastSeen = new Map<string, { requests: number | undefined; tokens: number | undefined }>();
+  /** Calls that failed in a row; one slow reply on a loaded host is not an outage. */
+  #consecutiveFailures = 0;
 
   constructor(options: ResilientBudgetStoreOptions) {
     this.#redis = options.redis;
@@ -127,12 +133,40 @@ export class ResilientBudgetStore implements BudgetStore {
 
   async admit(request: AdmitRequest): Promise<AdmitResult> {
     return this.#route(
-      () => this.#redis.admit(request),
+      async () => {
+        const result = await this.#redis.admit(request);
+        this.#remember(request.tenant, result.snapshot);
+        return result;
+      },
       async () => {
         this.#counters.fallbackAdmits++;
-        return this.#local.admit({ ...request, limits: this.localLimits(request.limits) });
+        const limits = this.localLimits(request.limits);
+        // Continue from what Redis last said for this tenant (this replica's share of it),
+        // not from full buckets: a fallback must not hand out a fresh minute's allowance.
+        const last = this.#lastSeen.get(request.tenant);
+        if (last) {
+          const replicas = Math.max(1, Math.floor(this.#replicas()) || 1);
+          this.#local.seedBuckets(request.tenant, limits, {
+            ...(last.requests !== undefined ? { requests: last.requests / replicas } : {}),
+            ...(last.tokens !== undefined ? { tokens: last.tokens / replicas } : {}),
+          });
+        }
+        return this.#local.admit({ ...request, limits });
       },
     );
+  }
+
+  /** The last bucket levels Redis reported per tenant (bounded), to seed a fallback. */
+  #remember(tenant: string, snapshot: BudgetSnapshot): void {
+    if (!snapshot.requests && !snapshot.tokens) return;
+    if (!this.#lastSeen.has(tenant) && this.#lastSeen.size >= 10_000) {
+      const oldest = this.#lastSeen.keys().next().value;
+      if (oldest !== undefined) this.#lastSeen.delete(oldest);
+    }
+    this.#lastSeen.set(tenant, {
+      requests: snapshot.requests?.remaining,
+      tokens: snapshot.tokens?.remaining,
+    });
   }
 
   async reconcile(tenant: string, limits: BudgetLimits, deltaTokens: number): Promise<void> {
@@ -178,10 +212,16 @@ export class ResilientBudgetStore implements BudgetStore {
   async #route<T>(remote: () => Promise<T>, local: () => Promise<T>): Promise<T> {
     if (this.#state === "ok") {
       try {
-        return await remote();
+        const result = await remote();
+        this.#consecutiveFailures = 0;
+        return result;
       } catch (error) {
         if (!isStoreUnavailable(error)) throw error;
-        this.#enterOutage(error);
+        this.#lastError = error.message;
+        // A lost connection is an outage at once; a late reply only after a few in a row.
+        // Either way this call is answered by the outage mode.
+        if (++this.#consecutiveFailures >= OUTAGE_AFTER_FAILURES || !this.#redis.connected)
+          this.#enterOutage(error);
       }
     }
     if (this.onOutage === "fail-open") return local();

@@ -7,7 +7,7 @@ import { readTrace, TraceError } from "../bench/workload.ts";
 import { formatPolicyErrors, loadPolicyFile } from "../config/load.ts";
 import type { ParsedPolicy } from "../config/schema.ts";
 import { getPreset, PRESETS } from "../sim/presets.ts";
-import type { CommandIo } from "./io.ts";
+import { type CommandIo, parseFlags } from "./io.ts";
 
 export const BENCH_USAGE = `Usage: fairgate bench [options]
 
@@ -39,17 +39,8 @@ index, total throughput, goodput under a TTFT objective and estimate accuracy.
 `;
 
 export async function runBenchCommand(args: string[], io: CommandIo): Promise<number> {
-  let values: ReturnType<typeof parse>;
-  try {
-    values = parse(args);
-  } catch (error) {
-    io.stderr(`fairgate bench: ${(error as Error).message}\n\n${BENCH_USAGE}`);
-    return 2;
-  }
-  if (values.help) {
-    io.stdout(BENCH_USAGE);
-    return 0;
-  }
+  const values = parseFlags("bench", args, io, BENCH_USAGE, parse);
+  if (typeof values === "number") return values;
   const problems: string[] = [];
   const scenarios = (values.scenario ?? [])
     .flatMap((s) => s.split(","))

@@ -4,7 +4,7 @@ import { formatPolicyErrors, loadPolicyFile } from "../config/load.ts";
 import { type EndpointEngineState, EnginePoller } from "../engine/poller.ts";
 import { RedisEngineStateStore } from "../engine/redis-engine-state.ts";
 import { createLogger } from "../log.ts";
-import type { CommandIo } from "./io.ts";
+import { type CommandIo, parseFlags } from "./io.ts";
 
 export const POLL_USAGE = `Usage: fairgate poll --config FILE [--once] [--json]
 
@@ -25,17 +25,8 @@ the Redis store, exit 1 also when the states could not be published.
 `;
 
 export async function runPoll(args: string[], io: CommandIo, signal?: AbortSignal): Promise<number> {
-  let values: ReturnType<typeof parse>;
-  try {
-    values = parse(args);
-  } catch (error) {
-    io.stderr(`fairgate poll: ${(error as Error).message}\n\n${POLL_USAGE}`);
-    return 2;
-  }
-  if (values.help) {
-    io.stdout(POLL_USAGE);
-    return 0;
-  }
+  const values = parseFlags("poll", args, io, POLL_USAGE, parse);
+  if (typeof values === "number") return values;
   const configPath = values.config;
   if (!configPath) {
     io.stderr(`fairgate poll: --config FILE is required\n\n${POLL_USAGE}`);

@@ -8,7 +8,7 @@ import { SHIPPED_MAX_MESSAGE_TIMEOUT_MS } from "../grpc/processing-mode.ts";
 import { createLogger, type LogLevel } from "../log.ts";
 import { usageFilterConfig } from "../proxy/config.ts";
 import { startExtProcProxy } from "../proxy/proxy-server.ts";
-import type { CommandIo } from "./io.ts";
+import { type CommandIo, parseFlags } from "./io.ts";
 
 export const SERVE_USAGE = `Usage: fairgate serve --config FILE [options]
 
@@ -25,17 +25,8 @@ export const SERVE_USAGE = `Usage: fairgate serve --config FILE [options]
 
 /** Runs until SIGTERM/SIGINT; resolves with the exit code. */
 export async function runServe(args: string[], io: CommandIo): Promise<number> {
-  let values: ReturnType<typeof parse>;
-  try {
-    values = parse(args);
-  } catch (error) {
-    io.stderr(`fairgate serve: ${(error as Error).message}\n\n${SERVE_USAGE}`);
-    return 2;
-  }
-  if (values.help) {
-    io.stdout(SERVE_USAGE);
-    return 0;
-  }
+  const values = parseFlags("serve", args, io, SERVE_USAGE, parse);
+  if (typeof values === "number") return values;
   const configPath = values.config;
   if (!configPath) {
     io.stderr(`fairgate serve: --config FILE is required\n\n${SERVE_USAGE}`);

@@ -7,7 +7,7 @@ import { type EnginePreset, PRESETS } from "../sim/presets.ts";
 import { ScaledClock } from "../sim/scaled-clock.ts";
 import { startSimServer } from "../sim/sim-server.ts";
 import type { MetricsCompat } from "../sim/vllm-metrics.ts";
-import type { CommandIo } from "./io.ts";
+import { type CommandIo, parseFlags } from "./io.ts";
 
 const DEFAULT_PRESET = "llama-3.1-8b-h100";
 const DEFAULT_LISTEN = "127.0.0.1:8000";
@@ -34,17 +34,8 @@ A vLLM-compatible engine simulator: OpenAI /v1/chat/completions and /v1/completi
 
 /** Runs until SIGTERM/SIGINT; resolves with the exit code. */
 export async function runSimEngine(args: string[], io: CommandIo): Promise<number> {
-  let values: ReturnType<typeof parse>;
-  try {
-    values = parse(args);
-  } catch (error) {
-    io.stderr(`fairgate sim-engine: ${(error as Error).message}\n\n${SIM_ENGINE_USAGE}`);
-    return 2;
-  }
-  if (values.help) {
-    io.stdout(SIM_ENGINE_USAGE);
-    return 0;
-  }
+  const values = parseFlags("sim-engine", args, io, SIM_ENGINE_USAGE, parse);
+  if (typeof values === "number") return values;
   if (values["list-presets"]) {
     io.stdout(formatPresets(PRESETS));
     return 0;
