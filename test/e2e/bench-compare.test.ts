@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -149,6 +149,7 @@ describe("fairgate bench CLI", () => {
       "tiers:\n  gold: { priority: 0, weight: 3 }\n  std: { priority: 0, weight: 1 }\ntenants:\n  - id: small\n    tier: gold\ndefaults: { tier: std }\n",
     );
     const json = join(dir, "out.json");
+    const requests = join(dir, "requests.jsonl");
     const { code, stdout, stderr } = await runCli([
       "bench",
       "--trace",
@@ -159,6 +160,8 @@ describe("fairgate bench CLI", () => {
       "--quiet",
       "--json",
       json,
+      "--requests-jsonl",
+      requests,
     ]);
     assert.equal(code, 0, stderr);
     assert.match(stdout, /TRACE .*trace\.jsonl/);

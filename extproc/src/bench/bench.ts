@@ -6,13 +6,19 @@
 import type { ParsedPolicy, PolicyInput } from "../config/schema.ts";
 import { type EnginePreset, getPreset } from "../sim/presets.ts";
 import { BASELINES, contender } from "./contenders.ts";
-import { runScenario, type Scenario } from "./des.ts";
+import { type RequestRecord, runScenario, type Scenario } from "./des.ts";
 import { type Percentiles, percentiles, type RunReport, reportRun } from "./report.ts";
 import { scenario as builtinScenario, type Capacity, capacityProbe, SCENARIO_NAMES } from "./scenarios.ts";
 import { fmtMs, fmtNumber, fmtPct, formatTable } from "./table.ts";
 import type { TraceRecord } from "./workload.ts";
 
 export interface BenchOptions {
+  /** Receives every request of every run (per-request estimates vs actual waits). */
+  readonly onRequests?: (
+    scenario: string,
+    policy: string,
+    records: readonly RequestRecord[],
+  ) => void | Promise<void>;
   readonly scenarios: readonly string[];
   readonly policies: readonly string[];
   readonly preset: EnginePreset;
@@ -106,6 +112,7 @@ export async function runBench(options: BenchOptions): Promise<BenchResult> {
         onProgress: (fraction) => options.onProgress?.(label, fraction),
       });
       runs.push(reportRun(scenario, run, solo));
+      await options.onRequests?.(scenario.name, name, run.records);
     }
     results.push({ scenario, runs });
   }

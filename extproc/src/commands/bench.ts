@@ -1,7 +1,10 @@
+import { once } from "node:events";
+import { createWriteStream } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { benchToJson, DEFAULT_COMPARE, formatBench, runBench, traceScenario } from "../bench/bench.ts";
 import { CONTENDERS } from "../bench/contenders.ts";
+import type { RequestRecord } from "../bench/des.ts";
 import { SCENARIO_NAMES } from "../bench/scenarios.ts";
 import { readTrace, TraceError } from "../bench/workload.ts";
 import { formatPolicyErrors, loadPolicyFile } from "../config/load.ts";
@@ -33,6 +36,9 @@ index, total throughput, goodput under a TTFT objective and estimate accuracy.
   --client-max-wait-ms N  clients send x-fairgate-max-wait-ms N (0: none); built-in
                        scenarios default to half their TTFT objective (WEIGHTED-4: none)
   --json FILE          also write the full results as JSON ("-" for stdout, text then goes to stderr)
+  --requests-jsonl FILE  also write every request of every run, one JSON object per line:
+                       scenario, policy, tenant, arrival, outcome, the wait fairgate
+                       estimated (expected and worst case) and the wait it really had, TTFT, e2e
   --summary            only the comparison tables, no per-tenant tables
   --quiet              no progress output
   -h, --help           this text
@@ -105,7 +111,19 @@ export async function runBenchCommand(args: string[], io: CommandIo): Promise<nu
   const jsonToStdout = values.json === "-";
   const text = jsonToStdout ? io.stderr : io.stdout;
   const progress = values.quiet ? undefined : progressPrinter(io);
+  const requestsFile = values["requests-jsonl"];
+  const requestLines = requestsFile ? createWriteStream(requestsFile) : undefined;
   const result = await runBench({
+    ...(requestLines
+      ? {
+          onRequests: async (scenario: string, policy: string, records: readonly RequestRecord[]) => {
+            for (const r of records) {
+              const line = `${JSON.stringify(requestLine(scenario, policy, r))}\n`;
+              if (!requestLines.write(line)) await once(requestLines, "drain");
+            }
+          },
+        }
+      : {}),
     scenarios: chosen,
     policies,
     preset: getPreset(presetName),
@@ -117,6 +135,7 @@ export async function runBenchCommand(args: string[], io: CommandIo): Promise<nu
     ...(progress ? { onProgress: progress.update } : {}),
   });
   progress?.done();
+  if (requestLines) await new Promise<void>((resolve) => requestLines.end(resolve));
   text(`${formatBench(result, { perTenant: !values.summary })}\n`);
   if (values.json) {
     const json = `${JSON.stringify(benchToJson(result), null, 2)}\n`;
@@ -143,6 +162,7 @@ function parse(args: string[]) {
       "ttft-slo-ms": { type: "string" },
       "client-max-wait-ms": { type: "string" },
       json: { type: "string" },
+      "requests-jsonl": { type: "string" },
       summary: { type: "boolean" },
       quiet: { type: "boolean" },
       help: { type: "boolean", short: "h" },
@@ -176,5 +196,26 @@ function progressPrinter(io: CommandIo): {
     done() {
       if (tty) io.stderr("\r\x1b[2K");
     },
+  };
+}
+
+/** One request of a run, as --requests-jsonl writes it (times in ms from the run's start). */
+function requestLine(scenario: string, policy: string, r: RequestRecord) {
+  const round = (v: number | undefined) => (v === undefined ? null : Math.round(v * 10) / 10);
+  return {
+    scenario,
+    policy,
+    tenant: r.tenant,
+    arrival_ms: round(r.arrivalMs),
+    prompt_tokens: r.promptTokens,
+    max_tokens: r.maxTokens,
+    output_tokens: r.generated,
+    outcome: r.refused ?? (r.finishedMs !== undefined ? "completed" : "unfinished"),
+    queued: r.queued ?? false,
+    estimated_wait_ms: r.estimatedWaitMs ?? null,
+    worst_case_wait_ms: r.worstCaseWaitMs ?? null,
+    actual_wait_ms: r.dispatchedMs === undefined ? null : round(r.dispatchedMs - r.arrivalMs),
+    ttft_ms: r.firstTokenMs === undefined ? null : round(r.firstTokenMs - r.arrivalMs),
+    e2e_ms: r.finishedMs === undefined ? null : round(r.finishedMs - r.arrivalMs),
   };
 }
