@@ -4,6 +4,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { RedisBudgetStore } from "../../extproc/src/budget/redis-store.ts";
 import { ResilientBudgetStore, type StoreState } from "../../extproc/src/budget/resilient-store.ts";
 import { type AdmitResult, StoreUnavailableError } from "../../extproc/src/budget/store.ts";
+import { ManualClock } from "../../extproc/src/clock.ts";
 import { memoryLogger } from "../../extproc/src/log.ts";
 
 /** A stand-in for RedisBudgetStore that is up or down on command. */
@@ -138,6 +139,66 @@ describe("ResilientBudgetStore", () => {
     });
     await assert.rejects(store.admit(admitReq()), TypeError);
     assert.equal(store.state(), "ok");
+    await store.close();
+  });
+
+  it("fail-open continues from Redis's latest levels in every outage, not from an earlier outage's buckets", async () => {
+    const redis = fakeRedis();
+    let remaining = 30;
+    redis.admit = async () => {
+      if (!redis.up) redis.fail();
+      return { ok: true, snapshot: { requests: { limit: 60, remaining, resetMs: 0 } }, leased: false };
+    };
+    const clock = new ManualClock();
+    const store = new ResilientBudgetStore({
+      redis: redis as unknown as RedisBudgetStore,
+      onOutage: "fail-open",
+      probeIntervalMs: 10,
+      replicas: () => 3,
+      clock,
+    });
+    const limits = { rpm: 60 };
+    const admitted = async (n: number) => {
+      let ok = 0;
+      for (let i = 0; i < n; i++) if ((await store.admit(admitReq(limits))).ok) ok++;
+      return ok;
+    };
+    assert.equal(await admitted(1), 1);
+    redis.up = false;
+    assert.equal(await admitted(20), 10, "first outage: this replica's third of the 30 left");
+    redis.up = true;
+    await sleep(40);
+    assert.equal(store.state(), "ok");
+    clock.advance(60_000); // the local buckets would be full again by now
+    remaining = 0; // but Redis says the tenant has drained its bucket
+    assert.equal(await admitted(1), 1);
+    redis.up = false;
+    assert.equal(await admitted(20), 0, "second outage: seeded from Redis's 0, not a refilled local bucket");
+    await store.close();
+  });
+
+  it("fail-open: a request the tenant's real limit allows is rate limited, not refused as too large, and headers show the real limit", async () => {
+    const redis = fakeRedis();
+    const store = new ResilientBudgetStore({
+      redis: redis as unknown as RedisBudgetStore,
+      onOutage: "fail-open",
+      probeIntervalMs: 10_000,
+      replicas: () => 3,
+    });
+    redis.up = false;
+    const big = { ...admitReq({ tpm: 2000 }), tokens: 1510 };
+    const first = await store.admit(big);
+    assert.equal(first.ok, true, "the share's bucket grows to hold a request the real limit allows");
+    assert.equal(first.snapshot.tokens?.limit, 2000);
+    const second = await store.admit(big);
+    assert.equal(second.ok, false);
+    assert.equal(!second.ok && second.code, "rate_limit_tokens");
+    const huge = await store.admit({ ...admitReq({ tpm: 2000 }), tokens: 2500 });
+    assert.equal(
+      !huge.ok && huge.code,
+      "request_too_large_for_limit",
+      "above the real limit stays too large",
+    );
     await store.close();
   });
 });

@@ -81,7 +81,8 @@ export class BudgetGate {
     } catch (error) {
       this.#onAdmit?.(tenant, "store_unavailable", (this.#clock.now() - started) / 1000, tokens);
       this.#logger.warn("budget store unavailable", { tenant: tenant.id, error: String(error) });
-      throw new FairgateError("store_unavailable");
+      // The store is probed about every half second; a retry a second later may find it.
+      throw new FairgateError("store_unavailable", { headers: { "retry-after": "1" } });
     }
     this.#onAdmit?.(
       tenant,

@@ -180,13 +180,12 @@ export class MemoryBudgetStore implements BudgetStore {
   }
 
   /**
-   * Starts a tenant's buckets at the given levels instead of full, unless it already has
-   * state here: a fail-open fallback continues from what the shared store last said.
+   * Sets a tenant's RPM/TPM bucket levels (leases and day/month windows are kept): a
+   * fail-open fallback continues from what the shared store last said, not from full.
    */
   seedBuckets(tenant: string, limits: BudgetLimits, levels: { requests?: number; tokens?: number }): void {
-    if (this.#tenants.has(tenant)) return;
     const now = this.#clock.now();
-    const state: TenantState = { leases: new Map() };
+    const state: TenantState = this.#tenants.get(tenant) ?? { leases: new Map() };
     if (limits.rpm !== undefined && levels.requests !== undefined) {
       const rpm = rateOf(limits.rpm, limits.rpmBurst);
       state.rpm = { level: Math.min(rpm.cap, Math.max(0, levels.requests)), at: now, ...rpm };
@@ -195,7 +194,7 @@ export class MemoryBudgetStore implements BudgetStore {
       const tpm = rateOf(limits.tpm, limits.tpmBurst);
       state.tpm = { level: Math.min(tpm.cap, Math.max(0, levels.tokens)), at: now, ...tpm };
     }
-    if (state.rpm || state.tpm) this.#tenants.set(tenant, state);
+    this.#tenants.set(tenant, state);
   }
 
   /** Whether this store holds the lease (live or not yet purged). */

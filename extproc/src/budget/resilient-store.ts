@@ -29,6 +29,7 @@ import {
   type BudgetStore,
   isStoreUnavailable,
   StoreUnavailableError,
+  bucketCapacity,
 } from "./store.ts";
 
 export type OutageMode = "fail-open" | "fail-closed";
@@ -79,7 +80,13 @@ export class ResilientBudgetStore implements BudgetStore {
   #probing = false;
   #closed = false;
   #counters = { outages: 0, fallbackAdmits: 0, unavailable: 0, probes: 0 };
-  readonly #lastSeen = new Map<string, { requests: number | undefined; tokens: number | undefined }>();
+  readonly #lastSeen = new Map<
+    string,
+    { requests: number | undefined; tokens: number | undefined; version: number }
+  >();
+  /** Which lastSeen version each tenant's local buckets were seeded from. */
+  readonly #seededVersion = new Map<string, number>();
+  #version = 0;
   /** Calls that failed in a row; one slow reply on a loaded host is not an outage. */
   #consecutiveFailures = 0;
 
@@ -140,20 +147,44 @@ export class ResilientBudgetStore implements BudgetStore {
       },
       async () => {
         this.#counters.fallbackAdmits++;
-        const limits = this.localLimits(request.limits);
+        const limits = this.#fallbackLimits(request.limits, request.tokens);
         // Continue from what Redis last said for this tenant (this replica's share of it),
         // not from full buckets: a fallback must not hand out a fresh minute's allowance.
+        // Re-seeded whenever Redis has reported newer levels since the last fallback.
         const last = this.#lastSeen.get(request.tenant);
-        if (last) {
+        if (last && last.version !== this.#seededVersion.get(request.tenant)) {
+          this.#seededVersion.set(request.tenant, last.version);
           const replicas = Math.max(1, Math.floor(this.#replicas()) || 1);
           this.#local.seedBuckets(request.tenant, limits, {
             ...(last.requests !== undefined ? { requests: last.requests / replicas } : {}),
             ...(last.tokens !== undefined ? { tokens: last.tokens / replicas } : {}),
           });
         }
-        return this.#local.admit({ ...request, limits });
+        const result = await this.#local.admit({ ...request, limits });
+        return { ...result, snapshot: reportLimits(result.snapshot, request.limits) };
       },
     );
+  }
+
+  /**
+   * This replica's share of the limits, except that a request the tenant's real limits
+   * allow is never "too large" for the share: the share's bucket grows to hold it (and
+   * refills at the share's rate), so it is rate limited, not refused for good.
+   */
+  #fallbackLimits(real: BudgetLimits, tokens: number): BudgetLimits {
+    const local = this.localLimits(real);
+    const fit = (share: number | undefined, full: number | undefined) =>
+      share === undefined || full === undefined ? share : Math.max(share, Math.min(full, Math.ceil(tokens)));
+    const tpmCap = real.tpm === undefined ? undefined : bucketCapacity(real.tpm, real.tpmBurst);
+    const localTpmCap = local.tpm === undefined ? undefined : bucketCapacity(local.tpm, local.tpmBurst);
+    return {
+      ...local,
+      ...(local.tpm !== undefined ? { tpmBurst: fit(localTpmCap, tpmCap) } : {}),
+      ...(local.tokensPerDay !== undefined ? { tokensPerDay: fit(local.tokensPerDay, real.tokensPerDay) } : {}),
+      ...(local.tokensPerMonth !== undefined
+        ? { tokensPerMonth: fit(local.tokensPerMonth, real.tokensPerMonth) }
+        : {}),
+    };
   }
 
   /** The last bucket levels Redis reported per tenant (bounded), to seed a fallback. */
@@ -166,7 +197,9 @@ export class ResilientBudgetStore implements BudgetStore {
     this.#lastSeen.set(tenant, {
       requests: snapshot.requests?.remaining,
       tokens: snapshot.tokens?.remaining,
+      version: ++this.#version,
     });
+    if (this.#seededVersion.size > 10_000) this.#seededVersion.clear();
   }
 
   async reconcile(tenant: string, limits: BudgetLimits, deltaTokens: number): Promise<void> {
@@ -272,4 +305,14 @@ export class ResilientBudgetStore implements BudgetStore {
       this.#probing = false;
     }
   }
+}
+
+/** The fallback's snapshot with the tenant's real limits (remaining stays this replica's). */
+function reportLimits(snapshot: BudgetSnapshot, limits: BudgetLimits): BudgetSnapshot {
+  return {
+    ...(snapshot.requests
+      ? { requests: { ...snapshot.requests, limit: limits.rpm ?? snapshot.requests.limit } }
+      : {}),
+    ...(snapshot.tokens ? { tokens: { ...snapshot.tokens, limit: limits.tpm ?? snapshot.tokens.limit } } : {}),
+  };
 }

@@ -191,7 +191,7 @@ function describeIssue(issue: z.core.$ZodIssue, raw: unknown, locate: Locate): P
         path[0] === "identity"
           ? "each identity source must have exactly one of apiKey, header, jwtClaims"
           : path[0] === "store" && parent === "store"
-            ? "store must be { redis: URL, onOutage, timeoutMs, keyPrefix } or { memory: {} }"
+            ? "store must be { redis: URL, onOutage, timeoutMs, keyPrefix, leaseTtlMs } or { memory: {} }"
             : `does not match any allowed form (got ${describeValue(value)})`;
       return [{ ...at(path), message }];
     }
