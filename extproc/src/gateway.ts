@@ -128,6 +128,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         engineSignals: (backend) => engine.signals(backend),
       }),
       maxBypass: scheduling.maxBypass,
+      headroom: scheduling.headroom,
     });
   const metrics = new GatewayMetrics({
     snapshot: () => scheduler.snapshot(),

@@ -28,7 +28,18 @@ export type AdmissionVerdict = "admit" | "full" | "too-large";
 
 export interface AdmissionGate {
   /** May one more request of `tokens` KV footprint go to this backend now? */
-  check(backend: Readonly<BackendConfig> | undefined, load: BackendLoad, tokens: number): AdmissionVerdict;
+  /**
+   * `share.reserve` (0..0.5): the fraction of the capacity this request may not use —
+   * headroom kept for tenants below their share. `share.below`: the request's tenant is
+   * below its share of the in-flight requests, so the engine-queue bound does not hold it
+   * (it joins vLLM's short queue at once instead of waiting for the next engine step).
+   */
+  check(
+    backend: Readonly<BackendConfig> | undefined,
+    load: BackendLoad,
+    tokens: number,
+    share?: { reserve?: number; below?: boolean },
+  ): AdmissionVerdict;
   /** The KV tokens the backend can hold (engine capacity, else the in-flight token cap). */
   kvBudgetTokens(backend: Readonly<BackendConfig> | undefined): number | undefined;
 }
@@ -58,21 +69,28 @@ export class EngineAwareGate implements AdmissionGate {
     this.#maxEngineWaiting = options.maxEngineWaiting ?? 2;
   }
 
-  check(backend: Readonly<BackendConfig> | undefined, load: BackendLoad, tokens: number): AdmissionVerdict {
-    const maxRequests = backend?.maxInFlightRequests ?? Number.POSITIVE_INFINITY;
+  check(
+    backend: Readonly<BackendConfig> | undefined,
+    load: BackendLoad,
+    tokens: number,
+    share: { reserve?: number; below?: boolean } = {},
+  ): AdmissionVerdict {
+    const reserve = share.reserve ?? 0;
+    const keep = 1 - Math.min(Math.max(reserve, 0), 0.5);
+    const maxRequests = (backend?.maxInFlightRequests ?? Number.POSITIVE_INFINITY) * (reserve > 0 ? keep : 1);
     if (load.inFlight >= maxRequests) return "full";
     const engine = backend ? this.#signals?.(backend.name) : undefined;
     // A loading, dead or unobserved engine gets nothing, not even one request.
     if (engine && !engine.fresh) return "full";
     if (load.inFlight === 0) return "admit";
     if (engine) {
-      if (engine.kvCacheUsage >= (backend?.kvCacheHighWatermark ?? 1)) return "full";
+      if (engine.kvCacheUsage >= (backend?.kvCacheHighWatermark ?? 1) - (1 - keep)) return "full";
       // Requests we sent that the engine is not running yet sit in its queue, seen or not.
       const engineQueue = Math.max(engine.waiting, load.inFlight - engine.running);
-      if (engineQueue > this.#maxEngineWaiting) return "full";
+      if (engineQueue > this.#maxEngineWaiting && !share.below) return "full";
     }
     const budget = this.kvBudgetTokens(backend);
-    if (budget !== undefined && load.inFlightTokens + tokens > budget) return "too-large";
+    if (budget !== undefined && load.inFlightTokens + tokens > budget * keep) return "too-large";
     return "admit";
   }
 

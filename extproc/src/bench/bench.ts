@@ -164,7 +164,9 @@ export function formatBench(result: BenchResult, options: { perTenant?: boolean 
           "vs rate-limit",
           "refused",
           "worst tenant ttft p99",
-          "est. median err",
+          "est. err p50/p90 (naive p50)",
+          "worst viol (overshoot)",
+          "worst/exp",
           "wall",
         ],
         runs.map((run) => {
@@ -187,7 +189,13 @@ export function formatBench(result: BenchResult, options: { perTenant?: boolean 
               : "-",
             fmtPct(run.refusedFraction),
             worst ? `${fmtMs(worst.ttftMs.p99)} (${worst.tenant})` : "-",
-            run.estimates ? fmtPct(run.estimates.medianRelativeError, 0) : "-",
+            run.estimates
+              ? `${fmtPct(run.estimates.medianRelativeError, 0)}/${fmtPct(run.estimates.p90RelativeError, 0)} (${fmtPct(run.estimates.naiveMedianRelativeError, 0)})`
+              : "-",
+            run.estimates
+              ? `${fmtPct(run.estimates.worstCaseViolationRate, 1)} (+${fmtPct(run.estimates.medianViolationOvershoot, 0)})`
+              : "-",
+            run.estimates ? `${fmtNumber(run.estimates.medianWorstToExpected, 1)}x` : "-",
             `${fmtNumber(run.wallMs / 1000, 1)}s`,
           ];
         }),

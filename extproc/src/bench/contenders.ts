@@ -107,7 +107,9 @@ function fairQueue(
     }),
     // Context-window scheduling (bounded bypass, per-tenant KV shares) is fairgate's own;
     // the baselines keep only the admission gate.
-    ...(policy === "vtc" ? { maxBypass: scheduling.maxBypass } : { maxBypass: 0, tenantKvShares: false }),
+    ...(policy === "vtc"
+      ? { maxBypass: scheduling.maxBypass, headroom: scheduling.headroom }
+      : { maxBypass: 0, tenantKvShares: false }),
     name: policy === "vtc" ? "fairgate" : policy,
   });
 }

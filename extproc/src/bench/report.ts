@@ -37,14 +37,29 @@ export interface Percentiles {
   p99: number;
 }
 
+/** Relative errors divide by max(actual wait, this floor): a 20 ms miss on a 5 ms wait is not a 400 % error. */
+export const ESTIMATE_ERROR_FLOOR_MS = 50;
+/** Window of the naive baseline's completion rate, ms. */
+const NAIVE_RATE_WINDOW_MS = 30_000;
+
 export interface EstimateAccuracy {
-  /** Queued requests that carried an estimate. */
+  /** Queued requests that waited, or were predicted to wait (estimate or actual > 0). */
   count: number;
-  /** Median and p90 of |actual - estimated| / max(estimated, actual, 1 s floor). */
+  /** Queued requests dispatched in the same instant with a zero estimate (left out above). */
+  immediate: number;
+  /** Median and p90 of |actual - estimated| / max(actual, 50 ms floor). */
   medianRelativeError: number;
   p90RelativeError: number;
   /** Fraction of requests whose actual wait exceeded the worst case. */
   worstCaseViolationRate: number;
+  /** Median of (actual - worst case) / max(worst case, 50 ms) over the violations (0 without any). */
+  medianViolationOvershoot: number;
+  /** Median of worst case / max(expected, 50 ms): how much wider the promise is than the guess. */
+  medianWorstToExpected: number;
+  /** The naive baseline in the same run: queue position at arrival x mean service time per
+   * dispatch slot (1 / requests completed per second over the last 30 s). */
+  naiveMedianRelativeError: number;
+  naiveP90RelativeError: number;
 }
 
 export interface RunReport {
@@ -142,7 +157,7 @@ export function reportRun(
     ttftSloMs: scenario.ttftSloMs,
     refusedFraction: windowRequests > 0 ? refusedTotal / windowRequests : 0,
     preemptions: run.preemptions,
-    ...estimateAccuracy(run.records.filter(inWindow)),
+    ...estimateAccuracy(run.records, inWindow, run.endMs),
     virtualSeconds: run.endMs / 1000,
     wallMs: Math.round(run.wallMs),
     tenants,
@@ -153,25 +168,100 @@ export function percentiles(values: readonly number[]): Percentiles {
   return { p50: percentile(values, 50), p90: percentile(values, 90), p99: percentile(values, 99) };
 }
 
-function estimateAccuracy(records: readonly RequestRecord[]): { estimates?: EstimateAccuracy } {
-  const withEstimate = records.filter(
+function estimateAccuracy(
+  all: readonly RequestRecord[],
+  inWindow: (r: RequestRecord) => boolean,
+  endMs: number,
+): { estimates?: EstimateAccuracy } {
+  const queued = all.filter(
     (r) => r.queued && r.estimatedWaitMs !== undefined && r.dispatchedMs !== undefined,
   );
-  if (withEstimate.length === 0) return {};
-  const errors = withEstimate.map((r) => {
+  const measured = queued.filter(inWindow);
+  const waited = measured.filter(
+    (r) => (r.dispatchedMs as number) > r.arrivalMs || (r.estimatedWaitMs as number) > 0,
+  );
+  if (waited.length === 0) return {};
+  const naive = naiveBaseline(all, endMs);
+  const relative = (actual: number, estimated: number) =>
+    Math.abs(actual - estimated) / Math.max(actual, ESTIMATE_ERROR_FLOOR_MS);
+  const errors: number[] = [];
+  const naiveErrors: number[] = [];
+  const overshoots: number[] = [];
+  const widths: number[] = [];
+  for (const r of waited) {
     const actual = (r.dispatchedMs as number) - r.arrivalMs;
-    const estimated = r.estimatedWaitMs as number;
-    return Math.abs(actual - estimated) / Math.max(estimated, actual, 1_000);
-  });
-  const violations = withEstimate.filter(
-    (r) => (r.dispatchedMs as number) - r.arrivalMs > (r.worstCaseWaitMs ?? Number.POSITIVE_INFINITY),
-  ).length;
+    const expected = r.estimatedWaitMs as number;
+    const worst = r.worstCaseWaitMs ?? Number.POSITIVE_INFINITY;
+    errors.push(relative(actual, expected));
+    naiveErrors.push(relative(actual, naive(r.arrivalMs)));
+    if (actual > worst) overshoots.push((actual - worst) / Math.max(worst, ESTIMATE_ERROR_FLOOR_MS));
+    widths.push(worst / Math.max(expected, ESTIMATE_ERROR_FLOOR_MS));
+  }
   return {
     estimates: {
-      count: withEstimate.length,
+      count: waited.length,
+      immediate: measured.length - waited.length,
       medianRelativeError: percentile(errors, 50),
       p90RelativeError: percentile(errors, 90),
-      worstCaseViolationRate: violations / withEstimate.length,
+      worstCaseViolationRate: overshoots.length / waited.length,
+      medianViolationOvershoot: overshoots.length > 0 ? percentile(overshoots, 50) : 0,
+      medianWorstToExpected: percentile(widths, 50),
+      naiveMedianRelativeError: percentile(naiveErrors, 50),
+      naiveP90RelativeError: percentile(naiveErrors, 90),
     },
   };
+}
+
+/**
+ * The naive estimate a request arriving at `t` would have got: the requests waiting in the
+ * queue then, times the mean time per dispatch slot (the inverse of the requests completed
+ * per second over the previous 30 s, or over the whole run before the first completion).
+ * Built from the run's records in O(n log n); each lookup is O(log n).
+ */
+function naiveBaseline(records: readonly RequestRecord[], endMs: number): (t: number) => number {
+  const entered: number[] = [];
+  const left: number[] = [];
+  const finished: number[] = [];
+  for (const r of records) {
+    if (r.finishedMs !== undefined) finished.push(r.finishedMs);
+    if (!r.queued) continue;
+    entered.push(r.arrivalMs);
+    left.push(r.dispatchedMs ?? endMs);
+  }
+  const ascending = (a: number, b: number) => a - b;
+  entered.sort(ascending);
+  left.sort(ascending);
+  finished.sort(ascending);
+  const overallRate = finished.length > 0 ? finished.length / Math.max(endMs, 1) : 0;
+  return (t) => {
+    // Arrived strictly before t and not yet gone at t.
+    const position = lowerBound(entered, t) - upperBound(left, t);
+    const recent = upperBound(finished, t) - lowerBound(finished, t - NAIVE_RATE_WINDOW_MS);
+    const perMs = recent > 0 ? recent / Math.min(NAIVE_RATE_WINDOW_MS, Math.max(t, 1)) : overallRate;
+    return perMs > 0 ? Math.max(0, position) / perMs : 0;
+  };
+}
+
+/** First index whose value is >= x. */
+function lowerBound(sorted: readonly number[], x: number): number {
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if ((sorted[mid] as number) < x) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** First index whose value is > x. */
+function upperBound(sorted: readonly number[], x: number): number {
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if ((sorted[mid] as number) <= x) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }

@@ -27,9 +27,9 @@ import {
   type BudgetLimits,
   type BudgetSnapshot,
   type BudgetStore,
+  bucketCapacity,
   isStoreUnavailable,
   StoreUnavailableError,
-  bucketCapacity,
 } from "./store.ts";
 
 export type OutageMode = "fail-open" | "fail-closed";
@@ -180,7 +180,9 @@ export class ResilientBudgetStore implements BudgetStore {
     return {
       ...local,
       ...(local.tpm !== undefined ? { tpmBurst: fit(localTpmCap, tpmCap) } : {}),
-      ...(local.tokensPerDay !== undefined ? { tokensPerDay: fit(local.tokensPerDay, real.tokensPerDay) } : {}),
+      ...(local.tokensPerDay !== undefined
+        ? { tokensPerDay: fit(local.tokensPerDay, real.tokensPerDay) }
+        : {}),
       ...(local.tokensPerMonth !== undefined
         ? { tokensPerMonth: fit(local.tokensPerMonth, real.tokensPerMonth) }
         : {}),
@@ -313,6 +315,8 @@ function reportLimits(snapshot: BudgetSnapshot, limits: BudgetLimits): BudgetSna
     ...(snapshot.requests
       ? { requests: { ...snapshot.requests, limit: limits.rpm ?? snapshot.requests.limit } }
       : {}),
-    ...(snapshot.tokens ? { tokens: { ...snapshot.tokens, limit: limits.tpm ?? snapshot.tokens.limit } } : {}),
+    ...(snapshot.tokens
+      ? { tokens: { ...snapshot.tokens, limit: limits.tpm ?? snapshot.tokens.limit } }
+      : {}),
   };
 }

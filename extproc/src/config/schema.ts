@@ -136,6 +136,10 @@ const schedulingSchema = z.strictObject({
   /** How many later, smaller requests may overtake one too large for the KV room left,
    * before it blocks the queue until the room frees. */
   maxBypass: nonNegativeInt.default(16),
+  /** Fraction of a backend's capacity (request cap, KV budget, KV watermark) a tenant at or
+   * above its share of the in-flight requests may not use while others are active: room
+   * kept so a light tenant's request starts at once. */
+  headroom: z.number().min(0).max(0.5).default(0.05),
 });
 
 export const policySchema = z.strictObject({

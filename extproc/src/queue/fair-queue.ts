@@ -89,6 +89,8 @@ export interface FairQueueOptions {
   maxBypass?: number;
   /** Hold each tenant to its weighted share of the KV budget while others wait (default true). */
   tenantKvShares?: boolean;
+  /** Capacity fraction kept free for tenants below their share of in-flight requests (default 0). */
+  headroom?: number;
   /** Counters, load and candidates shared with the other gateway replicas (Redis store). */
   shared?: SharedQueueState;
 }
@@ -110,6 +112,7 @@ export class FairQueueScheduler implements Scheduler {
   readonly #predictor = new OutputPredictor();
   readonly #maxBypass: number;
   readonly #tenantKvShares: boolean;
+  readonly #headroom: number;
   readonly #shared: SharedQueueState | undefined;
   #seq = 0;
 
@@ -121,6 +124,7 @@ export class FairQueueScheduler implements Scheduler {
     this.name = options.name ?? options.fairness().name;
     this.#maxBypass = options.maxBypass ?? 16;
     this.#tenantKvShares = options.tenantKvShares ?? true;
+    this.#headroom = options.headroom ?? 0;
     this.#shared = options.shared;
     // Shared state is exchanged from the start, so a backend's first request already
     // counts the other replicas' load.
@@ -194,15 +198,19 @@ export class FairQueueScheduler implements Scheduler {
   estimate(request: Omit<SchedulingRequest, "id" | "maxWaitMs">): WaitEstimate {
     const backend = this.#backend(request.backend);
     const tokens = tokensOf(request);
-    if (backend.policy.size === 0 && this.#verdict(backend, request) === "admit")
+    const admits = this.#verdict(backend, request) === "admit";
+    // The queue dispatches until nothing waiting may go, so a request the gate admits,
+    // with nothing of its tenant queued before it, goes at once.
+    if (admits && (backend.policy.size === 0 || !backend.tenants.get(request.tenant.id)?.queued))
       return { expectedMs: 0, worstCaseMs: 0 };
-    const now = this.#clock.now();
-    const ahead = backend.policy.workAhead({
+    const probe = {
       tenantId: request.tenant.id,
       priority: request.tenant.priority,
       weight: request.tenant.weight,
       tokens,
-    });
+    };
+    const now = this.#clock.now();
+    const ahead = backend.policy.workAhead(probe);
     const expectedRate = backend.rate.expected(now) ?? PRIOR_TOKENS_PER_SEC;
     const slowRate = backend.rate.pessimistic(now) ?? PRIOR_TOKENS_PER_SEC;
     return {
@@ -285,9 +293,22 @@ export class FairQueueScheduler implements Scheduler {
       inFlight: backend.inFlight + backend.others.inFlight,
       inFlightTokens: backend.inFlightTokens + backend.others.inFlightTokens,
     };
-    const verdict = this.#gate.check(config, load, tokens);
-    if (verdict !== "admit" || !this.#tenantKvShares) return verdict;
     const mine = backend.tenants.get(request.tenant.id);
+    // While other tenants are active, one holding at least its weighted share of the
+    // in-flight requests may not use the last `headroom` of the capacity: that room stays
+    // free for tenants below their share, whose requests then start without waiting for a
+    // slot to free at the end of an engine step.
+    const othersActive = mine !== undefined && backend.activeWeight > mine.weight;
+    const fairShare = mine
+      ? (backend.inFlight * mine.weight) / Math.max(backend.activeWeight, mine.weight)
+      : 0;
+    const atShare = othersActive && mine.inFlight > 0 && mine.inFlight >= fairShare;
+    const belowShare = this.#headroom > 0 && othersActive && mine.inFlight < fairShare;
+    const verdict = this.#gate.check(config, load, tokens, {
+      reserve: atShare ? this.#headroom : 0,
+      below: belowShare,
+    });
+    if (verdict !== "admit" || !this.#tenantKvShares) return verdict;
     const contended = backend.policy.size > (mine?.queued ?? 0);
     if (!contended || !mine || mine.inFlight === 0) return "admit";
     const budget = this.#gate.kvBudgetTokens(config);
@@ -364,7 +385,9 @@ export class FairQueueScheduler implements Scheduler {
         const waiter = backend.waiters.get(candidate);
         if (!waiter) continue;
         const verdict = this.#verdict(backend, waiter.request);
-        if (verdict === "full") return;
+        // "full" may be this tenant's alone (its share of the capacity is used up, see
+        // #verdict): a tenant further down may still go.
+        if (verdict === "full") continue;
         if (verdict === "admit") {
           chosen = waiter;
           break;
