@@ -178,6 +178,29 @@ describe("fairgate bench CLI", () => {
       3,
       "weights come from the policy file",
     );
+    const perRequest = readFileSync(requests, "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.equal(perRequest.length, 400 * 5, "every request of every policy's run");
+    for (const l of perRequest) {
+      for (const key of [
+        "scenario",
+        "policy",
+        "tenant",
+        "arrival_ms",
+        "outcome",
+        "queued",
+        "actual_wait_ms",
+        "ttft_ms",
+      ])
+        assert.ok(key in l, `${key} in every line`);
+    }
+    // Requests fairgate queued carry the wait it predicted next to the wait they had.
+    for (const l of perRequest.filter((r) => r.policy === "fairgate" && r.queued === true)) {
+      assert.equal(typeof l.estimated_wait_ms, "number");
+      assert.ok(l.actual_wait_ms === null || typeof l.actual_wait_ms === "number");
+    }
   });
 
   it("refuses unknown scenarios, policies and malformed traces with exit 2", async () => {
