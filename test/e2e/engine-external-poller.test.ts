@@ -8,15 +8,10 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Redis } from "ioredis";
 import { engineStateKey } from "../../extproc/src/engine/redis-engine-state.ts";
+import { assertHeldUntilDrained } from "../helpers/gate-hold.ts";
 import { startTestGateway, type TestGateway } from "../helpers/gateway.ts";
 import { standardPolicyInput } from "../helpers/policy.ts";
-import {
-  chatBody,
-  extProcClient,
-  openRawStream,
-  requestBody,
-  requestHeaders,
-} from "../helpers/raw-ext-proc.ts";
+import { extProcClient } from "../helpers/raw-ext-proc.ts";
 import { startRedis, type TestRedis } from "../helpers/redis.ts";
 
 const root = new URL("../../", import.meta.url).pathname;
@@ -134,40 +129,14 @@ describe("server.enginePoller: external — one `fairgate poll` publishes engine
     assert.equal(stored.status, "serving");
     assert.ok(Math.abs(stored.lastScrapeOkAt - Date.now()) < 5_000, "wall-clock timestamps in Redis");
 
-    // An idle backend always takes one request, however full the engine says it is.
-    const first = openRawStream(client);
-    first.send(requestHeaders({ authorization: "Bearer key-acme" }));
-    await first.next();
-    first.send(requestBody(chatBody()));
-    assert.ok((await first.next()).request_body, "first request dispatched to the idle backend");
-
-    const held = [];
-    for (const tenant of ["globex", "acme"]) {
-      const stream = openRawStream(client);
-      stream.send(requestHeaders({ authorization: `Bearer key-${tenant}` }));
-      await stream.next();
-      stream.send(requestBody(chatBody()));
-      const reply = await stream.next();
-      assert.ok(reply.override_message_timeout, `${tenant}'s request is held in the fair queue`);
-      held.push(stream);
-    }
-    await new Promise((r) => setTimeout(r, 300));
-    assert.equal(gw.gateway.scheduler.snapshot().backends[0]?.queued, 2);
-    assert.equal(gw.gateway.scheduler.snapshot().backends[0]?.inFlight, 1);
-
-    kv = 0.1;
-    const startedAt = Date.now();
-    for (const stream of held) {
-      const reply = await stream.next(3_000);
-      assert.ok(reply.request_body, "released once the published engine state reports room");
-    }
-    const waited = Date.now() - startedAt;
-    assert.ok(
-      waited < 2_000,
-      `released ${waited} ms after the engine drained (scrape and refresh every 50 ms)`,
-    );
-    assert.equal(gw.gateway.scheduler.snapshot().backends[0]?.queued, 0);
-    for (const stream of [first, ...held]) stream.end();
+    await assertHeldUntilDrained({
+      gw,
+      client,
+      drain: () => {
+        kv = 0.1;
+      },
+      releaseWithinMs: 2_000,
+    });
   });
 
   it("the gateway does not scrape itself: with the poller stopped its view goes stale (saturated)", async () => {

@@ -2,15 +2,10 @@ import assert from "node:assert/strict";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
+import { assertHeldUntilDrained } from "../helpers/gate-hold.ts";
 import { startTestGateway, type TestGateway } from "../helpers/gateway.ts";
 import { standardPolicyInput } from "../helpers/policy.ts";
-import {
-  chatBody,
-  extProcClient,
-  openRawStream,
-  requestBody,
-  requestHeaders,
-} from "../helpers/raw-ext-proc.ts";
+import { extProcClient } from "../helpers/raw-ext-proc.ts";
 
 /** A vLLM stand-in whose /metrics reports the KV-cache usage the test sets. */
 function metricsBody(kv: number): string {
@@ -79,38 +74,14 @@ describe("engine-aware admission through the gateway (poller in-process)", () =>
     await until("the poller's first scrape", () => gw.gateway.engine.signals("engine")?.fresh === true);
     assert.equal(gw.gateway.engine.signals("engine")?.kvCacheUsage, 0.99);
 
-    // An idle backend always takes one request, however full the engine says it is.
-    const first = openRawStream(client);
-    first.send(requestHeaders({ authorization: "Bearer key-acme" }));
-    await first.next();
-    first.send(requestBody(chatBody()));
-    assert.ok((await first.next()).request_body, "first request dispatched to the idle backend");
-
-    const held = [];
-    for (const tenant of ["globex", "acme"]) {
-      const stream = openRawStream(client);
-      stream.send(requestHeaders({ authorization: `Bearer key-${tenant}` }));
-      await stream.next();
-      stream.send(requestBody(chatBody()));
-      const reply = await stream.next();
-      assert.ok(reply.override_message_timeout, `${tenant}'s request is held in the fair queue`);
-      held.push(stream);
-    }
-    // Several scrapes later the engine is still full: nothing moves.
-    await new Promise((r) => setTimeout(r, 300));
-    assert.equal(gw.gateway.scheduler.snapshot().backends[0]?.queued, 2);
-    assert.equal(gw.gateway.scheduler.snapshot().backends[0]?.inFlight, 1);
-
-    kv = 0.1;
-    const startedAt = Date.now();
-    for (const stream of held) {
-      const reply = await stream.next(2_000);
-      assert.ok(reply.request_body, "released once the engine reports room");
-    }
-    const waited = Date.now() - startedAt;
-    assert.ok(waited < 1_000, `released ${waited} ms after the engine drained (scrape every 50 ms)`);
-    assert.equal(gw.gateway.scheduler.snapshot().backends[0]?.queued, 0);
-    for (const stream of [first, ...held]) stream.end();
+    await assertHeldUntilDrained({
+      gw,
+      client,
+      drain: () => {
+        kv = 0.1;
+      },
+      releaseWithinMs: 1_000,
+    });
   });
 
   it("a backend without metrics URLs has no engine signals (caps only)", () => {

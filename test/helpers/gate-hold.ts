@@ -1,0 +1,55 @@
+import assert from "node:assert/strict";
+import type { TestGateway } from "./gateway.ts";
+import {
+  chatBody,
+  type extProcClient,
+  openRawStream,
+  type RawStream,
+  requestBody,
+  requestHeaders,
+} from "./raw-ext-proc.ts";
+
+/**
+ * The admission gate's behaviour on a saturated engine, as Envoy sees it: the idle backend
+ * takes one request, two more are held in the fair queue while the engine stays full, and
+ * both go within `releaseWithinMs` once `drain()` makes the engine report room.
+ */
+export async function assertHeldUntilDrained(options: {
+  gw: TestGateway;
+  client: ReturnType<typeof extProcClient>;
+  drain: () => void;
+  releaseWithinMs: number;
+}): Promise<void> {
+  const { gw, client } = options;
+  const first = openRawStream(client);
+  first.send(requestHeaders({ authorization: "Bearer key-acme" }));
+  await first.next();
+  first.send(requestBody(chatBody()));
+  assert.ok((await first.next()).request_body, "first request dispatched to the idle backend");
+
+  const held: RawStream[] = [];
+  for (const tenant of ["globex", "acme"]) {
+    const stream = openRawStream(client);
+    stream.send(requestHeaders({ authorization: `Bearer key-${tenant}` }));
+    await stream.next();
+    stream.send(requestBody(chatBody()));
+    const reply = await stream.next();
+    assert.ok(reply.override_message_timeout, `${tenant}'s request is held in the fair queue`);
+    held.push(stream);
+  }
+  // Several scrapes later the engine is still full: nothing moves.
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(gw.gateway.scheduler.snapshot().backends[0]?.queued, 2);
+  assert.equal(gw.gateway.scheduler.snapshot().backends[0]?.inFlight, 1);
+
+  options.drain();
+  const startedAt = Date.now();
+  for (const stream of held) {
+    const reply = await stream.next(options.releaseWithinMs + 1_000);
+    assert.ok(reply.request_body, "released once the engine reports room");
+  }
+  const waited = Date.now() - startedAt;
+  assert.ok(waited < options.releaseWithinMs, `released ${waited} ms after the engine drained`);
+  assert.equal(gw.gateway.scheduler.snapshot().backends[0]?.queued, 0);
+  for (const stream of [first, ...held]) stream.end();
+}
