@@ -97,8 +97,9 @@ async function runPhase(name: string, policy: Policy, engine: SimServer): Promis
     extProc: {
       grpcTarget: `127.0.0.1:${gateway.grpcPort}`,
       maxMessageTimeoutMs: SHIPPED_MAX_MESSAGE_TIMEOUT_MS,
+      gracefulClose: true,
     },
-    observers: [usageFilterConfig(`127.0.0.1:${gateway.grpcPort}`)],
+    observers: [{ ...usageFilterConfig(`127.0.0.1:${gateway.grpcPort}`), gracefulClose: true }],
     logger: silentLogger,
   });
   const stats = new Map<string, TenantStats>(

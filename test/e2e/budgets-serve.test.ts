@@ -224,6 +224,33 @@ describe("budgets through fairgate serve (memory store)", () => {
   });
 });
 
+describe("fairgate serve's built-in proxy under sustained load", () => {
+  it("serves 3,000 quick requests without a single 5xx (streams are closed gracefully, not reset)", async () => {
+    const upstream = await engine();
+    const serve = await startServe(
+      policy("{ memory: {} }", [{ id: "busy", limits: "{ rpm: 1000000 }" }]),
+      upstream.url,
+    );
+    try {
+      const statuses = new Map<number, number>();
+      let next = 0;
+      await Promise.all(
+        Array.from({ length: 8 }, async () => {
+          while (next++ < 3_000) {
+            const r = await post(serve, "busy");
+            statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
+          }
+        }),
+      );
+      assert.deepEqual([...statuses], [[200, 3_000]]);
+      assert.doesNotMatch(serve.output(), /ext_proc stream failed/);
+    } finally {
+      await serve.stop();
+      await upstream.close();
+    }
+  });
+});
+
 describe("budgets shared by several serve replicas on one Redis", () => {
   let redis: TestRedis;
   after(async () => redis?.stop());

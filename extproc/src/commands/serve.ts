@@ -101,9 +101,12 @@ export async function runServe(args: string[], io: CommandIo): Promise<number> {
           failureModeAllow: false,
           // Envoy's buffer limit must admit every body the policy allows.
           maxRequestBodyBytes: holder.current.source.requests.maxBodyBytes,
+          // Half-close and let fairgate end each stream: resetting every stream (Envoy's
+          // default) trips Node's HTTP/2 rapid-reset protection at a few hundred requests/s.
+          gracefulClose: true,
         },
         // The usage filter (observability mode), as in envoy/envoy.yaml.
-        observers: [usageFilterConfig(`127.0.0.1:${gateway.grpcPort}`)],
+        observers: [{ ...usageFilterConfig(`127.0.0.1:${gateway.grpcPort}`), gracefulClose: true }],
         logger,
       });
       logger.info("built-in proxy listening", { url: proxy.url, upstream: values.upstream });
