@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Redis } from "ioredis";
 import { engineStateKey } from "../../extproc/src/engine/redis-engine-state.ts";
-import { assertHeldUntilDrained } from "../helpers/gate-hold.ts";
+import { assertHeldUntilDrained, until, vllmMetricsWithKv } from "../helpers/gate-hold.ts";
 import { startTestGateway, type TestGateway } from "../helpers/gateway.ts";
 import { standardPolicyInput } from "../helpers/policy.ts";
 import { extProcClient } from "../helpers/raw-ext-proc.ts";
@@ -16,27 +16,6 @@ import { startRedis, type TestRedis } from "../helpers/redis.ts";
 
 const root = new URL("../../", import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), "fairgate-external-poller-"));
-
-/** A vLLM stand-in whose /metrics reports the KV-cache usage the test sets. */
-function metricsBody(kv: number): string {
-  return [
-    "# TYPE vllm:num_requests_running gauge",
-    'vllm:num_requests_running{engine="0",model_name="test-model"} 1.0',
-    "# TYPE vllm:num_requests_waiting gauge",
-    'vllm:num_requests_waiting{engine="0",model_name="test-model"} 0.0',
-    "# TYPE vllm:kv_cache_usage_perc gauge",
-    `vllm:kv_cache_usage_perc{engine="0",model_name="test-model"} ${kv}`,
-    "",
-  ].join("\n");
-}
-
-async function until(what: string, probe: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!probe()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe("server.enginePoller: external — one `fairgate poll` publishes engine state to Redis for the gateway", () => {
   let kv = 0.99;
@@ -53,7 +32,8 @@ describe("server.enginePoller: external — one `fairgate poll` publishes engine
 
   before(async () => {
     engine = createServer((req, res) => {
-      if (req.url === "/metrics") res.writeHead(200, { "content-type": "text/plain" }).end(metricsBody(kv));
+      if (req.url === "/metrics")
+        res.writeHead(200, { "content-type": "text/plain" }).end(vllmMetricsWithKv(kv));
       else if (req.url === "/health") res.writeHead(200).end();
       else res.writeHead(404).end();
     });

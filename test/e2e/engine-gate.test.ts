@@ -2,34 +2,10 @@ import assert from "node:assert/strict";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
-import { assertHeldUntilDrained } from "../helpers/gate-hold.ts";
+import { assertHeldUntilDrained, until, vllmMetricsWithKv } from "../helpers/gate-hold.ts";
 import { startTestGateway, type TestGateway } from "../helpers/gateway.ts";
 import { standardPolicyInput } from "../helpers/policy.ts";
 import { extProcClient } from "../helpers/raw-ext-proc.ts";
-
-/** A vLLM stand-in whose /metrics reports the KV-cache usage the test sets. */
-function metricsBody(kv: number): string {
-  return [
-    "# HELP vllm:num_requests_running Number of requests in model execution batches.",
-    "# TYPE vllm:num_requests_running gauge",
-    'vllm:num_requests_running{engine="0",model_name="test-model"} 1.0',
-    "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.",
-    "# TYPE vllm:num_requests_waiting gauge",
-    'vllm:num_requests_waiting{engine="0",model_name="test-model"} 0.0',
-    "# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.",
-    "# TYPE vllm:kv_cache_usage_perc gauge",
-    `vllm:kv_cache_usage_perc{engine="0",model_name="test-model"} ${kv}`,
-    "",
-  ].join("\n");
-}
-
-async function until(what: string, probe: () => boolean, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!probe()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe("engine-aware admission through the gateway (poller in-process)", () => {
   let kv = 0.99;
@@ -39,7 +15,8 @@ describe("engine-aware admission through the gateway (poller in-process)", () =>
 
   before(async () => {
     engine = createServer((req, res) => {
-      if (req.url === "/metrics") res.writeHead(200, { "content-type": "text/plain" }).end(metricsBody(kv));
+      if (req.url === "/metrics")
+        res.writeHead(200, { "content-type": "text/plain" }).end(vllmMetricsWithKv(kv));
       else if (req.url === "/health") res.writeHead(200).end();
       else res.writeHead(404).end();
     });

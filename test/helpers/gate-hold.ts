@@ -53,3 +53,28 @@ export async function assertHeldUntilDrained(options: {
   assert.equal(gw.gateway.scheduler.snapshot().backends[0]?.queued, 0);
   for (const stream of [first, ...held]) stream.end();
 }
+
+/** A vLLM /metrics exposition reporting the given KV-cache usage (one engine, one running). */
+export function vllmMetricsWithKv(kv: number): string {
+  return [
+    "# HELP vllm:num_requests_running Number of requests in model execution batches.",
+    "# TYPE vllm:num_requests_running gauge",
+    'vllm:num_requests_running{engine="0",model_name="test-model"} 1.0',
+    "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.",
+    "# TYPE vllm:num_requests_waiting gauge",
+    'vllm:num_requests_waiting{engine="0",model_name="test-model"} 0.0',
+    "# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.",
+    "# TYPE vllm:kv_cache_usage_perc gauge",
+    `vllm:kv_cache_usage_perc{engine="0",model_name="test-model"} ${kv}`,
+    "",
+  ].join("\n");
+}
+
+/** Polls `probe` every 20 ms until it holds; fails after `timeoutMs`. */
+export async function until(what: string, probe: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!probe()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
