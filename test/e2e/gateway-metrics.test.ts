@@ -135,6 +135,16 @@ describe("gateway metrics, scraped from /metrics", () => {
     assert.equal(bucket("+Inf"), 2);
     assert.equal(bucket("600"), 2, "buckets reach 10 min");
     assert.ok(bucket("0.001") !== undefined, "buckets start at 1 ms");
+    // The dispatched request had queued: its estimate's error is observed.
+    const error = after.families.get("fairgate_wait_estimate_error_ratio");
+    assert.equal(error?.type, "histogram");
+    assert.equal(
+      error?.samples.find(
+        (s) => s.name === "fairgate_wait_estimate_error_ratio_count" && s.labels.backend === "engine",
+      )?.value,
+      1,
+    );
+    assert.equal(after.families.get("fairgate_wait_worst_case_exceeded_total")?.type, "counter");
 
     // A queued client that goes away is counted as cancelled, not as a refusal.
     globex[0]?.cancel();

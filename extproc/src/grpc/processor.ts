@@ -398,6 +398,8 @@ export class StreamProcessor {
       { tenant: this.#ctx.metrics.tenantLabel(tenant), tier: tenant.tier },
       dispatch.waitedMs / 1000,
     );
+    if (submission.queued)
+      this.#ctx.metrics.observeEstimate(backend.name, dispatch.estimate, dispatch.waitedMs);
     this.#ctx.metrics.countRequest(tenant, "dispatched");
     this.#state = "response_headers";
     // usage: the budget handoff, for a usage stream that reaches another replica.

@@ -71,6 +71,8 @@ export class GatewayMetrics {
   readonly streamErrors: Counter<"reason">;
   readonly phaseDuration: Histogram<"phase">;
   readonly queueWait: Histogram<"tenant" | "tier">;
+  readonly estimateError: Histogram<"backend">;
+  readonly worstCaseExceeded: Counter<"backend">;
   readonly policyReloads: Counter<"result">;
   readonly policyInfo: Gauge<"version">;
   readonly budgetChecks: Counter<"tenant" | "tier" | "outcome">;
@@ -121,6 +123,19 @@ export class GatewayMetrics {
       help: "Time dispatched requests were held before going to the engine (0 when not queued).",
       labelNames: ["tenant", "tier"],
       buckets: WAIT_BUCKETS,
+      registers,
+    });
+    this.estimateError = new Histogram({
+      name: "fairgate_wait_estimate_error_ratio",
+      help: "For requests that queued: (actual wait - estimated wait) / max(estimated wait, 50 ms). Negative: shorter than predicted. Watch it to see how far the x-fairgate-estimated-wait-ms promise can be trusted.",
+      labelNames: ["backend"],
+      buckets: [-1, -0.5, -0.25, -0.1, 0, 0.1, 0.25, 0.5, 1, 2, 5, 10],
+      registers,
+    });
+    this.worstCaseExceeded = new Counter({
+      name: "fairgate_wait_worst_case_exceeded_total",
+      help: "Queued requests whose actual wait exceeded the x-fairgate-worst-case-wait-ms they were given.",
+      labelNames: ["backend"],
       registers,
     });
     this.policyReloads = new Counter({
@@ -214,6 +229,19 @@ export class GatewayMetrics {
   /** Where fairgate_usage_reports_total reads its counts (the gateway's usage registry). */
   watchUsage(stats: () => UsageRegistryStats): void {
     this.#usageStats = stats;
+  }
+
+  /** How a queued request's actual wait compares with the estimate it was given. */
+  observeEstimate(
+    backend: string,
+    estimate: { expectedMs: number; worstCaseMs: number },
+    waitedMs: number,
+  ): void {
+    this.estimateError.observe(
+      { backend },
+      (waitedMs - estimate.expectedMs) / Math.max(estimate.expectedMs, 50),
+    );
+    if (waitedMs > estimate.worstCaseMs) this.worstCaseExceeded.inc({ backend });
   }
 
   /** Records one budget check (see BudgetGate's onAdmit). */
