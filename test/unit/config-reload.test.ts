@@ -57,6 +57,17 @@ describe("PolicyHolder", () => {
     assert.match(JSON.stringify(warning.errors), /invalid\.yaml:3:\d+: tenants\[0\]\.limits\.rpm/);
   });
 
+  it("refuses a zero-byte file (a write caught half-way) instead of swapping every tenant for the defaults", async () => {
+    const { file, holder } = await holderFor("truncated.yaml", 10);
+    writeFileSync(file, "");
+    const result = await holder.reload();
+    assert.equal(result.ok, false);
+    assert.equal(holder.current.tenantFor("acme").limits.rpm, 10, "the previous policy stays");
+    writeFileSync(file, policyText(40));
+    assert.equal((await holder.reload()).ok, true);
+    assert.equal(holder.current.tenantFor("acme").limits.rpm, 40);
+  });
+
   it("catches an editor-style rename-replace", async () => {
     const { file, holder } = await holderFor("renamed.yaml", 10);
     holder.watch();

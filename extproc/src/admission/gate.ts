@@ -77,7 +77,10 @@ export class EngineAwareGate implements AdmissionGate {
   ): AdmissionVerdict {
     const reserve = share.reserve ?? 0;
     const keep = 1 - Math.min(Math.max(reserve, 0), 0.5);
-    const maxRequests = (backend?.maxInFlightRequests ?? Number.POSITIVE_INFINITY) * (reserve > 0 ? keep : 1);
+    const cap = backend?.maxInFlightRequests ?? Number.POSITIVE_INFINITY;
+    // At least one slot is kept back however small the cap (5 % of 8 would round to none).
+    const maxRequests =
+      reserve > 0 && Number.isFinite(cap) ? Math.max(1, Math.min(cap - 1, Math.floor(cap * keep))) : cap;
     if (load.inFlight >= maxRequests) return "full";
     const engine = backend ? this.#signals?.(backend.name) : undefined;
     // A loading, dead or unobserved engine gets nothing, not even one request.

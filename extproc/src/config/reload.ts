@@ -1,4 +1,5 @@
 import { type FSWatcher, watch } from "node:fs";
+import { stat } from "node:fs/promises";
 import { basename, dirname, resolve } from "node:path";
 import type { Logger } from "../log.ts";
 import { formatPolicyErrors, type LoadResult, loadPolicyFile } from "./load.ts";
@@ -40,6 +41,25 @@ export class PolicyHolder {
     return this.#current;
   }
 
+  /**
+   * The file as a reload sees it. A zero-byte file is refused here (though `validate`
+   * accepts it as all defaults): a reload that catches an editor or `echo >` between
+   * truncating and writing must not swap every tenant out for the defaults.
+   */
+  async #read(): Promise<LoadResult> {
+    try {
+      if ((await stat(this.#path)).size === 0) {
+        return {
+          ok: false,
+          errors: [{ path: "", message: "the file is empty (caught mid-write?); not applied" }],
+        };
+      }
+    } catch {
+      // loadPolicyFile reports a missing or unreadable file.
+    }
+    return loadPolicyFile(this.#path);
+  }
+
   /** Re-reads the file; concurrent calls coalesce into one more read after the running one. */
   reload(): Promise<LoadResult> {
     if (this.#reloading) {
@@ -57,7 +77,7 @@ export class PolicyHolder {
   }
 
   async #reloadOnce(): Promise<LoadResult> {
-    const result = await loadPolicyFile(this.#path);
+    const result = await this.#read();
     this.lastReloadAt = new Date();
     if (!result.ok) {
       this.reloadsRejected += 1;

@@ -303,7 +303,14 @@ export class FairQueueScheduler implements Scheduler {
       ? (backend.inFlight * mine.weight) / Math.max(backend.activeWeight, mine.weight)
       : 0;
     const atShare = othersActive && mine.inFlight > 0 && mine.inFlight >= fairShare;
-    const belowShare = this.#headroom > 0 && othersActive && mine.inFlight < fairShare;
+    // The kept room is for light tenants of the highest priority level waiting: a lower
+    // level must not use it to pass a backlogged higher one.
+    const topPriority = backend.policy.peek()?.priority;
+    const belowShare =
+      this.#headroom > 0 &&
+      othersActive &&
+      mine.inFlight < fairShare &&
+      (topPriority === undefined || request.tenant.priority <= topPriority);
     const verdict = this.#gate.check(config, load, tokens, {
       reserve: atShare ? this.#headroom : 0,
       below: belowShare,
@@ -379,15 +386,21 @@ export class FairQueueScheduler implements Scheduler {
       const overtaken: Waiter[] = [];
       let chosen: Waiter | undefined;
       let overShare: Waiter | undefined;
+      let blockedPriority = Number.POSITIVE_INFINITY;
       let examined = 0;
       for (const candidate of backend.policy.candidates()) {
         if (++examined > MAX_CANDIDATES) break;
         const waiter = backend.waiters.get(candidate);
         if (!waiter) continue;
+        // Never pass a higher priority level that is waiting for room.
+        if (candidate.priority > blockedPriority) continue;
         const verdict = this.#verdict(backend, waiter.request);
         // "full" may be this tenant's alone (its share of the capacity is used up, see
-        // #verdict): a tenant further down may still go.
-        if (verdict === "full") continue;
+        // #verdict): a tenant further down, of the same or a higher level, may still go.
+        if (verdict === "full") {
+          blockedPriority = Math.min(blockedPriority, candidate.priority);
+          continue;
+        }
         if (verdict === "admit") {
           chosen = waiter;
           break;
