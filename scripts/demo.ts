@@ -264,9 +264,13 @@ function summary(off: PhaseResult, on: PhaseResult): void {
   for (const [label, a, b] of rows)
     out(`  ${String(label).padEnd(28)} ${String(a).padStart(13)} ${String(b).padStart(13)}\n`);
   const speedup = median(offTtft) / median(onTtft);
+  const total = (phase: PhaseResult) =>
+    [...phase.stats.keys()].reduce((sum, t) => sum + tokensPerSec(phase, t), 0);
+  const kept = total(on) / Math.max(1, total(off));
   out(
-    `\nWith fairness on, the victims' median time to first token is ${Number.isFinite(speedup) ? `${speedup.toFixed(1)}x shorter` : "measured above"};` +
-      " the engine stays just as busy.\nFor the measured comparison against FCFS, rate limits, strict priority and round-robin: npx fairgate bench --compare\n",
+    `\nWith fairness on, the victims' median time to first token is ${Number.isFinite(speedup) ? `${speedup.toFixed(1)}x shorter` : "measured above"},` +
+      ` and the engine delivers ${(kept * 100).toFixed(0)} % of the tokens per second it did without.` +
+      "\nFor the measured comparison against FCFS, rate limits, strict priority and round-robin: npx fairgate bench --compare\n",
   );
 }
 
