@@ -1,14 +1,13 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
+import type { Server } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Redis } from "ioredis";
 import { engineStateKey } from "../../extproc/src/engine/redis-engine-state.ts";
-import { assertHeldUntilDrained, until, vllmMetricsWithKv } from "../helpers/gate-hold.ts";
+import { assertHeldUntilDrained, startFakeVllm, until } from "../helpers/gate-hold.ts";
 import { startTestGateway, type TestGateway } from "../helpers/gateway.ts";
 import { standardPolicyInput } from "../helpers/policy.ts";
 import { extProcClient } from "../helpers/raw-ext-proc.ts";
@@ -31,14 +30,9 @@ describe("server.enginePoller: external — one `fairgate poll` publishes engine
   const keyPrefix = "ext:";
 
   before(async () => {
-    engine = createServer((req, res) => {
-      if (req.url === "/metrics")
-        res.writeHead(200, { "content-type": "text/plain" }).end(vllmMetricsWithKv(kv));
-      else if (req.url === "/health") res.writeHead(200).end();
-      else res.writeHead(404).end();
-    });
-    await new Promise<void>((r) => engine.listen(0, "127.0.0.1", r));
-    metricsUrl = `http://127.0.0.1:${(engine.address() as AddressInfo).port}/metrics`;
+    const fake = await startFakeVllm(() => kv);
+    engine = fake.server;
+    metricsUrl = fake.metricsUrl;
     redis = await startRedis();
     admin = new Redis(redis.url);
 

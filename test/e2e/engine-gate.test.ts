@@ -1,8 +1,7 @@
 import assert from "node:assert/strict";
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
+import type { Server } from "node:http";
 import { after, before, describe, it } from "node:test";
-import { assertHeldUntilDrained, until, vllmMetricsWithKv } from "../helpers/gate-hold.ts";
+import { assertHeldUntilDrained, startFakeVllm, until } from "../helpers/gate-hold.ts";
 import { startTestGateway, type TestGateway } from "../helpers/gateway.ts";
 import { standardPolicyInput } from "../helpers/policy.ts";
 import { extProcClient } from "../helpers/raw-ext-proc.ts";
@@ -14,20 +13,14 @@ describe("engine-aware admission through the gateway (poller in-process)", () =>
   let client: ReturnType<typeof extProcClient>;
 
   before(async () => {
-    engine = createServer((req, res) => {
-      if (req.url === "/metrics")
-        res.writeHead(200, { "content-type": "text/plain" }).end(vllmMetricsWithKv(kv));
-      else if (req.url === "/health") res.writeHead(200).end();
-      else res.writeHead(404).end();
-    });
-    await new Promise<void>((r) => engine.listen(0, "127.0.0.1", r));
-    const { port } = engine.address() as AddressInfo;
+    const fake = await startFakeVllm(() => kv);
+    engine = fake.server;
     gw = await startTestGateway(
       standardPolicyInput({
         backends: [
           {
             name: "engine",
-            metrics: [`http://127.0.0.1:${port}/metrics`],
+            metrics: [fake.metricsUrl],
             scrapeIntervalMs: 50,
             maxInFlightRequests: 64,
             kvCacheHighWatermark: 0.85,

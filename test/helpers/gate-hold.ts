@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import type { TestGateway } from "./gateway.ts";
 import {
   chatBody,
@@ -77,4 +79,16 @@ export async function until(what: string, probe: () => boolean, timeoutMs = 10_0
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/** A vLLM stand-in on a free port: /metrics reports `kv()`, /health is 200. */
+export async function startFakeVllm(kv: () => number): Promise<{ server: Server; metricsUrl: string }> {
+  const server = createServer((req, res) => {
+    if (req.url === "/metrics")
+      res.writeHead(200, { "content-type": "text/plain" }).end(vllmMetricsWithKv(kv()));
+    else if (req.url === "/health") res.writeHead(200).end();
+    else res.writeHead(404).end();
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return { server, metricsUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}/metrics` };
 }

@@ -92,15 +92,23 @@ export class EngineAwareGate implements AdmissionGate {
       const engineQueue = Math.max(engine.waiting, load.inFlight - engine.running);
       if (engineQueue > this.#maxEngineWaiting && !share.below) return "full";
     }
-    const budget = this.kvBudgetTokens(backend);
+    const budget = kvBudget(backend, engine);
     if (budget !== undefined && load.inFlightTokens + tokens > budget * keep) return "too-large";
     return "admit";
   }
 
   kvBudgetTokens(backend: Readonly<BackendConfig> | undefined): number | undefined {
-    const engine = backend ? this.#signals?.(backend.name)?.kvCapacityTokens : undefined;
-    const cap = backend?.maxInFlightTokens;
-    if (engine === undefined) return cap;
-    return cap === undefined ? engine : Math.min(cap, engine);
+    return kvBudget(backend, backend ? this.#signals?.(backend.name) : undefined);
   }
+}
+
+/** The engine's KV capacity and the backend's in-flight token cap, whichever is smaller. */
+function kvBudget(
+  backend: Readonly<BackendConfig> | undefined,
+  engine: EngineSignals | undefined,
+): number | undefined {
+  const capacity = engine?.kvCapacityTokens;
+  const cap = backend?.maxInFlightTokens;
+  if (capacity === undefined) return cap;
+  return cap === undefined ? capacity : Math.min(cap, capacity);
 }
