@@ -116,10 +116,14 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     ...(engineStore ? { store: engineStore } : {}),
     onUpdate: (state) => engineChanged(state.backend),
   });
+  // One picture of each tenant's output lengths, learned from completions: the fair queue
+  // charges by it and budgets charge by it when a request names no max_tokens.
+  const outputPredictor = new OutputPredictor();
   const scheduler =
     options.scheduler ??
     new FairQueueScheduler({
       ...(shared ? { shared } : {}),
+      predictor: outputPredictor,
       policy: options.policy,
       clock,
       fairness: fairnessPolicyFor(scheduling),
@@ -154,7 +158,6 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
           if (state === "outage") metrics.storeOutages.inc();
         },
       });
-  const outputPredictor = new OutputPredictor();
   const budgets = new BudgetGate({
     store: createdBudgets.store,
     clock,

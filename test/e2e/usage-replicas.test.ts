@@ -70,7 +70,7 @@ describe("budget reconciliation when the usage stream reaches another replica", 
 
   const remaining = async () => (await store.peek("globex", { tpm: TPM })).tokens?.remaining ?? Number.NaN;
 
-  const post = (url: string) =>
+  const post = (url: string, maxTokens: number | null = MAX_TOKENS) =>
     httpRequest(url, {
       method: "POST",
       path: "/v1/chat/completions",
@@ -83,7 +83,7 @@ describe("budget reconciliation when the usage stream reaches another replica", 
       body: JSON.stringify({
         model: "m",
         messages: [{ role: "user", content: "Write a haiku about load balancers." }],
-        max_tokens: MAX_TOKENS,
+        ...(maxTokens === null ? {} : { max_tokens: maxTokens }),
       }),
     });
 
@@ -160,5 +160,16 @@ describe("budget reconciliation when the usage stream reaches another replica", 
     assert.equal(await remaining(), before - (PROMPT_USED + COMPLETION_USED));
     assert.equal(a.gateway.usage.stats.orphaned, 0);
     assert.equal(a.gateway.usage.stats.orphanReconciled, 0);
+  });
+
+  it("without max_tokens, A charges the output it learned from globex's completion, not the default", async () => {
+    // The previous test's usage reached A's main stream: it learned globex answers in 20 tokens.
+    const front = await proxy(a.gateway.grpcPort, a.gateway.grpcPort);
+    const response = await post(front.url, null);
+    assert.equal(response.status, 200, response.body.toString());
+    const sent = upstream.requests.at(-1)?.headers ?? {};
+    const charged = Number(sent["x-fairgate-charged-tokens"]);
+    const prompt = Number(sent["x-fairgate-prompt-tokens"]);
+    assert.equal(charged, prompt + COMPLETION_USED);
   });
 });

@@ -4,6 +4,7 @@ import { EngineAwareGate, type EngineSignals } from "../../extproc/src/admission
 import { ManualClock } from "../../extproc/src/clock.ts";
 import { FairgateError } from "../../extproc/src/errors.ts";
 import { FairQueueScheduler } from "../../extproc/src/queue/fair-queue.ts";
+import { OutputPredictor } from "../../extproc/src/queue/output-predictor.ts";
 import { fairnessPolicyFor } from "../../extproc/src/queue/policies/index.ts";
 import type { Dispatch, SchedulingRequest, Submission } from "../../extproc/src/scheduler/types.ts";
 import { policyFrom, standardPolicyInput } from "../helpers/policy.ts";
@@ -247,6 +248,24 @@ describe("FairQueueScheduler with VTC and the engine-aware gate", () => {
     assert.equal(counter(), 120);
     h.release("s2");
     assert.equal(counter(), 120, "a release without usage must not change the charge");
+  });
+
+  it("an injected predictor is the one fed by completions, so others (budgets) read the same means", async () => {
+    const predictor = new OutputPredictor();
+    const h = new Harness(
+      new FairQueueScheduler({
+        policy: () => policy,
+        clock: new ManualClock(),
+        fairness: fairnessPolicyFor({ policy: "vtc", starvationBound: 10 }),
+        gate: new EngineAwareGate(),
+        predictor,
+      }),
+    );
+    assert.equal(predictor.predict("solo", 1024), 1024, "nothing learned yet");
+    h.submit(request("s1", "solo"));
+    await flush();
+    h.release("s1", { completionTokens: 10 });
+    assert.equal(predictor.predict("solo", 1024), 10);
   });
 
   it("poke() dispatches once engine signals go from saturated to free", async () => {

@@ -93,6 +93,8 @@ export interface FairQueueOptions {
   headroom?: number;
   /** Counters, load and candidates shared with the other gateway replicas (Redis store). */
   shared?: SharedQueueState;
+  /** Learns each tenant's output lengths from completions; pass one to share it (budgets). */
+  predictor?: OutputPredictor;
 }
 
 /**
@@ -109,7 +111,7 @@ export class FairQueueScheduler implements Scheduler {
   readonly #gate: AdmissionGate;
   readonly #backends = new Map<string, BackendState>();
   readonly #tenants = new Map<string, TenantCounters>();
-  readonly #predictor = new OutputPredictor();
+  readonly #predictor: OutputPredictor;
   readonly #maxBypass: number;
   readonly #tenantKvShares: boolean;
   readonly #headroom: number;
@@ -126,6 +128,7 @@ export class FairQueueScheduler implements Scheduler {
     this.#tenantKvShares = options.tenantKvShares ?? true;
     this.#headroom = options.headroom ?? 0;
     this.#shared = options.shared;
+    this.#predictor = options.predictor ?? new OutputPredictor();
     // Shared state is exchanged from the start, so a backend's first request already
     // counts the other replicas' load.
     if (this.#shared) for (const backend of this.#policy().backends) this.#backend(backend.name);
