@@ -250,6 +250,42 @@ for (const name of POLICIES) {
       assertWorkAheadSane(policy);
     });
 
+    it("progress only moves forward, and distance is finite and non-negative, through every operation", () => {
+      const policy = factory();
+      const make = makeRequests();
+      const levels = [0, 1, 2];
+      let last = levels.map((l) => policy.progress(l));
+      const check = () => {
+        const now = levels.map((l) => policy.progress(l));
+        now.forEach((value, i) => {
+          assert.ok(
+            Number.isFinite(value) && value >= (last[i] as number),
+            `level ${i}: ${last[i]} -> ${value}`,
+          );
+        });
+        last = now;
+        for (const probe of probes()) {
+          const distance = policy.distance(probe);
+          assert.ok(Number.isFinite(distance) && distance >= 0, `distance(${probe.tenantId}) = ${distance}`);
+        }
+      };
+      check();
+      const added: QueuedRequest[] = [];
+      for (const t of TENANT_IDS) for (let i = 0; i < 3; i++) added.push(make(t, 50 * (i + 1), 30));
+      for (const r of added) {
+        policy.add(r);
+        check();
+      }
+      policy.remove(added[1] as QueuedRequest);
+      check();
+      for (let next = policy.peek(); next; next = policy.peek()) {
+        policy.dispatch(next);
+        check();
+        policy.complete(next, 5);
+        check();
+      }
+    });
+
     it("workAhead is zero for the top level when nothing waits", () => {
       const policy = factory();
       assert.equal(policy.workAhead({ tenantId: "a", priority: 0, weight: 1, tokens: 100 }), 0);

@@ -2,6 +2,7 @@ import { type AdmissionGate, type AdmissionVerdict, EngineAwareGate } from "../a
 import type { Clock, TimerHandle } from "../clock.ts";
 import type { Policy } from "../config/policy.ts";
 import { FairgateError } from "../errors.ts";
+import { BackendEstimator, type QueueEvent } from "../estimate/backend-estimator.ts";
 import { ServiceRate } from "../scheduler/service-rate.ts";
 import type {
   Dispatch,
@@ -51,6 +52,7 @@ interface BackendState {
   inFlight: number;
   inFlightTokens: number;
   readonly rate: ServiceRate;
+  readonly estimator: BackendEstimator;
   readonly tenants: Map<string, TenantOnBackend>;
   /** Sum of the weights of tenants with requests queued or in flight here. */
   activeWeight: number;
@@ -144,6 +146,7 @@ export class FairQueueScheduler implements Scheduler {
     if (backend.policy.size === 0 && this.#verdict(backend, request) === "admit") {
       backend.policy.add(item);
       backend.policy.dispatch(item);
+      this.#observeDispatch(backend, item, false);
       return {
         queued: false,
         dispatch: Promise.resolve(this.#start(backend, item, request, this.#clock.now(), estimate)),
@@ -189,6 +192,7 @@ export class FairQueueScheduler implements Scheduler {
       }, request.maxWaitMs);
       backend.waiters.set(item, waiter);
       backend.policy.add(item);
+      backend.estimator.queued(this.#clock.now(), this.#queueEvent(backend, item));
       this.#onBackend(backend, request).queued += 1;
       tenant.queued += 1;
       tenant.queuedTokens += tokensOf(request);
@@ -213,13 +217,21 @@ export class FairQueueScheduler implements Scheduler {
       tokens,
     };
     const now = this.#clock.now();
-    const ahead = backend.policy.workAhead(probe);
-    const expectedRate = backend.rate.expected(now) ?? PRIOR_TOKENS_PER_SEC;
-    const slowRate = backend.rate.pessimistic(now) ?? PRIOR_TOKENS_PER_SEC;
-    return {
-      expectedMs: Math.round((ahead / expectedRate) * 1000),
-      worstCaseMs: Math.round(((ahead + tokens) / slowRate) * 1000),
-    };
+    const fallbackRate = (backend.rate.expected(now) ?? PRIOR_TOKENS_PER_SEC) / 1000;
+    return backend.estimator.estimate(
+      now,
+      {
+        tenantId: probe.tenantId,
+        level: probe.priority,
+        distance: backend.policy.distance(probe),
+        tenantPaced: backend.policy.tenantPaced,
+        aheadTokens: backend.policy.workAhead(probe),
+        tenantQueued: backend.tenants.get(probe.tenantId)?.queued ?? 0,
+        weight: probe.weight,
+      },
+      tokens,
+      fallbackRate,
+    );
   }
 
   /** Re-checks the gate of every backend: call when engine state changed. */
@@ -375,6 +387,7 @@ export class FairQueueScheduler implements Scheduler {
         if (output !== undefined) this.#predictor.observe(request.tenant.id, output);
         backend.policy.complete(item, output);
         backend.rate.record(this.#clock.now(), request.promptTokens + (output ?? item.predictedOutputTokens));
+        backend.estimator.completed(this.#clock.now(), tokens);
         this.#forgetIdle(request.tenant.id);
         this.#pump(backend);
       },
@@ -420,6 +433,7 @@ export class FairQueueScheduler implements Scheduler {
       for (const waiter of overtaken) waiter.bypassed++;
       this.#detach(backend, chosen);
       backend.policy.dispatch(chosen.item);
+      this.#observeDispatch(backend, chosen.item, true);
       chosen.resolve(this.#start(backend, chosen.item, chosen.request, chosen.enqueuedAt, chosen.estimate));
     }
   }
@@ -439,10 +453,25 @@ export class FairQueueScheduler implements Scheduler {
     return best.counter + serviceTokens(mine) / mine.weight < counter;
   }
 
+  #observeDispatch(backend: BackendState, item: QueuedRequest, queued: boolean): void {
+    backend.estimator.dispatched(this.#clock.now(), this.#queueEvent(backend, item), queued);
+  }
+
+  #queueEvent(backend: BackendState, item: QueuedRequest): QueueEvent {
+    return {
+      tenantId: item.tenantId,
+      level: item.priority,
+      levelClock: backend.policy.progress(item.priority),
+      tokens: serviceTokens(item),
+      weight: item.weight,
+    };
+  }
+
   #remove(backend: BackendState, waiter: Waiter): boolean {
     if (!backend.waiters.has(waiter.item)) return false;
     this.#detach(backend, waiter);
     backend.policy.remove(waiter.item);
+    backend.estimator.left(this.#clock.now(), this.#queueEvent(backend, waiter.item));
     this.#forgetIdle(waiter.request.tenant.id);
     return true;
   }
@@ -512,6 +541,7 @@ export class FairQueueScheduler implements Scheduler {
         inFlight: 0,
         inFlightTokens: 0,
         rate: new ServiceRate(),
+        estimator: new BackendEstimator(),
         tenants: new Map(),
         activeWeight: 0,
         sharing: undefined,

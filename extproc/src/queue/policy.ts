@@ -20,6 +20,12 @@ export interface QueuedRequest {
 
 export interface FairnessPolicy {
   readonly name: string;
+  /**
+   * True when distance() counts in the tenant's own weighted service (tokens / weight), so
+   * a backlogged tenant's wait follows from how fast its own service has been going; false
+   * when it counts the level's tokens (FCFS, round-robin).
+   */
+  readonly tenantPaced: boolean;
   /** Requests waiting. */
   readonly size: number;
   add(request: QueuedRequest): void;
@@ -43,6 +49,17 @@ export interface FairnessPolicy {
    * `tokens` tokens from the tenant: the basis of wait estimates.
    */
   workAhead(probe: WorkProbe): number;
+  /**
+   * A clock of the probe's priority level that only moves forward, as that level is
+   * served: VTC's virtual time; for the other policies, the tokens dispatched. Wait
+   * estimates measure how fast it moves.
+   */
+  progress(priority: number): number;
+  /**
+   * How far progress(probe.priority) must move before a new request of the probe's tenant
+   * is served (VTC: from virtual time to the tenant's start tag; others: the tokens ahead).
+   */
+  distance(probe: WorkProbe): number;
   /** Per-tenant accounting the policy keeps (virtual counters), for metrics and /v1/queue. */
   tenantCounters(): ReadonlyMap<string, number>;
   /** Counters this policy can share with other gateway replicas (VTC does; FCFS has none). */

@@ -4,9 +4,11 @@ import { type FairnessPolicy, type QueuedRequest, serviceTokens, type WorkProbe 
 /** First come, first served across all tenants: vLLM's own order, the baseline. */
 export class FcfsPolicy implements FairnessPolicy {
   readonly name = "fcfs";
+  readonly tenantPaced = false;
   readonly #queue = new LinkedQueue<QueuedRequest>();
   readonly #nodes = new Map<QueuedRequest, QueueNode<QueuedRequest>>();
   #queuedTokens = 0;
+  #dispatchedTokens = 0;
 
   get size(): number {
     return this.#queue.size;
@@ -35,13 +37,21 @@ export class FcfsPolicy implements FairnessPolicy {
   }
 
   dispatch(request: QueuedRequest): void {
-    this.remove(request);
+    if (this.remove(request)) this.#dispatchedTokens += serviceTokens(request);
   }
 
   complete(): void {}
 
   workAhead(_probe: WorkProbe): number {
     return this.#queuedTokens;
+  }
+
+  progress(_priority: number): number {
+    return this.#dispatchedTokens;
+  }
+
+  distance(probe: WorkProbe): number {
+    return this.workAhead(probe);
   }
 
   tenantCounters(): ReadonlyMap<string, number> {

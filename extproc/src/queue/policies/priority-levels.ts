@@ -31,6 +31,7 @@ export interface PriorityLevelsOptions {
  */
 export class PriorityLevelsPolicy implements FairnessPolicy {
   readonly name: string;
+  readonly tenantPaced: boolean;
   readonly #inner: FairnessPolicyFactory;
   readonly #bound: number;
   /** Levels sorted by priority, highest (lowest number) first. */
@@ -46,7 +47,9 @@ export class PriorityLevelsPolicy implements FairnessPolicy {
     if (!(options.starvationBound >= 1)) throw new RangeError("starvationBound must be >= 1");
     this.#inner = options.inner;
     this.#bound = options.starvationBound;
-    this.name = options.name ?? `priority(${options.inner().name})`;
+    const sample = options.inner();
+    this.name = options.name ?? `priority(${sample.name})`;
+    this.tenantPaced = sample.tenantPaced;
   }
 
   get size(): number {
@@ -101,6 +104,14 @@ export class PriorityLevelsPolicy implements FairnessPolicy {
       else if (level.priority === probe.priority) ahead += level.policy.workAhead(probe);
     }
     return ahead;
+  }
+
+  progress(priority: number): number {
+    return this.#levels.find((l) => l.priority === priority)?.policy.progress(priority) ?? 0;
+  }
+
+  distance(probe: WorkProbe): number {
+    return this.#levels.find((l) => l.priority === probe.priority)?.policy.distance(probe) ?? 0;
   }
 
   tenantCounters(): ReadonlyMap<string, number> {

@@ -1,4 +1,4 @@
-import type { FairnessPolicy, QueuedRequest, WorkProbe } from "../policy.ts";
+import { type FairnessPolicy, type QueuedRequest, serviceTokens, type WorkProbe } from "../policy.ts";
 import { type TenantQueue, TenantQueues } from "./tenant-queues.ts";
 
 /**
@@ -7,9 +7,11 @@ import { type TenantQueue, TenantQueues } from "./tenant-queues.ts";
  */
 export class RoundRobinPolicy implements FairnessPolicy {
   readonly name = "round-robin";
+  readonly tenantPaced = false;
   readonly #queues = new TenantQueues();
   /** Backlogged tenants in turn order; the head is served next. */
   #turn: TenantQueue[] = [];
+  #dispatchedTokens = 0;
 
   get size(): number {
     return this.#queues.size;
@@ -41,6 +43,7 @@ export class RoundRobinPolicy implements FairnessPolicy {
   dispatch(request: QueuedRequest): void {
     const tenant = this.#queues.remove(request);
     if (!tenant) return;
+    this.#dispatchedTokens += serviceTokens(request);
     this.#turn = this.#turn.filter((t) => t !== tenant);
     if (tenant.queue.size > 0) this.#turn.push(tenant);
   }
@@ -60,6 +63,14 @@ export class RoundRobinPolicy implements FairnessPolicy {
       ahead += Math.min(tenant.queuedTokens, mine * perRequest);
     }
     return ahead;
+  }
+
+  progress(_priority: number): number {
+    return this.#dispatchedTokens;
+  }
+
+  distance(probe: WorkProbe): number {
+    return this.workAhead(probe);
   }
 
   tenantCounters(): ReadonlyMap<string, number> {

@@ -29,6 +29,7 @@ interface Account {
  */
 export class VtcPolicy implements FairnessPolicy {
   readonly name = "vtc";
+  readonly tenantPaced = true;
   readonly #queues = new TenantQueues();
   readonly #accounts = new Map<string, Account>();
   readonly #backlogged = new IndexedHeap<Account>(
@@ -36,6 +37,12 @@ export class VtcPolicy implements FairnessPolicy {
   );
   /** Virtual time: the counter of the last tenant served; never decreases. */
   #virtualTime = 0;
+  /**
+   * The service each backlogged tenant gets per unit of weight, summed over dispatches:
+   * what virtual time would be with exact output predictions. Completion corrections move
+   * counters (and virtual time) in jumps; this moves smoothly, so its rate can be measured.
+   */
+  #fluidTime = 0;
   /** Sum of the weights of the backlogged tenants. */
   #backloggedWeight = 0;
   /** Charges and lifts not yet sent to the other replicas (only once sharing is asked for). */
@@ -88,6 +95,7 @@ export class VtcPolicy implements FairnessPolicy {
     const tenant = this.#queues.remove(request);
     if (!tenant) return;
     const account = this.#account(request);
+    this.#fluidTime += serviceTokens(request) / Math.max(this.#backloggedWeight, account.weight);
     this.#virtualTime = Math.max(this.#virtualTime, account.counter);
     account.counter += serviceTokens(request) / account.weight;
     this.#addDelta(account.tenantId, serviceTokens(request) / account.weight);
@@ -142,6 +150,17 @@ export class VtcPolicy implements FairnessPolicy {
       countedWeight += account.weight;
     }
     return ahead;
+  }
+
+  progress(_priority: number): number {
+    return this.#fluidTime;
+  }
+
+  distance(probe: WorkProbe): number {
+    const mine = this.#accounts.get(probe.tenantId);
+    const floor = this.#backlogged.peek()?.counter ?? this.#virtualTime;
+    const myCounter = mine?.queue ? mine.counter : Math.max(mine?.counter ?? 0, floor);
+    return Math.max(0, myCounter + (mine?.queue?.queuedTokens ?? 0) / probe.weight - floor);
   }
 
   sharedCounters(): SharedCounters {

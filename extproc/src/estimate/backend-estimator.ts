@@ -1,0 +1,227 @@
+import { ProgressMeter } from "./progress-meter.ts";
+import { RecentValues } from "./recent-values.ts";
+
+/** Where a new request would stand in one backend's queue, as the fairness policy sees it. */
+export interface QueueStanding {
+  readonly tenantId: string;
+  /** The request's priority level: each level has its own progress clock. */
+  readonly level: number;
+  /** How far the clock must move before it is served (see FairnessPolicy.distance). */
+  readonly distance: number;
+  /** Whether distance counts the tenant's own weighted service (VTC) or the level's tokens. */
+  readonly tenantPaced: boolean;
+  /** Tokens of work the policy would serve before it (the fallback until a rate is measured). */
+  readonly aheadTokens: number;
+  /** Requests of the same tenant already waiting on this backend (served before it). */
+  readonly tenantQueued: number;
+  readonly weight: number;
+}
+
+export interface QueueWaitEstimate {
+  readonly expectedMs: number;
+  readonly worstCaseMs: number;
+}
+
+/** A clock and the meter of how fast it moves while its owner has requests waiting. */
+interface ClockTrack {
+  readonly meter: ProgressMeter;
+  queued: number;
+  /** A tenant's own clock: the requests it has had dispatched. */
+  total: number;
+  lastAt: number;
+  lastClock: number;
+}
+
+/** What one request that joins, leaves or goes changes. */
+export interface QueueEvent {
+  readonly tenantId: string;
+  readonly level: number;
+  /** The level's progress clock after the event (FairnessPolicy.progress). */
+  readonly levelClock: number;
+  /** Prompt + predicted output, and the tenant's weight. */
+  readonly tokens: number;
+  readonly weight: number;
+}
+
+/**
+ * Learns how fast one backend's queue moves and turns a queue standing into an expected
+ * and a worst-case wait. Paces are measured only while their owner has requests waiting
+ * (an idle queue stands still because nobody asks, not because service is slow):
+ *
+ * - each tenant's own dispatches per ms: under VTC a backlogged tenant's pace already
+ *   holds what everyone else took meanwhile, including tenants that arrived later and
+ *   went first, so its next request waits for the ones it has queued at that pace;
+ * - each priority level's progress clock and the backend's dispatched tokens, for the
+ *   work the policy serves before a tenant with nothing queued, and for policies that
+ *   count the level's tokens (FCFS, round-robin);
+ * - the gaps between completions and the KV footprint each frees: even the request the
+ *   policy would serve next waits until the gate has room for it.
+ *
+ * The worst case treats dispatches as a Poisson stream at the measured pace (two standard
+ * deviations past the mean count) and adds the slowest few percent of completion gaps.
+ */
+export class BackendEstimator {
+  readonly #levels = new Map<number, ClockTrack>();
+  readonly #tenants = new Map<string, ClockTrack>();
+  /** All levels together, in tokens dispatched: the fallback clock. */
+  readonly #all: ClockTrack = newTrack(0, 0);
+  #dispatchedTokens = 0;
+  #lastDispatchAt: number | undefined;
+  #busySince: number | undefined;
+  /** Time from one dispatch (or the queue filling) to the next while requests wait. */
+  readonly #gaps = new RecentValues(256);
+  /** Time between completions, and the KV footprint each completion frees. */
+  readonly #completionGaps = new RecentValues(256);
+  readonly #freedTokens = new RecentValues(256);
+  #lastCompletionAt: number | undefined;
+  #lastSweep = 0;
+
+  /** A request joined the queue. */
+  queued(now: number, event: QueueEvent): void {
+    this.#touch(now, event);
+    this.#levelTrack(event.level, now, event.levelClock).queued++;
+    this.#tenantTrack(event.tenantId, now).queued++;
+    if (this.#all.queued === 0) this.#busySince = now;
+    this.#all.queued++;
+  }
+
+  /** A waiting request left without being served (cancelled, timed out, refused). */
+  left(now: number, event: QueueEvent): void {
+    this.#touch(now, event);
+    this.#release(event);
+  }
+
+  /** A request went to the backend; `queued` says whether it had been waiting. */
+  dispatched(now: number, event: QueueEvent, queued: boolean): void {
+    if (this.#all.queued > 0 && this.#busySince !== undefined) {
+      this.#gaps.add(now - Math.max(this.#busySince, this.#lastDispatchAt ?? this.#busySince));
+    }
+    this.#lastDispatchAt = now;
+    this.#dispatchedTokens += event.tokens;
+    const tenant = this.#tenants.get(event.tenantId);
+    if (tenant) tenant.total += 1;
+    this.#touch(now, event);
+    if (queued) this.#release(event);
+    this.#sweep(now);
+  }
+
+  /** A dispatched request finished, freeing `tokens` of KV footprint (prompt + max output). */
+  completed(now: number, tokens: number): void {
+    if (this.#lastCompletionAt !== undefined) this.#completionGaps.add(now - this.#lastCompletionAt);
+    this.#lastCompletionAt = now;
+    this.#freedTokens.add(tokens);
+  }
+
+  estimate(
+    now: number,
+    standing: QueueStanding,
+    tokens: number,
+    fallbackTokensPerMs: number,
+  ): QueueWaitEstimate {
+    const tokenRate = this.#all.meter.rate(now) ?? fallbackTokensPerMs;
+    // Next in the policy's order, a request waits for the gate: until enough in-flight
+    // requests finish to make room for its KV footprint. Measured from completions, which
+    // happen whether or not anything waits (learning from the waits of admitted requests
+    // alone would never correct a pessimistic estimate that refuses them).
+    const completionGap = this.#completionGaps.mean() ?? this.#gaps.mean() ?? 0;
+    const completionHigh = this.#completionGaps.quantile(GAP_QUANTILE) ?? completionGap;
+    const freed = Math.max(1, this.#freedTokens.mean() ?? tokens);
+    const needed = Math.max(1, tokens / freed);
+    const frontMs = completionGap * needed;
+    const frontWorstMs = completionHigh * needed;
+
+    // A backlogged tenant's request goes after the ones it already has waiting, at the pace
+    // its own requests have been going (half an interval, on average, to the next one).
+    // Counting requests rather than predicted tokens keeps early, stale output predictions
+    // of long-queued requests out of the arithmetic.
+    const own =
+      standing.tenantPaced && standing.tenantQueued > 0 ? this.#tenants.get(standing.tenantId) : undefined;
+    const ownRate = own?.meter.rate(now) ?? null;
+    if (ownRate !== null) {
+      const dispatches = standing.tenantQueued + 0.5;
+      const expectedMs = dispatches / ownRate;
+      // The tenant's dispatches come about as a Poisson stream at its measured pace: two
+      // standard deviations past the mean, plus the front's own worst.
+      const worstCaseMs = (dispatches + 2 * Math.sqrt(dispatches)) / ownRate + frontWorstMs;
+      return rounded(expectedMs, worstCaseMs);
+    }
+    // Otherwise the work the policy serves first goes at the level's pace: measured by its
+    // progress clock once the level has had requests waiting, else by the backend's tokens.
+    // A tenant with nothing waiting has no pace of its own; what stands before it is the
+    // tokens others are owed.
+    const level = this.#levels.get(standing.level)?.meter.rate(now) ?? null;
+    const fluid =
+      level !== null && standing.tenantQueued > 0
+        ? standing.distance / level
+        : standing.aheadTokens / tokenRate;
+    // Each dispatch interval is one event of that stream: two standard deviations of a
+    // Poisson count of them, plus the front's own worst.
+    const gap = Math.max(1, this.#gaps.mean() ?? completionGap);
+    const events = fluid / gap;
+    const expectedMs = fluid + frontMs;
+    const worstCaseMs = fluid + 2 * Math.sqrt(events) * gap + frontWorstMs;
+    return rounded(expectedMs, worstCaseMs);
+  }
+
+  /** Credits every clock the event touches with the time since its last event. */
+  #touch(now: number, event: QueueEvent): void {
+    advance(this.#levelTrack(event.level, now, event.levelClock), now, event.levelClock);
+    advance(this.#all, now, this.#dispatchedTokens);
+    const tenant = this.#tenants.get(event.tenantId);
+    if (tenant) advance(tenant, now, tenant.total);
+  }
+
+  #release(event: QueueEvent): void {
+    const level = this.#levels.get(event.level);
+    if (level) level.queued = Math.max(0, level.queued - 1);
+    const tenant = this.#tenants.get(event.tenantId);
+    if (tenant) tenant.queued = Math.max(0, tenant.queued - 1);
+    this.#all.queued = Math.max(0, this.#all.queued - 1);
+  }
+
+  #levelTrack(level: number, now: number, clock: number): ClockTrack {
+    let track = this.#levels.get(level);
+    if (!track) {
+      track = newTrack(now, clock);
+      this.#levels.set(level, track);
+    }
+    return track;
+  }
+
+  #tenantTrack(tenantId: string, now: number): ClockTrack {
+    let track = this.#tenants.get(tenantId);
+    if (!track) {
+      track = newTrack(now, 0);
+      this.#tenants.set(tenantId, track);
+    }
+    return track;
+  }
+
+  // Tenants come and go; one idle for a whole window has nothing left to say.
+  #sweep(now: number): void {
+    if (now - this.#lastSweep < SWEEP_EVERY_MS) return;
+    this.#lastSweep = now;
+    for (const [id, track] of this.#tenants)
+      if (track.queued === 0 && now - track.lastAt > SWEEP_EVERY_MS) this.#tenants.delete(id);
+  }
+}
+
+/** Gaps above this quantile count as the worst a request at the head waits for a slot. */
+const GAP_QUANTILE = 0.97;
+
+const SWEEP_EVERY_MS = 30_000;
+
+function rounded(expectedMs: number, worstCaseMs: number): QueueWaitEstimate {
+  return { expectedMs: Math.round(expectedMs), worstCaseMs: Math.round(Math.max(expectedMs, worstCaseMs)) };
+}
+
+function newTrack(now: number, clock: number): ClockTrack {
+  return { meter: new ProgressMeter(), queued: 0, total: 0, lastAt: now, lastClock: clock };
+}
+
+/** Credits the clock's movement since the last event to the meter if requests were waiting. */
+function advance(track: ClockTrack, now: number, clock: number): void {
+  if (track.queued > 0) track.meter.record(now, clock - track.lastClock, now - track.lastAt);
+  track.lastAt = now;
+  track.lastClock = clock;
+}

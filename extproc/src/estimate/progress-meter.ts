@@ -1,0 +1,77 @@
+/**
+ * How fast a queue's progress clock moves while requests wait in it, over a sliding window
+ * of fixed-width buckets. Only time with something waiting counts: an idle queue's clock
+ * stands still because nobody asks for service, not because service is slow.
+ */
+export class ProgressMeter {
+  readonly #bucketMs: number;
+  readonly #advance: number[];
+  readonly #busyMs: number[];
+  #index = -1;
+  #origin: number | undefined;
+  /** The last rate measured, kept for when the window holds too little busy time. */
+  #lastRate: number | null = null;
+
+  constructor(options: { windowMs?: number; buckets?: number } = {}) {
+    const buckets = options.buckets ?? 10;
+    this.#bucketMs = (options.windowMs ?? 20_000) / buckets;
+    this.#advance = new Array(buckets).fill(0);
+    this.#busyMs = new Array(buckets).fill(0);
+  }
+
+  /** The clock moved by `advance` over `busyMs` of time with requests waiting, ending now. */
+  record(now: number, advance: number, busyMs: number): void {
+    if (!(busyMs >= 0) || !Number.isFinite(advance) || (busyMs === 0 && advance <= 0)) return;
+    const slot = this.#roll(now);
+    this.#advance[slot] = (this.#advance[slot] ?? 0) + Math.max(0, advance);
+    this.#busyMs[slot] = (this.#busyMs[slot] ?? 0) + busyMs;
+  }
+
+  /** Clock units per ms over the window's busy time, or null before enough was seen. */
+  rate(now: number): number | null {
+    this.#roll(now);
+    let advance = 0;
+    let busy = 0;
+    for (let i = 0; i < this.#advance.length; i++) {
+      advance += this.#advance[i] ?? 0;
+      busy += this.#busyMs[i] ?? 0;
+    }
+    if (busy >= MIN_BUSY_MS && advance > 0) this.#lastRate = advance / busy;
+    return this.#lastRate;
+  }
+
+  /**
+   * The slowest bucket's rate among those busy for at least a quarter of their width (a
+   * pessimistic rate for worst cases), or the window rate when none qualifies.
+   */
+  slowRate(now: number): number | null {
+    const expected = this.rate(now);
+    if (expected === null) return null;
+    let slowest = expected;
+    for (let i = 0; i < this.#advance.length; i++) {
+      const busy = this.#busyMs[i] ?? 0;
+      if (busy < this.#bucketMs / 4) continue;
+      slowest = Math.min(slowest, (this.#advance[i] ?? 0) / busy);
+    }
+    return slowest;
+  }
+
+  #roll(now: number): number {
+    const buckets = this.#advance.length;
+    this.#origin ??= now;
+    const index = Math.floor((now - this.#origin) / this.#bucketMs);
+    if (index > this.#index) {
+      const steps = Math.min(index - this.#index, buckets);
+      for (let i = 1; i <= steps; i++) {
+        const slot = (this.#index + i) % buckets;
+        this.#advance[slot] = 0;
+        this.#busyMs[slot] = 0;
+      }
+      this.#index = index;
+    }
+    return this.#index % buckets;
+  }
+}
+
+/** Busy time a window needs before its rate replaces the last one. */
+const MIN_BUSY_MS = 500;

@@ -1,0 +1,36 @@
+/** The last `capacity` values of a measurement, with their mean and quantiles. */
+export class RecentValues {
+  readonly #values: number[] = [];
+  readonly #capacity: number;
+  #next = 0;
+  #sorted: number[] | undefined;
+
+  constructor(capacity = 256) {
+    this.#capacity = capacity;
+  }
+
+  get size(): number {
+    return this.#values.length;
+  }
+
+  add(value: number): void {
+    if (!Number.isFinite(value)) return;
+    if (this.#values.length < this.#capacity) this.#values.push(value);
+    else this.#values[this.#next] = value;
+    this.#next = (this.#next + 1) % this.#capacity;
+    this.#sorted = undefined;
+  }
+
+  mean(): number | undefined {
+    if (this.#values.length === 0) return undefined;
+    return this.#values.reduce((a, b) => a + b, 0) / this.#values.length;
+  }
+
+  /** q in [0, 1]; nearest rank. */
+  quantile(q: number): number | undefined {
+    if (this.#values.length === 0) return undefined;
+    this.#sorted ??= [...this.#values].sort((a, b) => a - b);
+    const rank = Math.min(this.#sorted.length - 1, Math.max(0, Math.ceil(q * this.#sorted.length) - 1));
+    return this.#sorted[rank];
+  }
+}
