@@ -133,6 +133,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       }),
       maxBypass: scheduling.maxBypass,
       headroom: scheduling.headroom,
+      engineSignals: (backend) => engine.signals(backend),
     });
   const metrics = new GatewayMetrics({
     snapshot: () => scheduler.snapshot(),

@@ -103,6 +103,7 @@ describe("ext_proc protocol (real gRPC)", () => {
     assert.equal(set["x-fairgate-queue-wait-ms"], "0");
     assert.equal(set["x-fairgate-estimated-wait-ms"], "0");
     assert.equal(set["x-fairgate-worst-case-wait-ms"], "0");
+    assert.match(set["x-fairgate-estimated-ttft-ms"] ?? "", /^\d+$/);
     stream.end();
     assert.equal((await stream.status).code, grpc.status.OK);
   });

@@ -127,7 +127,7 @@ describe("FairQueueScheduler with the FCFS policy", () => {
 
   it("estimates zero wait when there is headroom and a positive wait behind a queue", () => {
     const scheduler = fcfs(new ManualClock());
-    assert.deepEqual(scheduler.estimate(request("x")), { expectedMs: 0, worstCaseMs: 0 });
+    assert.deepEqual(scheduler.estimate(request("x")), { expectedMs: 0, worstCaseMs: 0, expectedTtftMs: 0 });
     const signal = new AbortController().signal;
     scheduler.submit(request("a"), signal);
     scheduler.submit(request("b"), signal);

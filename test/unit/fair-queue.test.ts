@@ -179,12 +179,53 @@ describe("FairQueueScheduler with VTC and the engine-aware gate", () => {
       assert.ok(e instanceof FairgateError);
       assert.equal(e.code, "queue_full");
       assert.match(e.headers["retry-after"] ?? "", /^[1-9]\d*$/);
+      // The refusal says what a wait would have been.
+      for (const name of [
+        "x-fairgate-estimated-wait-ms",
+        "x-fairgate-worst-case-wait-ms",
+        "x-fairgate-estimated-ttft-ms",
+      ])
+        assert.match(e.headers[name] ?? "", /^\d+$/, name);
       return true;
     });
     assert.equal(h.queuedOf("initech"), 1);
     assert.equal(h.backend.queued, 1);
     // Other tenants are not limited by initech's cap.
     assert.equal(h.submit(request("g", "globex")).queued, true);
+  });
+
+  it("adds a loading engine's remaining time and the prefill time to the estimate", () => {
+    let signals: EngineSignals = {
+      running: 0,
+      waiting: 0,
+      kvCacheUsage: 0,
+      fresh: true,
+      prefillMsPerPromptToken: 0.5,
+    };
+    const scheduler = new FairQueueScheduler({
+      policy: () => policy,
+      clock: new ManualClock(),
+      fairness: fairnessPolicyFor({ policy: "vtc", starvationBound: 10 }),
+      gate: new EngineAwareGate({ engineSignals: () => signals }),
+      engineSignals: () => signals,
+    });
+    // Idle engine: no wait; TTFT is the prefill of the 50-token prompt.
+    assert.deepEqual(scheduler.estimate(request("x", "acme")), {
+      expectedMs: 0,
+      worstCaseMs: 0,
+      expectedTtftMs: 25,
+    });
+    signals = {
+      running: 0,
+      waiting: 0,
+      kvCacheUsage: 1,
+      fresh: false,
+      loadingRemainingMs: { expected: 20_000, worst: 45_000 },
+    };
+    const loading = scheduler.estimate(request("x", "acme"));
+    assert.ok(loading.expectedMs >= 20_000 && loading.expectedMs < 21_000, `${loading.expectedMs}`);
+    assert.ok(loading.worstCaseMs >= 45_000, `${loading.worstCaseMs}`);
+    assert.equal(loading.expectedTtftMs, loading.expectedMs);
   });
 
   it("refuses with queue_timeout after the tenant's maxQueueWaitMs, with retry-after", async () => {

@@ -111,6 +111,7 @@ function fairQueue(
       ? { maxBypass: scheduling.maxBypass, headroom: scheduling.headroom }
       : { maxBypass: 0, tenantKvShares: false }),
     name: policy === "vtc" ? "fairgate" : policy,
+    engineSignals: context.engineSignals,
   });
 }
 

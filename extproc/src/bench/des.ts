@@ -51,6 +51,7 @@ export interface RequestRecord {
   queued?: boolean;
   estimatedWaitMs?: number;
   worstCaseWaitMs?: number;
+  estimatedTtftMs?: number;
   dispatchedMs?: number;
   firstTokenMs?: number;
   finishedMs?: number;
@@ -208,6 +209,10 @@ export async function runScenario(
   }
   let outstanding = 0;
   let nextId = 0;
+  // The engine's prefill time per prompt token, as vLLM's request_prefill_time_seconds
+  // histogram reports it to the poller (our engine queue is short, so dispatch to first
+  // token is prefill).
+  const prefill = new PrefillPace();
 
   /** `done` gets the ms a well-behaved client waits before its next request (retry-after on a refusal). */
   const send = (
@@ -264,12 +269,14 @@ export async function runScenario(
         if (submission.queued) {
           record.estimatedWaitMs = dispatch.estimate.expectedMs;
           record.worstCaseWaitMs = dispatch.estimate.worstCaseMs;
+          record.estimatedTtftMs = dispatch.estimate.expectedTtftMs;
         }
         runner.submit(
           { id: String(record.id), promptTokens, maxTokens, outputTokens: record.outputTokens },
           {
             onFirstToken: (t) => {
               record.firstTokenMs = t;
+              prefill.observe(t - (record.dispatchedMs ?? t), promptTokens);
               if (account && inWindow(t)) account.serviceTokens += promptTokens;
             },
             onTokens: (count, t) => {
@@ -362,6 +369,7 @@ export async function runScenario(
       kvCacheUsage: stats.kvCacheUsage,
       kvCapacityTokens,
       fresh: true,
+      ...prefill.signal(),
     };
     scheduler.poke?.();
     if (clock.now() < durationMs || outstanding > 0) clock.setTimeout(sample, scrapeMs);
@@ -393,6 +401,23 @@ export async function runScenario(
     wallMs: performance.now() - started,
     events,
   };
+}
+
+/** Prefill milliseconds per prompt token over the last few hundred first tokens. */
+class PrefillPace {
+  #ms = 0;
+  #tokens = 0;
+
+  observe(ms: number, promptTokens: number): void {
+    if (!(ms >= 0) || !(promptTokens > 0)) return;
+    const keep = 0.995;
+    this.#ms = this.#ms * keep + ms;
+    this.#tokens = this.#tokens * keep + promptTokens;
+  }
+
+  signal(): { prefillMsPerPromptToken?: number } {
+    return this.#tokens > 0 ? { prefillMsPerPromptToken: this.#ms / this.#tokens } : {};
+  }
 }
 
 function retryAfterMs(error: FairgateError): number {

@@ -22,6 +22,8 @@ export interface EngineSnapshot {
   readonly promptTokensTotal: number;
   readonly generationTokensTotal: number;
   readonly preemptionsTotal: number;
+  /** Sum of vllm:request_prefill_time_seconds (0 when the engine does not export it). */
+  readonly prefillSecondsTotal: number;
   /** Distinct model_name label values. */
   readonly models: readonly string[];
   /** Distinct engine label values (1 when the exposition has no engine label). */
@@ -47,6 +49,7 @@ const CACHE_INFO = "vllm:cache_config_info";
 const PROMPT = "vllm:prompt_tokens_total";
 const GENERATION = "vllm:generation_tokens_total";
 const PREEMPTIONS = "vllm:num_preemptions_total";
+const PREFILL_SUM = "vllm:request_prefill_time_seconds_sum";
 
 /** Parses one /metrics body. Fails only when no vLLM engine gauge is present at all. */
 export function parseEngineMetrics(text: string, scrapedAt: number): EngineParseResult {
@@ -109,6 +112,7 @@ export function parseEngineMetrics(text: string, scrapedAt: number): EngineParse
     promptTokensTotal: counterTotal(samples(PROMPT)),
     generationTokensTotal: counterTotal(samples(GENERATION)),
     preemptionsTotal: counterTotal(samples(PREEMPTIONS)),
+    prefillSecondsTotal: counterTotal(samples(PREFILL_SUM)),
     models: distinct([...running, ...waiting, ...kvSamples], "model_name"),
     engines: Math.max(1, distinct([...running, ...waiting, ...kvSamples], "engine").length),
     scrapedAt,
@@ -138,6 +142,7 @@ export function aggregateSnapshots(snapshots: readonly EngineSnapshot[]): Engine
     promptTokensTotal: sum((s) => s.promptTokensTotal),
     generationTokensTotal: sum((s) => s.generationTokensTotal),
     preemptionsTotal: sum((s) => s.preemptionsTotal),
+    prefillSecondsTotal: sum((s) => s.prefillSecondsTotal),
     models: [...new Set(snapshots.flatMap((s) => s.models))].sort(),
     engines: sum((s) => s.engines),
     scrapedAt: Math.min(...snapshots.map((s) => s.scrapedAt)),

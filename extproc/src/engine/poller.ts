@@ -40,6 +40,8 @@ export interface EndpointEngineState {
   readonly loadDurationsMs: readonly number[];
   /** Prompt + generation tokens per second over the rate window, null until measured. */
   readonly tokensPerSecond: number | null;
+  /** Prefill seconds per prompt token over the rate window (vllm:request_prefill_time_seconds). */
+  readonly prefillMsPerPromptToken?: number;
 }
 
 /**
@@ -110,6 +112,8 @@ interface Endpoint {
   readonly healthUrl: string;
   intervalMs: number;
   readonly rate: CounterRate;
+  readonly promptRate: CounterRate;
+  readonly prefillRate: CounterRate;
   everServing: boolean;
   timer?: TimerHandle;
   running?: Promise<EndpointEngineState>;
@@ -185,6 +189,8 @@ export class EnginePoller {
         ...spec,
         healthUrl: healthUrlFor(spec.url),
         rate: new CounterRate(this.#rateWindowMs),
+        promptRate: new CounterRate(this.#rateWindowMs),
+        prefillRate: new CounterRate(this.#rateWindowMs),
         everServing: false,
         removed: false,
       };
@@ -234,14 +240,29 @@ export class EnginePoller {
     const now = this.#clock.now();
     const bound = staleAfterMs(intervalMs);
     const usable: EngineSnapshot[] = [];
-    for (const state of this.#store.read(backend)) {
+    const prefill: number[] = [];
+    const states = this.#store.read(backend);
+    for (const state of states) {
       if (state.status !== "serving" || !state.snapshot || state.lastScrapeOkAt === undefined) continue;
       if (now - state.lastScrapeOkAt > bound) continue;
       usable.push(state.snapshot);
+      if (state.prefillMsPerPromptToken !== undefined) prefill.push(state.prefillMsPerPromptToken);
     }
     const engine = aggregateSnapshots(usable);
-    if (!engine) return { running: 0, waiting: 0, kvCacheUsage: 1, fresh: false };
+    if (!engine) {
+      const loading = loadingRemaining(states, now);
+      return {
+        running: 0,
+        waiting: 0,
+        kvCacheUsage: 1,
+        fresh: false,
+        ...(loading ? { loadingRemainingMs: loading } : {}),
+      };
+    }
     return {
+      ...(prefill.length > 0
+        ? { prefillMsPerPromptToken: prefill.reduce((a, b) => a + b, 0) / prefill.length }
+        : {}),
       running: engine.running,
       waiting: engine.waiting,
       kvCacheUsage: engine.kvCacheUsage,
@@ -295,6 +316,8 @@ export class EnginePoller {
         snapshot = parsed.snapshot;
         lastScrapeOkAt = now;
         endpoint.rate.observe(snapshot.promptTokensTotal + snapshot.generationTokensTotal, now);
+        endpoint.promptRate.observe(snapshot.promptTokensTotal, now);
+        endpoint.prefillRate.observe(snapshot.prefillSecondsTotal, now);
       } else errors.push(`metrics: ${parsed.error}`);
     } else errors.push(`metrics: ${"error" in metrics ? metrics.error : `HTTP ${metrics.status}`}`);
 
@@ -356,6 +379,7 @@ export class EnginePoller {
       ...(loadingSince !== undefined ? { loadingSince } : {}),
       loadDurationsMs,
       tokensPerSecond: endpoint.rate.perSecond(),
+      ...prefillPace(endpoint),
     };
     if (endpoint.removed) return state;
     await this.#store.write(state);
@@ -404,4 +428,35 @@ function describeFetchError(error: unknown, signal: AbortSignal): string {
 
 function key(backend: string, url: string): string {
   return `${backend}\n${url}`;
+}
+
+/** Prefill ms per prompt token over the rate window, when the engine exports prefill times. */
+function prefillPace(endpoint: Endpoint): { prefillMsPerPromptToken?: number } {
+  const prompt = endpoint.promptRate.perSecond();
+  const prefill = endpoint.prefillRate.perSecond();
+  if (prompt === null || prefill === null || !(prompt > 0) || !(prefill > 0)) return {};
+  return { prefillMsPerPromptToken: (prefill * 1000) / prompt };
+}
+
+/**
+ * For a backend whose endpoints are all loading: the soonest any of them is expected to
+ * serve (median of its past loads, less the time already spent) and at the latest (its
+ * longest load). Unknown without a measured load.
+ */
+function loadingRemaining(
+  states: readonly EndpointEngineState[],
+  now: number,
+): { expected: number; worst: number } | undefined {
+  let best: { expected: number; worst: number } | undefined;
+  for (const state of states) {
+    if (state.status !== "loading" || state.loadingSince === undefined || state.loadDurationsMs.length === 0)
+      continue;
+    const sorted = [...state.loadDurationsMs].sort((a, b) => a - b);
+    const elapsed = now - state.loadingSince;
+    const median = sorted[Math.floor((sorted.length - 1) / 2)] as number;
+    const longest = sorted.at(-1) as number;
+    const remaining = { expected: Math.max(0, median - elapsed), worst: Math.max(0, longest - elapsed) };
+    if (!best || remaining.expected < best.expected) best = remaining;
+  }
+  return best;
 }

@@ -22,6 +22,7 @@ import type { GatewayMetrics } from "../metrics/gateway-metrics.ts";
 import { type ApiKind, classifyRequest, type ParsedRequest, parseRequestBody } from "../openai/parse.ts";
 import type { TokenCounter } from "../openai/tokens.ts";
 import { deadlineRefusal } from "../scheduler/deadline.ts";
+import { ESTIMATE_HEADERS, estimateHeaders } from "../scheduler/estimate-headers.ts";
 import type { Dispatch, Scheduler } from "../scheduler/types.ts";
 import type {
   CommonResponse,
@@ -39,8 +40,7 @@ export const HEADERS = Object.freeze({
   tenant: TENANT_HEADER,
   priority: "x-fairgate-priority",
   queueWaitMs: "x-fairgate-queue-wait-ms",
-  estimatedWaitMs: "x-fairgate-estimated-wait-ms",
-  worstCaseWaitMs: "x-fairgate-worst-case-wait-ms",
+  ...ESTIMATE_HEADERS,
   maxWaitMs: "x-fairgate-max-wait-ms",
   /** Upstream only: the main stream's id, which the usage (observability) stream reads. */
   requestId: REQUEST_ID_HEADER,
@@ -428,8 +428,7 @@ export class StreamProcessor {
     if (this.#tenant) set[HEADERS.tenant] = this.#tenant.id;
     if (this.#dispatch) {
       set[HEADERS.queueWaitMs] = String(Math.round(this.#dispatch.waitedMs));
-      set[HEADERS.estimatedWaitMs] = String(this.#dispatch.estimate.expectedMs);
-      set[HEADERS.worstCaseWaitMs] = String(this.#dispatch.estimate.worstCaseMs);
+      Object.assign(set, estimateHeaders(this.#dispatch.estimate));
     }
     const mutation: HeaderMutation = headerMutation(set);
     this.#state = "response_body";

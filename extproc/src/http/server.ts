@@ -203,6 +203,7 @@ function estimateFor(
     max_tokens: maxTokens,
     estimated_wait_ms: estimate.expectedMs,
     worst_case_wait_ms: estimate.worstCaseMs,
+    estimated_ttft_ms: estimate.expectedTtftMs,
   };
 }
 

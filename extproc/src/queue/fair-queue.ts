@@ -1,8 +1,14 @@
-import { type AdmissionGate, type AdmissionVerdict, EngineAwareGate } from "../admission/gate.ts";
+import {
+  type AdmissionGate,
+  type AdmissionVerdict,
+  EngineAwareGate,
+  type EngineSignals,
+} from "../admission/gate.ts";
 import type { Clock, TimerHandle } from "../clock.ts";
 import type { Policy } from "../config/policy.ts";
 import { FairgateError } from "../errors.ts";
 import { BackendEstimator, type QueueEvent } from "../estimate/backend-estimator.ts";
+import { estimateHeaders } from "../scheduler/estimate-headers.ts";
 import { ServiceRate } from "../scheduler/service-rate.ts";
 import type {
   Dispatch,
@@ -97,6 +103,8 @@ export interface FairQueueOptions {
   shared?: SharedQueueState;
   /** Learns each tenant's output lengths from completions; pass one to share it (budgets). */
   predictor?: OutputPredictor;
+  /** The engine's state per backend, for loading time and prefill time in estimates. */
+  engineSignals?: (backend: string) => EngineSignals | undefined;
 }
 
 /**
@@ -118,6 +126,7 @@ export class FairQueueScheduler implements Scheduler {
   readonly #tenantKvShares: boolean;
   readonly #headroom: number;
   readonly #shared: SharedQueueState | undefined;
+  readonly #engineSignals: FairQueueOptions["engineSignals"];
   #seq = 0;
 
   constructor(options: FairQueueOptions) {
@@ -131,6 +140,7 @@ export class FairQueueScheduler implements Scheduler {
     this.#headroom = options.headroom ?? 0;
     this.#shared = options.shared;
     this.#predictor = options.predictor ?? new OutputPredictor();
+    this.#engineSignals = options.engineSignals;
     // Shared state is exchanged from the start, so a backend's first request already
     // counts the other replicas' load.
     if (this.#shared) for (const backend of this.#policy().backends) this.#backend(backend.name);
@@ -156,7 +166,10 @@ export class FairQueueScheduler implements Scheduler {
     if (maxQueued !== undefined && tenant.queued >= maxQueued) {
       const refusal = new FairgateError("queue_full", {
         message: `Tenant ${request.tenant.id} already has ${tenant.queued} requests queued (maxQueued ${maxQueued}).`,
-        headers: { "retry-after": String(Math.max(1, Math.ceil(estimate.expectedMs / 1000))) },
+        headers: {
+          "retry-after": String(Math.max(1, Math.ceil(estimate.expectedMs / 1000))),
+          ...estimateHeaders(estimate),
+        },
       });
       return { queued: false, dispatch: Promise.reject(refusal) };
     }
@@ -180,11 +193,14 @@ export class FairQueueScheduler implements Scheduler {
       waiter.detach = () => signal.removeEventListener("abort", onAbort);
       waiter.timer = this.#clock.setTimeout(() => {
         if (this.#remove(backend, waiter)) {
+          // What a request sent now would wait: the honest retry-after.
+          const now = this.estimate(request);
           reject(
             new FairgateError("queue_timeout", {
               message: `The request waited ${request.maxWaitMs} ms in the queue without reaching the engine.`,
               headers: {
-                "retry-after": String(Math.max(1, Math.ceil(this.estimate(request).expectedMs / 1000))),
+                "retry-after": String(Math.max(1, Math.ceil(now.expectedMs / 1000))),
+                ...estimateHeaders(now),
               },
             }),
           );
@@ -203,6 +219,23 @@ export class FairQueueScheduler implements Scheduler {
   }
 
   estimate(request: Omit<SchedulingRequest, "id" | "maxWaitMs">): WaitEstimate {
+    const engine = this.#engineSignals?.(request.backend);
+    const prefillMs = (engine?.prefillMsPerPromptToken ?? 0) * request.promptTokens;
+    const wait = this.#queueWait(request);
+    // A loading engine admits nothing until it serves: the time left comes first.
+    const loading = engine && !engine.fresh ? engine.loadingRemainingMs : undefined;
+    const expectedMs = wait.expectedMs + Math.round(loading?.expected ?? 0);
+    return {
+      expectedMs,
+      worstCaseMs: Math.max(expectedMs, wait.worstCaseMs + Math.round(loading?.worst ?? 0)),
+      expectedTtftMs: expectedMs + Math.round(prefillMs),
+    };
+  }
+
+  #queueWait(request: Omit<SchedulingRequest, "id" | "maxWaitMs">): {
+    expectedMs: number;
+    worstCaseMs: number;
+  } {
     const backend = this.#backend(request.backend);
     const tokens = tokensOf(request);
     const admits = this.#verdict(backend, request) === "admit";

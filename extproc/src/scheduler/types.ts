@@ -15,8 +15,13 @@ export interface SchedulingRequest {
 export interface WaitEstimate {
   /** Expected time in the queue, from the work ahead and the measured service rate. */
   readonly expectedMs: number;
-  /** Longest time the request could wait if everything ahead of it runs to max_tokens. */
+  /** A wait the request exceeds only rarely (the bench measures how rarely). */
   readonly worstCaseMs: number;
+  /**
+   * Expected time to first token: the expected wait, the time left until a loading engine
+   * serves, and the engine's prefill time for this prompt at its current load.
+   */
+  readonly expectedTtftMs: number;
 }
 
 /** What submit returns: whether the request had to queue (the caller then asks Envoy to
