@@ -116,6 +116,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     ...(engineStore ? { store: engineStore } : {}),
     onUpdate: (state) => engineChanged(state.backend),
   });
+  const engineSignals = (backend: string) => engine.signals(backend);
   // One picture of each tenant's output lengths, learned from completions: the fair queue
   // charges by it and budgets charge by it when a request names no max_tokens.
   const outputPredictor = new OutputPredictor();
@@ -129,16 +130,16 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       fairness: fairnessPolicyFor(scheduling),
       gate: new EngineAwareGate({
         maxEngineWaiting: scheduling.maxEngineWaiting,
-        engineSignals: (backend) => engine.signals(backend),
+        engineSignals,
       }),
       maxBypass: scheduling.maxBypass,
       headroom: scheduling.headroom,
-      engineSignals: (backend) => engine.signals(backend),
+      engineSignals,
     });
   const metrics = new GatewayMetrics({
     snapshot: () => scheduler.snapshot(),
     virtualCounters: virtualCountersOf(scheduler),
-    engineSignals: (backend) => engine.signals(backend),
+    engineSignals,
     policy: options.policy,
     collectProcessMetrics: options.collectProcessMetrics ?? true,
   });

@@ -44,7 +44,7 @@ describe("RecentValues", () => {
 });
 
 describe("BackendEstimator", () => {
-  const event = (tenantId: string, level = 0) => ({ tenantId, level, levelClock: 0, tokens: 100, weight: 1 });
+  const event = (tenantId: string, level = 0) => ({ tenantId, level, levelClock: 0, tokens: 100 });
 
   it("a backlogged tenant waits for its queued requests at its own measured pace", () => {
     const estimator = new BackendEstimator();
@@ -63,7 +63,6 @@ describe("BackendEstimator", () => {
         tenantPaced: true,
         aheadTokens: 1_000,
         tenantQueued: 10,
-        weight: 1,
       },
       100,
       1,
@@ -82,7 +81,6 @@ describe("BackendEstimator", () => {
       tenantPaced: true,
       aheadTokens: 0,
       tenantQueued: 0,
-      weight: 1,
     };
     assert.equal(estimator.estimate(2_000, standing, 100, 1).expectedMs, 50);
     // Four times the footprint a completion frees waits for about four completions.

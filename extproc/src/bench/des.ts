@@ -51,7 +51,6 @@ export interface RequestRecord {
   queued?: boolean;
   estimatedWaitMs?: number;
   worstCaseWaitMs?: number;
-  estimatedTtftMs?: number;
   dispatchedMs?: number;
   firstTokenMs?: number;
   finishedMs?: number;
@@ -269,7 +268,6 @@ export async function runScenario(
         if (submission.queued) {
           record.estimatedWaitMs = dispatch.estimate.expectedMs;
           record.worstCaseWaitMs = dispatch.estimate.worstCaseMs;
-          record.estimatedTtftMs = dispatch.estimate.expectedTtftMs;
         }
         runner.submit(
           { id: String(record.id), promptTokens, maxTokens, outputTokens: record.outputTokens },

@@ -14,7 +14,6 @@ export interface QueueStanding {
   readonly aheadTokens: number;
   /** Requests of the same tenant already waiting on this backend (served before it). */
   readonly tenantQueued: number;
-  readonly weight: number;
 }
 
 export interface QueueWaitEstimate {
@@ -38,9 +37,8 @@ export interface QueueEvent {
   readonly level: number;
   /** The level's progress clock after the event (FairnessPolicy.progress). */
   readonly levelClock: number;
-  /** Prompt + predicted output, and the tenant's weight. */
+  /** Prompt + predicted output. */
   readonly tokens: number;
-  readonly weight: number;
 }
 
 /**

@@ -40,22 +40,6 @@ export class ProgressMeter {
     return this.#lastRate;
   }
 
-  /**
-   * The slowest bucket's rate among those busy for at least a quarter of their width (a
-   * pessimistic rate for worst cases), or the window rate when none qualifies.
-   */
-  slowRate(now: number): number | null {
-    const expected = this.rate(now);
-    if (expected === null) return null;
-    let slowest = expected;
-    for (let i = 0; i < this.#advance.length; i++) {
-      const busy = this.#busyMs[i] ?? 0;
-      if (busy < this.#bucketMs / 4) continue;
-      slowest = Math.min(slowest, (this.#advance[i] ?? 0) / busy);
-    }
-    return slowest;
-  }
-
   #roll(now: number): number {
     const buckets = this.#advance.length;
     this.#origin ??= now;

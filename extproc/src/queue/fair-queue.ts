@@ -8,7 +8,7 @@ import type { Clock, TimerHandle } from "../clock.ts";
 import type { Policy } from "../config/policy.ts";
 import { FairgateError } from "../errors.ts";
 import { BackendEstimator, type QueueEvent } from "../estimate/backend-estimator.ts";
-import { estimateHeaders } from "../scheduler/estimate-headers.ts";
+import { refusalHeaders } from "../scheduler/estimate-headers.ts";
 import { ServiceRate } from "../scheduler/service-rate.ts";
 import type {
   Dispatch,
@@ -166,10 +166,7 @@ export class FairQueueScheduler implements Scheduler {
     if (maxQueued !== undefined && tenant.queued >= maxQueued) {
       const refusal = new FairgateError("queue_full", {
         message: `Tenant ${request.tenant.id} already has ${tenant.queued} requests queued (maxQueued ${maxQueued}).`,
-        headers: {
-          "retry-after": String(Math.max(1, Math.ceil(estimate.expectedMs / 1000))),
-          ...estimateHeaders(estimate),
-        },
+        headers: refusalHeaders(estimate),
       });
       return { queued: false, dispatch: Promise.reject(refusal) };
     }
@@ -193,15 +190,11 @@ export class FairQueueScheduler implements Scheduler {
       waiter.detach = () => signal.removeEventListener("abort", onAbort);
       waiter.timer = this.#clock.setTimeout(() => {
         if (this.#remove(backend, waiter)) {
-          // What a request sent now would wait: the honest retry-after.
-          const now = this.estimate(request);
           reject(
             new FairgateError("queue_timeout", {
               message: `The request waited ${request.maxWaitMs} ms in the queue without reaching the engine.`,
-              headers: {
-                "retry-after": String(Math.max(1, Math.ceil(now.expectedMs / 1000))),
-                ...estimateHeaders(now),
-              },
+              // What a request sent now would wait: the honest retry-after.
+              headers: refusalHeaders(this.estimate(request)),
             }),
           );
         }
@@ -260,7 +253,6 @@ export class FairQueueScheduler implements Scheduler {
         tenantPaced: backend.policy.tenantPaced,
         aheadTokens: backend.policy.workAhead(probe),
         tenantQueued: backend.tenants.get(probe.tenantId)?.queued ?? 0,
-        weight: probe.weight,
       },
       tokens,
       fallbackRate,
@@ -496,7 +488,6 @@ export class FairQueueScheduler implements Scheduler {
       level: item.priority,
       levelClock: backend.policy.progress(item.priority),
       tokens: serviceTokens(item),
-      weight: item.weight,
     };
   }
 

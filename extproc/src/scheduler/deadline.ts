@@ -1,5 +1,5 @@
 import { FairgateError } from "../errors.ts";
-import { estimateHeaders } from "./estimate-headers.ts";
+import { refusalHeaders } from "./estimate-headers.ts";
 import type { WaitEstimate } from "./types.ts";
 
 /**
@@ -14,9 +14,6 @@ export function deadlineRefusal(
   if (clientMaxWaitMs === undefined || estimate.worstCaseMs <= clientMaxWaitMs) return undefined;
   return new FairgateError("wait_exceeds_max", {
     message: `The worst-case wait is ${estimate.worstCaseMs} ms, over the ${clientMaxWaitMs} ms allowed by ${header}.`,
-    headers: {
-      "retry-after": String(Math.max(1, Math.ceil(estimate.expectedMs / 1000))),
-      ...estimateHeaders(estimate),
-    },
+    headers: refusalHeaders(estimate),
   });
 }

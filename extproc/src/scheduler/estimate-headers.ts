@@ -14,3 +14,11 @@ export function estimateHeaders(estimate: WaitEstimate): Record<string, string> 
     [ESTIMATE_HEADERS.estimatedTtftMs]: String(estimate.expectedTtftMs),
   };
 }
+
+/** A queue refusal's headers: retry after the expected wait (at least 1 s), and the estimate. */
+export function refusalHeaders(estimate: WaitEstimate): Record<string, string> {
+  return {
+    "retry-after": String(Math.max(1, Math.ceil(estimate.expectedMs / 1000))),
+    ...estimateHeaders(estimate),
+  };
+}

@@ -1,7 +1,7 @@
 /**
  * Measures how fast a backend completes work, in tokens per second, over a sliding
- * window of fixed-width buckets. The slowest full bucket gives a pessimistic rate for
- * worst-case estimates; the window average gives the expected rate.
+ * window of fixed-width buckets: /v1/queue's service rate, and the estimates' rate before
+ * the queue has measured its own.
  */
 export class ServiceRate {
   readonly #bucketMs: number;
@@ -30,19 +30,6 @@ export class ServiceRate {
     if (total <= 0) return null;
     const elapsed = Math.min(now - this.#startedAt, this.#bucketMs * this.#buckets);
     return (total / Math.max(elapsed, this.#bucketMs)) * 1000;
-  }
-
-  /** The slowest completed bucket's rate (ignoring empty ones, which mean idle, not slow). */
-  pessimistic(now: number): number | null {
-    const expected = this.expected(now);
-    if (expected === null) return null;
-    const full = Math.min(this.#currentIndex, this.#buckets - 1);
-    let slowest = expected;
-    for (let back = 1; back <= full; back++) {
-      const tokens = this.#tokens[(this.#currentIndex - back) % this.#buckets] ?? 0;
-      if (tokens > 0) slowest = Math.min(slowest, (tokens / this.#bucketMs) * 1000);
-    }
-    return slowest;
   }
 
   #roll(now: number): void {

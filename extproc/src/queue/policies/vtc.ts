@@ -126,11 +126,8 @@ export class VtcPolicy implements FairnessPolicy {
     // O(1): their counters are at least the last one walked, so together they get at most
     // (S - that counter) x their total weight, and never more than they have queued.
     if (!Number.isFinite(probe.tokens)) return this.#queues.queuedTokens;
-    const mine = this.#accounts.get(probe.tenantId);
-    const floor = this.#backlogged.peek()?.counter ?? this.#virtualTime;
-    const myCounter = mine?.queue ? mine.counter : Math.max(mine?.counter ?? 0, floor);
+    const { mine, start } = this.#startTag(probe);
     const myQueued = mine?.queue?.queuedTokens ?? 0;
-    const start = myCounter + myQueued / probe.weight;
     let ahead = myQueued;
     let countedTokens = myQueued;
     let countedWeight = mine?.queue ? mine.weight : 0;
@@ -157,10 +154,20 @@ export class VtcPolicy implements FairnessPolicy {
   }
 
   distance(probe: WorkProbe): number {
+    const { start, floor } = this.#startTag(probe);
+    return Math.max(0, start - floor);
+  }
+
+  /**
+   * The counter at which a new request of the probe's tenant becomes the one to serve:
+   * the tenant's counter (lifted to the floor, the smallest backlogged counter, if it is
+   * not backlogged) plus what it already has queued, per unit of weight.
+   */
+  #startTag(probe: WorkProbe): { mine: Account | undefined; floor: number; start: number } {
     const mine = this.#accounts.get(probe.tenantId);
     const floor = this.#backlogged.peek()?.counter ?? this.#virtualTime;
     const myCounter = mine?.queue ? mine.counter : Math.max(mine?.counter ?? 0, floor);
-    return Math.max(0, myCounter + (mine?.queue?.queuedTokens ?? 0) / probe.weight - floor);
+    return { mine, floor, start: myCounter + (mine?.queue?.queuedTokens ?? 0) / probe.weight };
   }
 
   sharedCounters(): SharedCounters {
