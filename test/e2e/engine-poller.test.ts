@@ -164,6 +164,54 @@ describe("EnginePoller staleness and health, on a manual clock", () => {
     assert.equal(p.signals("b")?.fresh, true);
   });
 
+  it("while an engine loads again, signals carry the time left from its past loads", async () => {
+    const server = await fake();
+    const clock = new ManualClock(0);
+    const p = new EnginePoller({
+      backends: [{ name: "b", metrics: [`${server.url}/metrics`], scrapeIntervalMs: 200 }],
+      clock,
+    });
+    await p.scrapeAll();
+    // A first load, of 3 s, is measured; without one the time left is unknown.
+    server.set({ health: 503 });
+    await p.scrapeAll();
+    assert.equal(p.signals("b")?.loadingRemainingMs, undefined);
+    clock.advance(3_000);
+    server.set({ health: 200 });
+    await p.scrapeAll();
+    // A second load, 1 s in.
+    server.set({ health: 503 });
+    await p.scrapeAll();
+    clock.advance(1_000);
+    await p.scrapeAll();
+    assert.deepEqual(p.signals("b")?.loadingRemainingMs, { expected: 2_000, worst: 2_000 });
+  });
+
+  it("reports the engine's prefill time per prompt token from vllm:request_prefill_time_seconds", async () => {
+    const server = await fake();
+    const clock = new ManualClock(0);
+    const p = new EnginePoller({
+      backends: [{ name: "b", metrics: [`${server.url}/metrics`], scrapeIntervalMs: 200 }],
+      clock,
+    });
+    const metrics = (promptTokens: number, prefillSeconds: number) =>
+      [
+        'vllm:num_requests_running{engine="0",model_name="m"} 1',
+        'vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.5',
+        `vllm:prompt_tokens_total{engine="0",model_name="m"} ${promptTokens}`,
+        `vllm:request_prefill_time_seconds_sum{engine="0",model_name="m"} ${prefillSeconds}`,
+        "",
+      ].join("\n");
+    server.set({ metrics: metrics(1_000, 1) });
+    await p.scrapeAll();
+    assert.equal(p.signals("b")?.prefillMsPerPromptToken, undefined, "one scrape gives no rate");
+    clock.advance(1_000);
+    // 4,000 prompt tokens prefilled in 2 s: 0.5 ms per token.
+    server.set({ metrics: metrics(5_000, 3) });
+    await p.scrapeAll();
+    assert.equal(p.signals("b")?.prefillMsPerPromptToken, 0.5);
+  });
+
   it("aggregates two replicas and ignores the one that is down", async () => {
     const a = await fake();
     const b = await fake();
