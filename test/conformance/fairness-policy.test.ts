@@ -250,7 +250,7 @@ for (const name of POLICIES) {
       assertWorkAheadSane(policy);
     });
 
-    it("progress only moves forward, and distance is finite and non-negative, through every operation", () => {
+    it("progress only moves forward; distance and progressPerToken stay finite, through every operation", () => {
       const policy = factory();
       const make = makeRequests();
       const levels = [0, 1, 2];
@@ -267,6 +267,11 @@ for (const name of POLICIES) {
         for (const probe of probes()) {
           const distance = policy.distance(probe);
           assert.ok(Number.isFinite(distance) && distance >= 0, `distance(${probe.tenantId}) = ${distance}`);
+          const perToken = policy.progressPerToken(probe);
+          assert.ok(
+            Number.isFinite(perToken) && perToken > 0,
+            `progressPerToken(${probe.tenantId}) = ${perToken}`,
+          );
         }
       };
       check();

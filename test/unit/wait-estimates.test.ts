@@ -63,28 +63,57 @@ describe("BackendEstimator", () => {
         tenantPaced: true,
         aheadTokens: 1_000,
         tenantQueued: 10,
+        progressPerToken: 1,
       },
       100,
-      1,
+      { inFlight: 4, priorTokensPerMs: 1 },
     );
     assert.equal(estimate.expectedMs, 1_050);
     assert.ok(estimate.worstCaseMs > estimate.expectedMs && estimate.worstCaseMs < 3 * estimate.expectedMs);
   });
 
+  const front = {
+    tenantId: "b",
+    level: 0,
+    distance: 0,
+    tenantPaced: true,
+    aheadTokens: 0,
+    tenantQueued: 0,
+    progressPerToken: 1,
+  };
+  const load = { inFlight: 4, priorTokensPerMs: 1 };
+
   it("a request the policy serves next waits for completions to make room", () => {
     const estimator = new BackendEstimator();
-    for (let t = 0; t <= 2_000; t += 50) estimator.completed(t, 100);
-    const standing = {
-      tenantId: "b",
-      level: 0,
-      distance: 0,
-      tenantPaced: true,
-      aheadTokens: 0,
-      tenantQueued: 0,
-    };
-    assert.equal(estimator.estimate(2_000, standing, 100, 1).expectedMs, 50);
-    // Four times the footprint a completion frees waits for about four completions.
-    assert.equal(estimator.estimate(2_000, standing, 400, 1).expectedMs, 200);
+    for (let t = 0; t <= 2_000; t += 50) estimator.completed(t, 100, 200);
+    // Completions every 50 ms: arriving at a random moment, it waits 25 ms for the next.
+    assert.equal(estimator.estimate(2_000, front, 100, load).expectedMs, 25);
+    // Four times the footprint a completion frees waits for that and three more gaps.
+    assert.equal(estimator.estimate(2_000, front, 400, load).expectedMs, 175);
+  });
+
+  it("completions in bursts make the wait for the next one longer than the mean gap", () => {
+    const estimator = new BackendEstimator();
+    // Four completions at once every 200 ms: the mean gap is 50 ms, but a request arriving
+    // at a random moment waits 100 ms on average for the next burst.
+    for (let t = 0; t <= 4_000; t += 200) for (let i = 0; i < 4; i++) estimator.completed(t, 100, 200);
+    const estimate = estimator.estimate(4_000, front, 100, load);
+    assert.ok(Math.abs(estimate.expectedMs - 100) <= 3, `expected ${estimate.expectedMs} ms`);
+    assert.ok(estimate.worstCaseMs >= 200, `worst case ${estimate.worstCaseMs} ms`);
+  });
+
+  it("before the queue has a measured pace, Little's law over the requests in flight sets it", () => {
+    const estimator = new BackendEstimator();
+    // Four requests of 100 tokens dispatched, each holding its slot 200 ms: 4 / 200 ms.
+    for (let i = 0; i < 4; i++) estimator.dispatched(0, event("a"), false);
+    for (let i = 0; i < 4; i++) estimator.completed(200, 100, 200);
+    // 2,000 tokens ahead at 4 x 100 tokens per 200 ms: 1,000 ms (and the residual gap, 0
+    // here since the four finished together).
+    const standing = { ...front, aheadTokens: 2_000 };
+    const estimate = estimator.estimate(200, standing, 100, { inFlight: 4, priorTokensPerMs: 100 });
+    assert.equal(estimate.expectedMs, 1_000);
+    // The pace is not measured yet: the worst case keeps twice the margin.
+    assert.ok(estimate.worstCaseMs >= 2_000, `worst case ${estimate.worstCaseMs} ms`);
   });
 });
 
@@ -156,5 +185,62 @@ describe("estimates through the fair queue", () => {
         `waited ${p.waited} ms, worst case ${p.estimate.worstCaseMs} ms`,
       );
     }
+  });
+});
+
+/**
+ * A cold start the way a flood begins: 40 requests of one tenant at once on a backend with
+ * 4 slots and 50 ms service, each resent as it finishes. Nothing is measured before the
+ * first completions; from then on estimates must follow the waits, not wait for seconds of
+ * measurement (a service rate averaged over a fixed 5 s window once put them 60x too high).
+ */
+describe("estimates from a cold start", () => {
+  const policy = policyFrom(standardPolicyInput({ backends: [{ name: "b", maxInFlightRequests: 4 }] }));
+  const flush = () => new Promise((resolve) => setImmediate(resolve));
+
+  it("a 40-request flood's first resent requests are estimated within 25 % median, worst case rarely exceeded", async () => {
+    const clock = new ManualClock(0);
+    const scheduler = new FairQueueScheduler({
+      policy: () => policy,
+      clock,
+      fairness: fairnessPolicyFor({ policy: "vtc", starvationBound: 10 }),
+    });
+    const samples: Array<{ estimate: WaitEstimate; waited?: number }> = [];
+    let next = 0;
+    const send = () => {
+      const req: SchedulingRequest = {
+        id: `r${next++}`,
+        tenant: policy.tenantFor("flood"),
+        backend: "b",
+        promptTokens: 20,
+        expectedOutputTokens: 16,
+        maxWaitMs: 600_000,
+      };
+      const estimate = scheduler.estimate(req);
+      const sample: { estimate: WaitEstimate; waited?: number } = { estimate };
+      // Resent before 400 ms: before half a second of anything could be measured.
+      if (clock.now() > 0 && clock.now() < 400) samples.push(sample);
+      scheduler.submit(req, new AbortController().signal).dispatch.then((dispatch) => {
+        sample.waited = dispatch.waitedMs;
+        clock.setTimeout(() => {
+          dispatch.release({ completionTokens: 16 });
+          if (clock.now() < 1_000) send();
+        }, 50);
+      });
+    };
+    for (let i = 0; i < 40; i++) send();
+    while (clock.now() < 3_000) {
+      clock.advance(1);
+      await flush();
+    }
+    const done = samples.filter((s) => s.waited !== undefined && s.waited > 0);
+    assert.ok(done.length >= 20, `${done.length} resent requests waited`);
+    const errors = done
+      .map((s) => Math.abs((s.waited as number) - s.estimate.expectedMs) / (s.waited as number))
+      .sort((a, b) => a - b);
+    const median = errors[Math.floor(errors.length / 2)] as number;
+    assert.ok(median <= 0.25, `median error ${median.toFixed(2)}`);
+    const violations = done.filter((s) => (s.waited as number) > s.estimate.worstCaseMs).length;
+    assert.ok(violations <= 0.05 * done.length, `${violations} of ${done.length} waited past the worst case`);
   });
 });

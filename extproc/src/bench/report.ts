@@ -157,7 +157,13 @@ export function reportRun(
     ttftSloMs: scenario.ttftSloMs,
     refusedFraction: windowRequests > 0 ? refusedTotal / windowRequests : 0,
     preemptions: run.preemptions,
-    ...estimateAccuracy(run.records, inWindow, run.endMs),
+    // A wait that ends after the scenario stops sending ran in a future where competitors
+    // suddenly left, which no estimate made during the run could know: those are left out.
+    ...estimateAccuracy(
+      run.records,
+      (r) => inWindow(r) && r.dispatchedMs !== undefined && r.dispatchedMs <= scenario.durationMs,
+      run.endMs,
+    ),
     virtualSeconds: run.endMs / 1000,
     wallMs: Math.round(run.wallMs),
     tenants,

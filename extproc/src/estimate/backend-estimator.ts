@@ -14,6 +14,16 @@ export interface QueueStanding {
   readonly aheadTokens: number;
   /** Requests of the same tenant already waiting on this backend (served before it). */
   readonly tenantQueued: number;
+  /** How far the level's clock moves per token served (FairnessPolicy.progressPerToken). */
+  readonly progressPerToken: number;
+}
+
+/** The backend as the queue sees it when the estimate is made. */
+export interface BackendLoadNow {
+  /** Requests dispatched and not finished. */
+  readonly inFlight: number;
+  /** Tokens per ms to assume before anything has been measured. */
+  readonly priorTokensPerMs: number;
 }
 
 export interface QueueWaitEstimate {
@@ -64,6 +74,7 @@ export class BackendEstimator {
   /** All levels together, in tokens dispatched: the fallback clock. */
   readonly #all: ClockTrack = newTrack(0, 0);
   #dispatchedTokens = 0;
+  #dispatches = 0;
   #lastDispatchAt: number | undefined;
   #busySince: number | undefined;
   /** Time from one dispatch (or the queue filling) to the next while requests wait. */
@@ -71,6 +82,8 @@ export class BackendEstimator {
   /** Time between completions, and the KV footprint each completion frees. */
   readonly #completionGaps = new RecentValues(256);
   readonly #freedTokens = new RecentValues(256);
+  /** How long each dispatched request held its place, dispatch to completion. */
+  readonly #holds = new RecentValues(256);
   #lastCompletionAt: number | undefined;
   #lastSweep = 0;
 
@@ -96,6 +109,7 @@ export class BackendEstimator {
     }
     this.#lastDispatchAt = now;
     this.#dispatchedTokens += event.tokens;
+    this.#dispatches += 1;
     const tenant = this.#tenants.get(event.tenantId);
     if (tenant) tenant.total += 1;
     this.#touch(now, event);
@@ -103,30 +117,40 @@ export class BackendEstimator {
     this.#sweep(now);
   }
 
-  /** A dispatched request finished, freeing `tokens` of KV footprint (prompt + max output). */
-  completed(now: number, tokens: number): void {
+  /**
+   * A dispatched request finished after holding its place `heldMs`, freeing `tokens` of KV
+   * footprint (prompt + max output).
+   */
+  completed(now: number, tokens: number, heldMs: number): void {
     if (this.#lastCompletionAt !== undefined) this.#completionGaps.add(now - this.#lastCompletionAt);
     this.#lastCompletionAt = now;
     this.#freedTokens.add(tokens);
+    this.#holds.add(heldMs);
   }
 
-  estimate(
-    now: number,
-    standing: QueueStanding,
-    tokens: number,
-    fallbackTokensPerMs: number,
-  ): QueueWaitEstimate {
-    const tokenRate = this.#all.meter.rate(now) ?? fallbackTokensPerMs;
+  estimate(now: number, standing: QueueStanding, tokens: number, load: BackendLoadNow): QueueWaitEstimate {
+    const measuredTokenRate = this.#all.meter.rate(now);
+    // Before the queue has measured its own pace: Little's law over the requests in flight
+    // and how long requests hold their place, and before any completion, the prior. An
+    // unmeasured pace doubles the margin of the worst case.
+    const tokenRate = measuredTokenRate ?? this.#littleTokenRate(load.inFlight) ?? load.priorTokensPerMs;
+    const doubt = measuredTokenRate === null ? 2 : 1;
     // Next in the policy's order, a request waits for the gate: until enough in-flight
     // requests finish to make room for its KV footprint. Measured from completions, which
     // happen whether or not anything waits (learning from the waits of admitted requests
-    // alone would never correct a pessimistic estimate that refuses them).
+    // alone would never correct a pessimistic estimate that refuses them). A request
+    // arriving at a random moment lands in a long gap more often than in a short one: it
+    // waits the mean residual gap E[G^2] / 2E[G], which is the mean only when completions
+    // are a Poisson stream, and longer when they come in bursts (an engine step finishing
+    // several sequences at once).
     const completionGap = this.#completionGaps.mean() ?? this.#gaps.mean() ?? 0;
+    const gapSquare = this.#completionGaps.meanSquare() ?? completionGap * completionGap;
+    const residual = completionGap > 0 ? gapSquare / (2 * completionGap) : 0;
     const completionHigh = this.#completionGaps.quantile(GAP_QUANTILE) ?? completionGap;
     const freed = Math.max(1, this.#freedTokens.mean() ?? tokens);
     const needed = Math.max(1, tokens / freed);
-    const frontMs = completionGap * needed;
-    const frontWorstMs = completionHigh * needed;
+    const frontMs = residual + completionGap * (needed - 1);
+    const frontWorstMs = Math.max(completionHigh * needed, frontMs);
 
     // A backlogged tenant's request goes after the ones it already has waiting, at the pace
     // its own requests have been going (half an interval, on average, to the next one).
@@ -147,18 +171,26 @@ export class BackendEstimator {
     // progress clock once the level has had requests waiting, else by the backend's tokens.
     // A tenant with nothing waiting has no pace of its own; what stands before it is the
     // tokens others are owed.
-    const level = this.#levels.get(standing.level)?.meter.rate(now) ?? null;
+    // Until the level's clock has a measured pace, it moves as the backend's tokens do,
+    // divided among the tenants waiting (progressPerToken).
+    const levelRate =
+      this.#levels.get(standing.level)?.meter.rate(now) ?? tokenRate * standing.progressPerToken;
     const fluid =
-      level !== null && standing.tenantQueued > 0
-        ? standing.distance / level
-        : standing.aheadTokens / tokenRate;
+      standing.tenantQueued > 0 ? standing.distance / levelRate : standing.aheadTokens / tokenRate;
     // Each dispatch interval is one event of that stream: two standard deviations of a
     // Poisson count of them, plus the front's own worst.
     const gap = Math.max(1, this.#gaps.mean() ?? completionGap);
     const events = fluid / gap;
     const expectedMs = fluid + frontMs;
-    const worstCaseMs = fluid + 2 * Math.sqrt(events) * gap + frontWorstMs;
+    const worstCaseMs = fluid * doubt + 2 * Math.sqrt(events) * gap + frontWorstMs;
     return rounded(expectedMs, worstCaseMs);
+  }
+
+  /** Tokens per ms by Little's law: requests in flight over how long each holds its place. */
+  #littleTokenRate(inFlight: number): number | null {
+    const hold = this.#holds.mean();
+    if (hold === undefined || hold <= 0 || inFlight <= 0 || this.#dispatches === 0) return null;
+    return (inFlight / hold) * (this.#dispatchedTokens / this.#dispatches);
   }
 
   /** Credits every clock the event touches with the time since its last event. */

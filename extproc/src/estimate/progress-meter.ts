@@ -7,6 +7,8 @@ export class ProgressMeter {
   readonly #bucketMs: number;
   readonly #advance: number[];
   readonly #busyMs: number[];
+  /** Records that moved the clock: a burst of events is enough to trust a short window. */
+  readonly #moves: number[];
   #index = -1;
   #origin: number | undefined;
   /** The last rate measured, kept for when the window holds too little busy time. */
@@ -17,6 +19,7 @@ export class ProgressMeter {
     this.#bucketMs = (options.windowMs ?? 20_000) / buckets;
     this.#advance = new Array(buckets).fill(0);
     this.#busyMs = new Array(buckets).fill(0);
+    this.#moves = new Array(buckets).fill(0);
   }
 
   /** The clock moved by `advance` over `busyMs` of time with requests waiting, ending now. */
@@ -25,6 +28,7 @@ export class ProgressMeter {
     const slot = this.#roll(now);
     this.#advance[slot] = (this.#advance[slot] ?? 0) + Math.max(0, advance);
     this.#busyMs[slot] = (this.#busyMs[slot] ?? 0) + busyMs;
+    if (advance > 0) this.#moves[slot] = (this.#moves[slot] ?? 0) + 1;
   }
 
   /** Clock units per ms over the window's busy time, or null before enough was seen. */
@@ -32,11 +36,14 @@ export class ProgressMeter {
     this.#roll(now);
     let advance = 0;
     let busy = 0;
+    let moves = 0;
     for (let i = 0; i < this.#advance.length; i++) {
       advance += this.#advance[i] ?? 0;
       busy += this.#busyMs[i] ?? 0;
+      moves += this.#moves[i] ?? 0;
     }
-    if (busy >= MIN_BUSY_MS && advance > 0) this.#lastRate = advance / busy;
+    const enough = busy >= MIN_BUSY_MS || (moves >= MIN_MOVES && busy >= MIN_MOVES_BUSY_MS);
+    if (enough && advance > 0) this.#lastRate = advance / busy;
     return this.#lastRate;
   }
 
@@ -50,6 +57,7 @@ export class ProgressMeter {
         const slot = (this.#index + i) % buckets;
         this.#advance[slot] = 0;
         this.#busyMs[slot] = 0;
+        this.#moves[slot] = 0;
       }
       this.#index = index;
     }
@@ -57,5 +65,8 @@ export class ProgressMeter {
   }
 }
 
-/** Busy time a window needs before its rate replaces the last one. */
+/** Busy time a window needs before its rate replaces the last one... */
 const MIN_BUSY_MS = 500;
+/** ...unless this many moves already happened in at least this much busy time. */
+const MIN_MOVES = 8;
+const MIN_MOVES_BUSY_MS = 50;

@@ -26,6 +26,12 @@ export class RecentValues {
     return this.#values.reduce((a, b) => a + b, 0) / this.#values.length;
   }
 
+  /** Mean of the squares (with mean(), the spread and the mean residual of gaps). */
+  meanSquare(): number | undefined {
+    if (this.#values.length === 0) return undefined;
+    return this.#values.reduce((a, b) => a + b * b, 0) / this.#values.length;
+  }
+
   /** q in [0, 1]; nearest rank. */
   quantile(q: number): number | undefined {
     if (this.#values.length === 0) return undefined;

@@ -242,10 +242,8 @@ export class FairQueueScheduler implements Scheduler {
       weight: request.tenant.weight,
       tokens,
     };
-    const now = this.#clock.now();
-    const fallbackRate = (backend.rate.expected(now) ?? PRIOR_TOKENS_PER_SEC) / 1000;
     return backend.estimator.estimate(
-      now,
+      this.#clock.now(),
       {
         tenantId: probe.tenantId,
         level: probe.priority,
@@ -253,9 +251,10 @@ export class FairQueueScheduler implements Scheduler {
         tenantPaced: backend.policy.tenantPaced,
         aheadTokens: backend.policy.workAhead(probe),
         tenantQueued: backend.tenants.get(probe.tenantId)?.queued ?? 0,
+        progressPerToken: backend.policy.progressPerToken(probe),
       },
       tokens,
-      fallbackRate,
+      { inFlight: backend.inFlight + backend.others.inFlight, priorTokensPerMs: PRIOR_TOKENS_PER_SEC / 1000 },
     );
   }
 
@@ -395,6 +394,7 @@ export class FairQueueScheduler implements Scheduler {
     onBackend.inFlight += 1;
     onBackend.inFlightTokens += tokens;
     let released = false;
+    const dispatchedAt = this.#clock.now();
     return {
       waitedMs: Math.max(0, this.#clock.now() - enqueuedAt),
       estimate,
@@ -412,7 +412,7 @@ export class FairQueueScheduler implements Scheduler {
         if (output !== undefined) this.#predictor.observe(request.tenant.id, output);
         backend.policy.complete(item, output);
         backend.rate.record(this.#clock.now(), request.promptTokens + (output ?? item.predictedOutputTokens));
-        backend.estimator.completed(this.#clock.now(), tokens);
+        backend.estimator.completed(this.#clock.now(), tokens, this.#clock.now() - dispatchedAt);
         this.#forgetIdle(request.tenant.id);
         this.#pump(backend);
       },

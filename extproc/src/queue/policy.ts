@@ -60,6 +60,12 @@ export interface FairnessPolicy {
    * is served (VTC: from virtual time to the tenant's start tag; others: the tokens ahead).
    */
   distance(probe: WorkProbe): number;
+  /**
+   * How far progress(probe.priority) moves per token served at that level once the probe's
+   * tenant waits too (VTC: 1 / the backlogged weight; others: 1): with the backend's token
+   * rate, the clock's pace before it has been measured.
+   */
+  progressPerToken(probe: WorkProbe): number;
   /** Per-tenant accounting the policy keeps (virtual counters), for metrics and /v1/queue. */
   tenantCounters(): ReadonlyMap<string, number>;
   /** Counters this policy can share with other gateway replicas (VTC does; FCFS has none). */

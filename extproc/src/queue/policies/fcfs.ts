@@ -54,6 +54,10 @@ export class FcfsPolicy implements FairnessPolicy {
     return this.workAhead(probe);
   }
 
+  progressPerToken(_probe: WorkProbe): number {
+    return 1;
+  }
+
   tenantCounters(): ReadonlyMap<string, number> {
     return new Map();
   }

@@ -114,6 +114,10 @@ export class PriorityLevelsPolicy implements FairnessPolicy {
     return this.#levels.find((l) => l.priority === probe.priority)?.policy.distance(probe) ?? 0;
   }
 
+  progressPerToken(probe: WorkProbe): number {
+    return this.#levels.find((l) => l.priority === probe.priority)?.policy.progressPerToken(probe) ?? 1;
+  }
+
   tenantCounters(): ReadonlyMap<string, number> {
     const counters = new Map<string, number>();
     for (const level of this.#levels)

@@ -73,6 +73,10 @@ export class RoundRobinPolicy implements FairnessPolicy {
     return this.workAhead(probe);
   }
 
+  progressPerToken(_probe: WorkProbe): number {
+    return 1;
+  }
+
   tenantCounters(): ReadonlyMap<string, number> {
     return new Map();
   }

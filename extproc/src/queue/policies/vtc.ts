@@ -158,6 +158,12 @@ export class VtcPolicy implements FairnessPolicy {
     return Math.max(0, start - floor);
   }
 
+  progressPerToken(probe: WorkProbe): number {
+    // Fluid time moves by tokens / backlogged weight, the probe's tenant included.
+    const waiting = this.#accounts.get(probe.tenantId)?.queue !== undefined;
+    return 1 / Math.max(this.#backloggedWeight + (waiting ? 0 : probe.weight), 1e-9);
+  }
+
   /**
    * The counter at which a new request of the probe's tenant becomes the one to serve:
    * the tenant's counter (lifted to the floor, the smallest backlogged counter, if it is
