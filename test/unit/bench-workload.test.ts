@@ -175,7 +175,84 @@ describe("parseTrace", () => {
   });
 });
 
+describe("parseTrace: Azure LLM inference trace CSV", () => {
+  const csv = [
+    "TIMESTAMP,ContextTokens,GeneratedTokens",
+    "2023-11-16 18:15:46.6805900,374,44",
+    "2023-11-16 18:15:50.9951690,396,109",
+    "2023-11-16 18:15:51.2224670,879,55",
+    "",
+  ].join("\n");
+
+  it("reads times relative to the first request and the token counts", () => {
+    const trace = parseTrace(csv, "conv.csv");
+    assert.deepEqual(
+      trace.map((r) => [r.atMs, r.promptTokens, r.outputTokens]),
+      [
+        [0, 374, 44],
+        [4315, 396, 109],
+        [4542, 879, 55],
+      ],
+    );
+  });
+
+  it("spreads requests over the tenants asked for, the same way for the same seed", () => {
+    const many = ["TIMESTAMP,ContextTokens,GeneratedTokens"];
+    for (let i = 0; i < 2_000; i++)
+      many.push(`2023-11-16 18:15:${String(i % 60).padStart(2, "0")}.0000000,100,10`);
+    const text = many.join("\n");
+    const trace = parseTrace(text, "t", { tenants: 4, seed: 7 });
+    const counts = new Map<string, number>();
+    for (const r of trace) counts.set(r.tenant, (counts.get(r.tenant) ?? 0) + 1);
+    assert.deepEqual([...counts.keys()].sort(), ["tenant-01", "tenant-02", "tenant-03", "tenant-04"]);
+    // Zipf: tenant-01 gets 1 / (1 + 1/2 + 1/3 + 1/4) = 48 % of the requests.
+    const first = (counts.get("tenant-01") ?? 0) / trace.length;
+    assert.ok(first > 0.44 && first < 0.52, `tenant-01 has ${first}`);
+    assert.deepEqual(
+      parseTrace(text, "t", { tenants: 4, seed: 7 }).map((r) => r.tenant),
+      trace.map((r) => r.tenant),
+    );
+  });
+
+  it("compresses time by the speedup", () => {
+    assert.deepEqual(
+      parseTrace(csv, "conv.csv", { speedup: 2 }).map((r) => r.atMs),
+      [0, 2157.5, 2271],
+    );
+  });
+
+  it("names the line of a bad row", () => {
+    assert.throws(
+      () => parseTrace(`${csv}2023-11-16 18:16:00.0,0,5\n`, "conv.csv"),
+      (error: unknown) =>
+        error instanceof TraceError && error.message.startsWith("conv.csv:5: ContextTokens"),
+    );
+    assert.throws(
+      () => parseTrace(`${csv}yesterday,5,5\n`, "conv.csv"),
+      (error: unknown) => error instanceof TraceError && error.message.includes("not a date"),
+    );
+  });
+});
+
 describe("sampleLength", () => {
+  it("draws an empirical distribution's percentiles, interpolating between its points", () => {
+    const dist = {
+      kind: "empirical" as const,
+      points: [
+        [0, 10],
+        [50, 100],
+        [100, 1_000],
+      ] as const,
+    };
+    const random = seededRandom(3);
+    const draws = Array.from({ length: 20_000 }, () => sampleLength(dist, random)).sort((a, b) => a - b);
+    assert.ok((draws[0] as number) >= 10 && (draws.at(-1) as number) <= 1_000);
+    const median = draws[10_000] as number;
+    assert.ok(median >= 90 && median <= 115, `median ${median}`);
+    const p75 = draws[15_000] as number;
+    assert.ok(p75 >= 510 && p75 <= 590, `p75 ${p75}`);
+  });
+
   it("keeps lognormal draws within [min, max]", () => {
     fc.assert(
       fc.property(

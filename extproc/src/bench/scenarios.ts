@@ -24,6 +24,77 @@ export const CHAT_OUTPUT: LengthDistribution = {
   min: 8,
   max: 1024,
 };
+/**
+ * Prompt and output lengths of the Azure LLM inference trace 2023, conversation service
+ * (19,366 requests; Patel et al., "Splitwise: Efficient generative LLM inference using
+ * phase splitting", ISCA 2024; github.com/Azure/AzurePublicDataset, CC-BY): its
+ * percentiles, computed from data/AzureLLMInferenceTrace_conv.csv. Median prompt 1,020
+ * and output 129 tokens, means 1,155 and 211; heavy-tailed and multi-modal.
+ */
+const AZURE_CONV_PROMPT: LengthDistribution = {
+  kind: "empirical",
+  points: [
+    [0, 2],
+    [1, 29],
+    [2, 91],
+    [5, 181],
+    [10, 207],
+    [15, 372],
+    [20, 387],
+    [25, 396],
+    [30, 403],
+    [35, 414],
+    [40, 703],
+    [45, 984],
+    [50, 1020],
+    [55, 1045],
+    [60, 1071],
+    [65, 1097],
+    [70, 1130],
+    [75, 1189],
+    [80, 1315],
+    [85, 1876],
+    [90, 2734],
+    [95, 4083],
+    [98, 4098],
+    [99, 4142],
+    [99.9, 6179],
+    [100, 14050],
+  ],
+};
+const AZURE_CONV_OUTPUT: LengthDistribution = {
+  kind: "empirical",
+  points: [
+    [0, 7],
+    [1, 16],
+    [2, 24],
+    [5, 41],
+    [10, 54],
+    [15, 67],
+    [20, 77],
+    [25, 85],
+    [30, 91],
+    [35, 96],
+    [40, 103],
+    [45, 113],
+    [50, 129],
+    [55, 151],
+    [60, 177],
+    [65, 217],
+    [70, 384],
+    [75, 395],
+    [80, 400],
+    [85, 411],
+    [90, 424],
+    [95, 451],
+    [98, 540],
+    [99, 601],
+    [99.9, 954],
+    [100, 1000],
+  ],
+};
+/** Mean prompt + output tokens of a request of that trace. */
+const AZURE_CONV_MEAN_TOKENS = 1_155 + 211;
 const LONG_PROMPT: LengthDistribution = { kind: "uniform", min: 14_000, max: 18_000 };
 const SHORT_PROMPT: LengthDistribution = { kind: "lognormal", median: 200, sigma: 0.5, min: 16, max: 1024 };
 const SHORT_OUTPUT: LengthDistribution = { kind: "lognormal", median: 150, sigma: 0.5, min: 8, max: 512 };
@@ -183,14 +254,39 @@ export const SCENARIOS: Readonly<Record<string, ScenarioBuilder>> = Object.freez
     },
     tenants: zipfTenants(100, 1.2 * c.requestsPerSecond),
   }),
+  "AZURE-CONV": (c, d) => ({
+    name: "AZURE-CONV",
+    description:
+      "12 tenants with Zipf-distributed rates (1.2x capacity in tokens), lengths of the Azure 2023 conversation trace",
+    durationMs: d,
+    warmupMs: d * 0.1,
+    ttftSloMs: 2_000,
+    clientMaxWaitMs: 2_000 / 2,
+    tenants: Array.from({ length: 12 }, (_, i) => ({
+      tenant: `tenant-${String(i + 1).padStart(2, "0")}`,
+      arrival: {
+        kind: "poisson" as const,
+        rps: (1.2 * c.tokensPerSecond * zipfShare(i, 12)) / AZURE_CONV_MEAN_TOKENS,
+      },
+      promptTokens: AZURE_CONV_PROMPT,
+      outputTokens: AZURE_CONV_OUTPUT,
+      // The trace's longest output is 1,000 tokens: the service's max_tokens.
+      maxTokens: 1_000,
+    })),
+  }),
 });
+
+/** Tenant i's share of n under Zipf's law (s = 1). */
+function zipfShare(i: number, n: number): number {
+  const harmonic = Array.from({ length: n }, (_, k) => 1 / (k + 1)).reduce((a, b) => a + b, 0);
+  return 1 / (i + 1) / harmonic;
+}
 
 /** n tenants whose rates follow Zipf's law (s = 1) and add up to totalRps. */
 function zipfTenants(n: number, totalRps: number): TenantWorkload[] {
-  const harmonic = Array.from({ length: n }, (_, i) => 1 / (i + 1)).reduce((a, b) => a + b, 0);
   const tiers = ["bronze", "silver", "gold", "platinum"];
   return Array.from({ length: n }, (_, i) => ({
-    ...chat(`tenant-${String(i + 1).padStart(3, "0")}`, (totalRps * (1 / (i + 1))) / harmonic),
+    ...chat(`tenant-${String(i + 1).padStart(3, "0")}`, totalRps * zipfShare(i, n)),
     tier: tiers[i % tiers.length] as string,
     promptTokens: { kind: "lognormal", median: 300 + 100 * (i % 5), sigma: 0.9, min: 8, max: 8192 },
     outputTokens: { kind: "lognormal", median: 150 + 50 * (i % 3), sigma: 0.8, min: 4, max: 2048 },

@@ -4,7 +4,7 @@
  * reproducible from its seed.
  */
 import { readFile } from "node:fs/promises";
-import { exponential, logNormal } from "../sim/random.ts";
+import { exponential, logNormal, seededRandom } from "../sim/random.ts";
 
 export type LengthDistribution =
   | { readonly kind: "fixed"; readonly tokens: number }
@@ -16,7 +16,12 @@ export type LengthDistribution =
       readonly sigma: number;
       readonly min?: number;
       readonly max?: number;
-    };
+    }
+  /**
+   * An empirical distribution: [percentile, tokens] points from 0 to 100, interpolated
+   * linearly between them (a distribution fitted to a measured trace).
+   */
+  | { readonly kind: "empirical"; readonly points: readonly (readonly [number, number])[] };
 
 export type ArrivalProcess =
   /** Open loop: Poisson arrivals at `rps` requests per second. */
@@ -72,7 +77,20 @@ export function sampleLength(dist: LengthDistribution, random: () => number): nu
       const value = logNormal(random, dist.median, dist.sigma);
       return Math.max(dist.min ?? 1, Math.min(dist.max ?? Number.POSITIVE_INFINITY, Math.round(value)));
     }
+    case "empirical":
+      return Math.max(1, Math.round(empiricalQuantile(dist.points, random() * 100)));
   }
+}
+
+/** The value at percentile `p` of [percentile, value] points sorted by percentile. */
+export function empiricalQuantile(points: readonly (readonly [number, number])[], p: number): number {
+  for (let i = 1; i < points.length; i++) {
+    const [p1, v1] = points[i] as readonly [number, number];
+    if (p > p1) continue;
+    const [p0, v0] = points[i - 1] as readonly [number, number];
+    return p1 === p0 ? v1 : v0 + ((v1 - v0) * (p - p0)) / (p1 - p0);
+  }
+  return points.at(-1)?.[1] ?? 1;
 }
 
 export function maxOf(dist: LengthDistribution): number | undefined {
@@ -83,6 +101,8 @@ export function maxOf(dist: LengthDistribution): number | undefined {
       return dist.max;
     case "lognormal":
       return dist.max;
+    case "empirical":
+      return dist.points.at(-1)?.[1];
   }
 }
 
@@ -137,11 +157,67 @@ export function nextArrival(
 }
 
 /** Reads a JSONL trace: one {"timestamp"|"at_ms", "tenant", "prompt_tokens", "output_tokens"} per line. */
-export async function readTrace(path: string): Promise<TraceRecord[]> {
-  return parseTrace(await readFile(path, "utf8"), path);
+export async function readTrace(path: string, options: TraceOptions = {}): Promise<TraceRecord[]> {
+  return parseTrace(await readFile(path, "utf8"), path, options);
 }
 
-export function parseTrace(text: string, name = "trace"): TraceRecord[] {
+/**
+ * How a trace is read. The Azure LLM inference traces (TIMESTAMP,ContextTokens,
+ * GeneratedTokens) name no tenants: each request goes to one of `tenants` tenants with
+ * Zipf (s = 1) probabilities, drawn from `seed`. `speedup` compresses time, so a trace
+ * recorded on a larger deployment loads a single simulated engine.
+ */
+export interface TraceOptions {
+  readonly tenants?: number;
+  readonly seed?: number;
+  readonly speedup?: number;
+}
+
+const AZURE_HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens";
+
+export function parseTrace(text: string, name = "trace", options: TraceOptions = {}): TraceRecord[] {
+  const speedup = options.speedup ?? 1;
+  if (!(speedup > 0) || !Number.isFinite(speedup)) throw new TraceError("the speedup must be a positive number");
+  const records = text.trimStart().startsWith(AZURE_HEADER)
+    ? parseAzureTrace(text, name, options)
+    : parseJsonlTrace(text, name);
+  return speedup === 1 ? records : records.map((r) => ({ ...r, atMs: r.atMs / speedup }));
+}
+
+function parseAzureTrace(text: string, name: string, options: TraceOptions): TraceRecord[] {
+  const tenants = options.tenants ?? 12;
+  if (!Number.isInteger(tenants) || tenants < 1) throw new TraceError("the tenant count must be a positive integer");
+  const random = seededRandom(options.seed ?? 1);
+  const weights = Array.from({ length: tenants }, (_, i) => 1 / (i + 1));
+  const total = weights.reduce((a, b) => a + b, 0);
+  const pickTenant = () => {
+    let u = random() * total;
+    for (let i = 0; i < tenants; i++) {
+      u -= weights[i] as number;
+      if (u < 0) return i;
+    }
+    return tenants - 1;
+  };
+  const rows: Array<Omit<TraceRecord, "atMs"> & { at: number }> = [];
+  text.split("\n").forEach((line, index) => {
+    const trimmed = line.trim();
+    if (index === 0 || trimmed === "") return;
+    const where = `${name}:${index + 1}`;
+    const [timestamp, context, generated] = trimmed.split(",");
+    // "2023-11-16 18:15:46.6805900": UTC, with more fraction digits than Date.parse takes.
+    const at = Date.parse(`${(timestamp ?? "").replace(" ", "T").slice(0, 23)}Z`);
+    if (Number.isNaN(at)) throw new TraceError(`${where}: TIMESTAMP "${timestamp}" is not a date`);
+    const promptTokens = positiveInteger(Number(context), `${where}: ContextTokens`);
+    const outputTokens = positiveInteger(Number(generated), `${where}: GeneratedTokens`);
+    rows.push({ at, tenant: `tenant-${String(pickTenant() + 1).padStart(2, "0")}`, promptTokens, outputTokens });
+  });
+  const origin = rows.reduce((min, r) => Math.min(min, r.at), Number.POSITIVE_INFINITY);
+  return rows
+    .map(({ at, ...record }) => ({ atMs: at - origin, ...record }))
+    .sort((a, b) => a.atMs - b.atMs);
+}
+
+function parseJsonlTrace(text: string, name: string): TraceRecord[] {
   // Timestamps are made relative to the earliest record, not the first line: logs written
   // when requests finish are out of order by start time.
   const rows: Array<{ at: number; relative: boolean; record: Omit<TraceRecord, "atMs"> }> = [];

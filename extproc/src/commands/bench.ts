@@ -22,8 +22,11 @@ index, total throughput, goodput under a TTFT objective and estimate accuracy.
   --scenario NAME      a built-in scenario (repeatable, or comma-separated; default: all)
                        ${SCENARIO_NAMES.join(", ")}
   --trace FILE         replay a JSONL trace: one {"timestamp"|"at_ms", "tenant",
-                       "prompt_tokens", "output_tokens"[, "max_tokens"]} per line
+                       "prompt_tokens", "output_tokens"[, "max_tokens"]} per line, or an
+                       Azure LLM inference trace CSV (TIMESTAMP,ContextTokens,GeneratedTokens)
                        (without --scenario, only the trace runs)
+  --trace-tenants N    tenants an Azure trace's requests are spread over, Zipf (default 12)
+  --trace-speedup X    replay the trace X times faster (default 1)
   --config FILE        run under this policy file (tiers, weights, limits, scheduling):
                        what-if for a candidate policy
   --policy NAME        scheduler to run (repeatable; default fairgate):
@@ -71,6 +74,12 @@ export async function runBenchCommand(args: string[], io: CommandIo): Promise<nu
   if (clientMaxWait !== undefined && !(Number.isFinite(clientMaxWait) && clientMaxWait >= 0)) {
     problems.push("--client-max-wait-ms must be a number of milliseconds >= 0");
   }
+  const traceTenants = Number(values["trace-tenants"] ?? "12");
+  if (!(Number.isInteger(traceTenants) && traceTenants >= 1))
+    problems.push("--trace-tenants must be a positive integer");
+  const traceSpeedup = Number(values["trace-speedup"] ?? "1");
+  if (!(Number.isFinite(traceSpeedup) && traceSpeedup > 0))
+    problems.push("--trace-speedup must be a positive number");
   const presetName = values.preset ?? "llama-3.1-8b-h100";
   if (!(presetName in PRESETS))
     problems.push(`unknown preset "${presetName}" (known: ${Object.keys(PRESETS).join(", ")})`);
@@ -93,7 +102,7 @@ export async function runBenchCommand(args: string[], io: CommandIo): Promise<nu
   const extraScenarios = [];
   if (values.trace) {
     try {
-      const trace = await readTrace(values.trace);
+      const trace = await readTrace(values.trace, { tenants: traceTenants, seed, speedup: traceSpeedup });
       if (trace.length === 0) {
         io.stderr(`fairgate bench: ${values.trace} holds no requests\n`);
         return 2;
@@ -153,6 +162,8 @@ function parse(args: string[]) {
     options: {
       scenario: { type: "string", multiple: true },
       trace: { type: "string" },
+      "trace-tenants": { type: "string" },
+      "trace-speedup": { type: "string" },
       config: { type: "string" },
       policy: { type: "string", multiple: true },
       compare: { type: "boolean" },
