@@ -6,7 +6,9 @@ await import("./overhead.ts");
 const { runBenchCommand } = await import("../../extproc/src/commands/bench.ts");
 const { processIo } = await import("../../extproc/src/commands/io.ts");
 process.exitCode = await runBenchCommand(["--compare", "--summary", "--duration", "120"], processIo);
-// 3. The fair queue at scale: 10k tenants, 100k queued requests, against FCFS.
+// 3. Estimate accuracy as an Envoy-emulating client measures it, through gRPC on the wall clock.
+await import("./estimates.ts");
+// 4. The fair queue at scale: 10k tenants, 100k queued requests, against FCFS.
 await import("./queue.ts");
-// 4. Budgets: admits per second and p50/p99 against a real redis-server, next to a bare PING.
+// 5. Budgets: admits per second and p50/p99 against a real redis-server, next to a bare PING.
 await import("./budgets.ts");

@@ -44,7 +44,13 @@ describe("RecentValues", () => {
 });
 
 describe("BackendEstimator", () => {
-  const event = (tenantId: string, level = 0) => ({ tenantId, level, levelClock: 0, tokens: 100 });
+  const event = (tenantId: string, level = 0) => ({
+    tenantId,
+    level,
+    levelClock: 0,
+    tokens: 100,
+    divisor: 1,
+  });
 
   it("a backlogged tenant waits for its queued requests at its own measured pace", () => {
     const estimator = new BackendEstimator();

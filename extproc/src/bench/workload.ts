@@ -177,7 +177,8 @@ const AZURE_HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens";
 
 export function parseTrace(text: string, name = "trace", options: TraceOptions = {}): TraceRecord[] {
   const speedup = options.speedup ?? 1;
-  if (!(speedup > 0) || !Number.isFinite(speedup)) throw new TraceError("the speedup must be a positive number");
+  if (!(speedup > 0) || !Number.isFinite(speedup))
+    throw new TraceError("the speedup must be a positive number");
   const records = text.trimStart().startsWith(AZURE_HEADER)
     ? parseAzureTrace(text, name, options)
     : parseJsonlTrace(text, name);
@@ -186,7 +187,8 @@ export function parseTrace(text: string, name = "trace", options: TraceOptions =
 
 function parseAzureTrace(text: string, name: string, options: TraceOptions): TraceRecord[] {
   const tenants = options.tenants ?? 12;
-  if (!Number.isInteger(tenants) || tenants < 1) throw new TraceError("the tenant count must be a positive integer");
+  if (!Number.isInteger(tenants) || tenants < 1)
+    throw new TraceError("the tenant count must be a positive integer");
   const random = seededRandom(options.seed ?? 1);
   const weights = Array.from({ length: tenants }, (_, i) => 1 / (i + 1));
   const total = weights.reduce((a, b) => a + b, 0);
@@ -209,12 +211,15 @@ function parseAzureTrace(text: string, name: string, options: TraceOptions): Tra
     if (Number.isNaN(at)) throw new TraceError(`${where}: TIMESTAMP "${timestamp}" is not a date`);
     const promptTokens = positiveInteger(Number(context), `${where}: ContextTokens`);
     const outputTokens = positiveInteger(Number(generated), `${where}: GeneratedTokens`);
-    rows.push({ at, tenant: `tenant-${String(pickTenant() + 1).padStart(2, "0")}`, promptTokens, outputTokens });
+    rows.push({
+      at,
+      tenant: `tenant-${String(pickTenant() + 1).padStart(2, "0")}`,
+      promptTokens,
+      outputTokens,
+    });
   });
   const origin = rows.reduce((min, r) => Math.min(min, r.at), Number.POSITIVE_INFINITY);
-  return rows
-    .map(({ at, ...record }) => ({ atMs: at - origin, ...record }))
-    .sort((a, b) => a.atMs - b.atMs);
+  return rows.map(({ at, ...record }) => ({ atMs: at - origin, ...record })).sort((a, b) => a.atMs - b.atMs);
 }
 
 function parseJsonlTrace(text: string, name: string): TraceRecord[] {

@@ -34,6 +34,8 @@ export interface QueueWaitEstimate {
 /** A clock and the meter of how fast it moves while its owner has requests waiting. */
 interface ClockTrack {
   readonly meter: ProgressMeter;
+  /** The weight of the tenants waiting (the policy's divisor), averaged over the same busy time. */
+  readonly divisor: ProgressMeter;
   queued: number;
   /** A tenant's own clock: the requests it has had dispatched. */
   total: number;
@@ -49,6 +51,8 @@ export interface QueueEvent {
   readonly levelClock: number;
   /** Prompt + predicted output. */
   readonly tokens: number;
+  /** What the level's service is divided by now: 1 / FairnessPolicy.progressPerToken. */
+  readonly divisor: number;
 }
 
 /**
@@ -158,7 +162,16 @@ export class BackendEstimator {
     // of long-queued requests out of the arithmetic.
     const own =
       standing.tenantPaced && standing.tenantQueued > 0 ? this.#tenants.get(standing.tenantId) : undefined;
-    const ownRate = own?.meter.rate(now) ?? null;
+    // Under VTC a tenant's share of the service is its weight over the weight of everyone
+    // waiting: a pace measured while the divisor was different (a competitor since arrived
+    // or left) is scaled to the divisor now, rather than waiting for the window to forget.
+    const measuredOwnRate = own?.meter.rate(now) ?? null;
+    const divisorThen = own?.divisor.rate(now) ?? null;
+    const divisorNow = 1 / standing.progressPerToken;
+    const ownRate =
+      measuredOwnRate !== null && divisorThen !== null && divisorNow > 0
+        ? (measuredOwnRate * divisorThen) / divisorNow
+        : measuredOwnRate;
     if (ownRate !== null) {
       const dispatches = standing.tenantQueued + 0.5;
       const expectedMs = dispatches / ownRate;
@@ -195,10 +208,10 @@ export class BackendEstimator {
 
   /** Credits every clock the event touches with the time since its last event. */
   #touch(now: number, event: QueueEvent): void {
-    advance(this.#levelTrack(event.level, now, event.levelClock), now, event.levelClock);
-    advance(this.#all, now, this.#dispatchedTokens);
+    advance(this.#levelTrack(event.level, now, event.levelClock), now, event.levelClock, event.divisor);
+    advance(this.#all, now, this.#dispatchedTokens, event.divisor);
     const tenant = this.#tenants.get(event.tenantId);
-    if (tenant) advance(tenant, now, tenant.total);
+    if (tenant) advance(tenant, now, tenant.total, event.divisor);
   }
 
   #release(event: QueueEvent): void {
@@ -246,12 +259,22 @@ function rounded(expectedMs: number, worstCaseMs: number): QueueWaitEstimate {
 }
 
 function newTrack(now: number, clock: number): ClockTrack {
-  return { meter: new ProgressMeter(), queued: 0, total: 0, lastAt: now, lastClock: clock };
+  return {
+    meter: new ProgressMeter(),
+    divisor: new ProgressMeter(),
+    queued: 0,
+    total: 0,
+    lastAt: now,
+    lastClock: clock,
+  };
 }
 
 /** Credits the clock's movement since the last event to the meter if requests were waiting. */
-function advance(track: ClockTrack, now: number, clock: number): void {
-  if (track.queued > 0) track.meter.record(now, clock - track.lastClock, now - track.lastAt);
+function advance(track: ClockTrack, now: number, clock: number, divisor: number): void {
+  if (track.queued > 0) {
+    track.meter.record(now, clock - track.lastClock, now - track.lastAt);
+    track.divisor.record(now, divisor * (now - track.lastAt), now - track.lastAt);
+  }
   track.lastAt = now;
   track.lastClock = clock;
 }

@@ -488,6 +488,7 @@ export class FairQueueScheduler implements Scheduler {
       level: item.priority,
       levelClock: backend.policy.progress(item.priority),
       tokens: serviceTokens(item),
+      divisor: 1 / backend.policy.progressPerToken({ ...item, tokens: serviceTokens(item) }),
     };
   }
 
