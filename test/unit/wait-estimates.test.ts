@@ -89,6 +89,32 @@ describe("BackendEstimator", () => {
   };
   const load = { inFlight: 4, priorTokensPerMs: 1 };
 
+  it("a pace measured while the tenant was alone is scaled to the weight waiting now", () => {
+    const estimator = new BackendEstimator();
+    // Alone (divisor 1), tenant a gets one dispatch every 100 ms.
+    for (let i = 0; i < 10; i++) estimator.queued(0, event("a"));
+    for (let t = 100; t <= 3_000; t += 100) {
+      estimator.dispatched(t, event("a"), true);
+      estimator.queued(t, event("a"));
+    }
+    const standing = {
+      tenantId: "a",
+      level: 0,
+      distance: 1_000,
+      tenantPaced: true,
+      aheadTokens: 1_000,
+      tenantQueued: 10,
+      progressPerToken: 1,
+    };
+    const load = { inFlight: 4, priorTokensPerMs: 1 };
+    assert.equal(estimator.estimate(3_000, standing, 100, load).expectedMs, 1_050);
+    // An equal competitor now waits too (progressPerToken 1/2): a's share halves at once.
+    assert.equal(
+      estimator.estimate(3_000, { ...standing, progressPerToken: 0.5 }, 100, load).expectedMs,
+      2_100,
+    );
+  });
+
   it("a request the policy serves next waits for completions to make room", () => {
     const estimator = new BackendEstimator();
     for (let t = 0; t <= 2_000; t += 50) estimator.completed(t, 100, 200);

@@ -165,13 +165,8 @@ export class BackendEstimator {
     // Under VTC a tenant's share of the service is its weight over the weight of everyone
     // waiting: a pace measured while the divisor was different (a competitor since arrived
     // or left) is scaled to the divisor now, rather than waiting for the window to forget.
-    const measuredOwnRate = own?.meter.rate(now) ?? null;
-    const divisorThen = own?.divisor.rate(now) ?? null;
     const divisorNow = 1 / standing.progressPerToken;
-    const ownRate =
-      measuredOwnRate !== null && divisorThen !== null && divisorNow > 0
-        ? (measuredOwnRate * divisorThen) / divisorNow
-        : measuredOwnRate;
+    const ownRate = own ? scaledRate(own, now, divisorNow) : null;
     if (ownRate !== null) {
       const dispatches = standing.tenantQueued + 0.5;
       const expectedMs = dispatches / ownRate;
@@ -184,10 +179,10 @@ export class BackendEstimator {
     // progress clock once the level has had requests waiting, else by the backend's tokens.
     // A tenant with nothing waiting has no pace of its own; what stands before it is the
     // tokens others are owed.
-    // Until the level's clock has a measured pace, it moves as the backend's tokens do,
-    // divided among the tenants waiting (progressPerToken).
-    const levelRate =
-      this.#levels.get(standing.level)?.meter.rate(now) ?? tokenRate * standing.progressPerToken;
+    // The level's measured pace is scaled to the divisor now as well; until it has one, its
+    // clock moves as the backend's tokens do, divided among the tenants waiting.
+    const level = this.#levels.get(standing.level);
+    const levelRate = (level && scaledRate(level, now, divisorNow)) ?? tokenRate * standing.progressPerToken;
     const fluid =
       standing.tenantQueued > 0 ? standing.distance / levelRate : standing.aheadTokens / tokenRate;
     // Each dispatch interval is one event of that stream: two standard deviations of a
@@ -267,6 +262,14 @@ function newTrack(now: number, clock: number): ClockTrack {
     lastAt: now,
     lastClock: clock,
   };
+}
+
+/** The track's measured pace, scaled from the divisor it was measured under to the divisor now. */
+function scaledRate(track: ClockTrack, now: number, divisorNow: number): number | null {
+  const rate = track.meter.rate(now);
+  const divisorThen = track.divisor.rate(now);
+  if (rate === null || divisorThen === null || !(divisorNow > 0)) return rate;
+  return (rate * divisorThen) / divisorNow;
 }
 
 /** Credits the clock's movement since the last event to the meter if requests were waiting. */
