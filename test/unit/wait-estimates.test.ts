@@ -134,6 +134,19 @@ describe("BackendEstimator", () => {
     assert.ok(estimate.worstCaseMs >= 200, `worst case ${estimate.worstCaseMs} ms`);
   });
 
+  it("the gate opening more often than completions (fresh engine samples) counts: the sooner wins", () => {
+    const estimator = new BackendEstimator();
+    // Completions every 100 ms, but while requests waited one went out every 20 ms.
+    for (let t = 0; t <= 2_000; t += 100) estimator.completed(t, 100, 400);
+    estimator.queued(0, event("a"));
+    for (let t = 20; t <= 2_000; t += 20) {
+      estimator.dispatched(t, event("a"), true);
+      estimator.queued(t, event("a"));
+    }
+    // Residual of the 20 ms dispatch gaps: 10 ms (that of the completions would be 50).
+    assert.equal(estimator.estimate(2_000, front, 100, load).expectedMs, 10);
+  });
+
   it("before the queue has a measured pace, Little's law over the requests in flight sets it", () => {
     const estimator = new BackendEstimator();
     // Four requests of 100 tokens dispatched, each holding its slot 200 ms: 4 / 200 ms.

@@ -139,17 +139,23 @@ export class BackendEstimator {
     // unmeasured pace doubles the margin of the worst case.
     const tokenRate = measuredTokenRate ?? this.#littleTokenRate(load.inFlight) ?? load.priorTokensPerMs;
     const doubt = measuredTokenRate === null ? 2 : 1;
-    // Next in the policy's order, a request waits for the gate: until enough in-flight
-    // requests finish to make room for its KV footprint. Measured from completions, which
-    // happen whether or not anything waits (learning from the waits of admitted requests
-    // alone would never correct a pessimistic estimate that refuses them). A request
-    // arriving at a random moment lands in a long gap more often than in a short one: it
-    // waits the mean residual gap E[G^2] / 2E[G], which is the mean only when completions
-    // are a Poisson stream, and longer when they come in bursts (an engine step finishing
-    // several sequences at once).
+    // Next in the policy's order, a request waits for the gate to open for it. Both gauges
+    // of that are measured whether or not anything waits long, so estimates that refuse
+    // every deadline-bound client still learn (learning from admitted requests' waits
+    // alone would never correct a pessimistic estimate): the gaps between dispatches while
+    // requests wait (how often the gate has opened: completions, and fresh engine samples
+    // showing room) and the gaps between completions (how often room frees). A request
+    // arriving at a random moment lands in a long gap more often than in a short one, so
+    // it waits the mean residual gap E[G^2] / 2E[G] — the mean only for a Poisson stream,
+    // longer when openings come in bursts (an engine step finishing several sequences at
+    // once) — and goes at the sooner of the two. A request larger than the KV room a
+    // completion frees waits for more completions.
     const completionGap = this.#completionGaps.mean() ?? this.#gaps.mean() ?? 0;
-    const gapSquare = this.#completionGaps.meanSquare() ?? completionGap * completionGap;
-    const residual = completionGap > 0 ? gapSquare / (2 * completionGap) : 0;
+    const sooner = Math.min(
+      meanResidual(this.#completionGaps) ?? Number.POSITIVE_INFINITY,
+      meanResidual(this.#gaps) ?? Number.POSITIVE_INFINITY,
+    );
+    const residual = Number.isFinite(sooner) ? sooner : 0;
     const completionHigh = this.#completionGaps.quantile(GAP_QUANTILE) ?? completionGap;
     const freed = Math.max(1, this.#freedTokens.mean() ?? tokens);
     const needed = Math.max(1, tokens / freed);
@@ -262,6 +268,14 @@ function newTrack(now: number, clock: number): ClockTrack {
     lastAt: now,
     lastClock: clock,
   };
+}
+
+/** E[G^2] / 2E[G]: how long a random moment waits for the next of these gaps to end. */
+function meanResidual(gaps: RecentValues): number | undefined {
+  const mean = gaps.mean();
+  const square = gaps.meanSquare();
+  if (mean === undefined || square === undefined) return undefined;
+  return mean > 0 ? square / (2 * mean) : 0;
 }
 
 /** The track's measured pace, scaled from the divisor it was measured under to the divisor now. */
