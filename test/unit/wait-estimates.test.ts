@@ -115,6 +115,29 @@ describe("BackendEstimator", () => {
     );
   });
 
+  it("a pace measured over a short stretch counts only if the level's pace is no slower", () => {
+    const estimator = new BackendEstimator();
+    // One second of a backlog starting: a request went every 10 ms (the engine had room).
+    for (let i = 0; i < 10; i++) estimator.queued(0, event("a"));
+    for (let t = 10; t <= 1_000; t += 10) {
+      estimator.dispatched(t, event("a"), true);
+      estimator.queued(t, event("a"));
+    }
+    const standing = {
+      tenantId: "a",
+      level: 0,
+      distance: 5_000,
+      tenantPaced: true,
+      aheadTokens: 5_000,
+      tenantQueued: 10,
+      progressPerToken: 1,
+    };
+    const load = { inFlight: 4, priorTokensPerMs: 1 };
+    // Its own pace says 105 ms; 5,000 units of the level's clock at 10 tokens/ms say 500.
+    const estimate = estimator.estimate(1_000, standing, 100, load);
+    assert.ok(estimate.expectedMs >= 500, `expected ${estimate.expectedMs} ms`);
+  });
+
   it("a request the policy serves next waits for completions to make room", () => {
     const estimator = new BackendEstimator();
     for (let t = 0; t <= 2_000; t += 50) estimator.completed(t, 100, 200);

@@ -172,21 +172,11 @@ export class BackendEstimator {
     // waiting: a pace measured while the divisor was different (a competitor since arrived
     // or left) is scaled to the divisor now, rather than waiting for the window to forget.
     const divisorNow = 1 / standing.progressPerToken;
-    const ownRate = own ? scaledRate(own, now, divisorNow) : null;
-    if (ownRate !== null) {
-      const dispatches = standing.tenantQueued + 0.5;
-      const expectedMs = dispatches / ownRate;
-      // The tenant's dispatches come about as a Poisson stream at its measured pace: two
-      // standard deviations past the mean, plus the front's own worst.
-      const worstCaseMs = (dispatches + 2 * Math.sqrt(dispatches)) / ownRate + frontWorstMs;
-      return rounded(expectedMs, worstCaseMs);
-    }
-    // Otherwise the work the policy serves first goes at the level's pace: measured by its
-    // progress clock once the level has had requests waiting, else by the backend's tokens.
-    // A tenant with nothing waiting has no pace of its own; what stands before it is the
-    // tokens others are owed.
-    // The level's measured pace is scaled to the divisor now as well; until it has one, its
-    // clock moves as the backend's tokens do, divided among the tenants waiting.
+
+    // The work the policy serves first goes at the level's pace: measured by its progress
+    // clock once the level has had requests waiting (scaled to the divisor now as well),
+    // else by the backend's tokens divided among the tenants waiting. A tenant with nothing
+    // waiting has no pace of its own; what stands before it is the tokens others are owed.
     const level = this.#levels.get(standing.level);
     const levelRate = (level && scaledRate(level, now, divisorNow)) ?? tokenRate * standing.progressPerToken;
     const fluid =
@@ -195,8 +185,23 @@ export class BackendEstimator {
     // Poisson count of them, plus the front's own worst.
     const gap = Math.max(1, this.#gaps.mean() ?? completionGap);
     const events = fluid / gap;
-    const expectedMs = fluid + frontMs;
-    const worstCaseMs = fluid * doubt + 2 * Math.sqrt(events) * gap + frontWorstMs;
+    const shared = {
+      expectedMs: fluid + frontMs,
+      worstCaseMs: fluid * doubt + 2 * Math.sqrt(events) * gap + frontWorstMs,
+    };
+
+    const ownRate = own ? scaledRate(own, now, divisorNow) : null;
+    if (!own || ownRate === null) return rounded(shared.expectedMs, shared.worstCaseMs);
+    const dispatches = standing.tenantQueued + 0.5;
+    // The tenant's dispatches come about as a Poisson stream at its measured pace: two
+    // standard deviations past the mean, plus the front's own worst.
+    const expectedMs = dispatches / ownRate;
+    const worstCaseMs = (dispatches + 2 * Math.sqrt(dispatches)) / ownRate + frontWorstMs;
+    // A pace measured over a short stretch is mostly the start of a backlog, when the
+    // engine still had room and the first requests went at once: until it has
+    // OWN_PACE_TRUSTED_MS of waiting behind it, the more cautious of it and the level's.
+    if (own.meter.busyMs(now) < OWN_PACE_TRUSTED_MS)
+      return rounded(Math.max(expectedMs, shared.expectedMs), Math.max(worstCaseMs, shared.worstCaseMs));
     return rounded(expectedMs, worstCaseMs);
   }
 
@@ -254,6 +259,9 @@ export class BackendEstimator {
 const GAP_QUANTILE = 0.97;
 
 const SWEEP_EVERY_MS = 30_000;
+
+/** Busy time after which a tenant's own measured pace is taken on its own. */
+const OWN_PACE_TRUSTED_MS = 2_000;
 
 function rounded(expectedMs: number, worstCaseMs: number): QueueWaitEstimate {
   return { expectedMs: Math.round(expectedMs), worstCaseMs: Math.round(Math.max(expectedMs, worstCaseMs)) };

@@ -47,6 +47,12 @@ export class ProgressMeter {
     return this.#lastRate;
   }
 
+  /** Busy time the window holds, ms. */
+  busyMs(now: number): number {
+    this.#roll(now);
+    return this.#busyMs.reduce((a, b) => a + b, 0);
+  }
+
   #roll(now: number): number {
     const buckets = this.#advance.length;
     this.#origin ??= now;
