@@ -147,6 +147,25 @@ describe("BackendEstimator", () => {
     assert.equal(estimator.estimate(2_000, front, 400, load).expectedMs, 175);
   });
 
+  it("over its KV share a request waits for its own tenant's requests in flight; too large, for its overtakers", () => {
+    const estimator = new BackendEstimator();
+    // Completions every 50 ms; each request held its place 400 ms; while requests waited
+    // one went out every 50 ms.
+    estimator.queued(0, event("a"));
+    for (let t = 50; t <= 2_050; t += 50) {
+      estimator.completed(t, 100, 400);
+      estimator.dispatched(t, event("a"), true);
+      estimator.queued(t, event("a"));
+    }
+    assert.equal(estimator.estimate(2_050, front, 100, load).expectedMs, 25);
+    // Its own requests in flight finish 200 ms from a random moment (mean residual of 400).
+    assert.equal(estimator.estimate(2_050, { ...front, overShare: true }, 100, load).expectedMs, 200);
+    // Four smaller requests may overtake it first, one opening (50 ms) each.
+    assert.equal(estimator.estimate(2_050, { ...front, overtakers: 4 }, 100, load).expectedMs, 225);
+    // A request holding the queue lacks 300 tokens of room: three completions first.
+    assert.equal(estimator.estimate(2_050, { ...front, heldForTokens: 300 }, 100, load).expectedMs, 175);
+  });
+
   it("completions in bursts make the wait for the next one longer than the mean gap", () => {
     const estimator = new BackendEstimator();
     // Four completions at once every 200 ms: the mean gap is 50 ms, but a request arriving

@@ -64,6 +64,8 @@ interface BackendState {
   activeWeight: number;
   /** The policy's counters when shared with other replicas. */
   sharing: SharedCounters | undefined;
+  /** A request too large for the KV room left that has used up its bypass allowance. */
+  heldBy: Waiter | undefined;
   /** The other replicas' load on this backend and their best waiting request (shared state). */
   others: {
     inFlight: number;
@@ -231,7 +233,8 @@ export class FairQueueScheduler implements Scheduler {
   } {
     const backend = this.#backend(request.backend);
     const tokens = tokensOf(request);
-    const admits = this.#verdict(backend, request) === "admit";
+    const verdict = this.#verdict(backend, request);
+    const admits = verdict === "admit";
     // The queue dispatches until nothing waiting may go, so a request the gate admits,
     // with nothing of its tenant queued before it, goes at once.
     if (admits && (backend.policy.size === 0 || !backend.tenants.get(request.tenant.id)?.queued))
@@ -252,10 +255,30 @@ export class FairQueueScheduler implements Scheduler {
         aheadTokens: backend.policy.workAhead(probe),
         tenantQueued: backend.tenants.get(probe.tenantId)?.queued ?? 0,
         progressPerToken: backend.policy.progressPerToken(probe),
+        overShare: verdict === "over-share",
+        overtakers:
+          verdict === "too-large"
+            ? Math.min(
+                this.#maxBypass,
+                backend.policy.size - (backend.tenants.get(probe.tenantId)?.queued ?? 0),
+              )
+            : 0,
+        heldForTokens: this.#heldFor(backend),
       },
       tokens,
       { inFlight: backend.inFlight + backend.others.inFlight, priorTokensPerMs: PRIOR_TOKENS_PER_SEC / 1000 },
     );
+  }
+
+  /** KV room that must free before the request holding the queue fits (0 if none holds it). */
+  #heldFor(backend: BackendState): number {
+    const holder = backend.heldBy;
+    if (!holder || !backend.waiters.has(holder.item)) return 0;
+    const config = this.#policy().backends.find((b) => b.name === backend.name);
+    const budget = this.#gate.kvBudgetTokens(config);
+    if (budget === undefined) return 0;
+    const room = budget - backend.inFlightTokens - backend.others.inFlightTokens;
+    return Math.max(0, tokensOf(holder.request) - Math.max(0, room));
   }
 
   /** Re-checks the gate of every backend: call when engine state changed. */
@@ -420,6 +443,7 @@ export class FairQueueScheduler implements Scheduler {
   }
 
   #pump(backend: BackendState): void {
+    backend.heldBy = undefined;
     for (;;) {
       // Walk the policy's order: the first request that may go, goes. A request too large
       // for the KV room left may be overtaken by smaller ones, up to maxBypass times; a
@@ -447,7 +471,10 @@ export class FairQueueScheduler implements Scheduler {
           break;
         }
         if (verdict === "too-large") {
-          if (waiter.bypassed >= this.#maxBypass) return;
+          if (waiter.bypassed >= this.#maxBypass) {
+            backend.heldBy = waiter;
+            return;
+          }
           overtaken.push(waiter);
         } else overShare ??= waiter;
       }
@@ -570,6 +597,7 @@ export class FairQueueScheduler implements Scheduler {
         tenants: new Map(),
         activeWeight: 0,
         sharing: undefined,
+        heldBy: undefined,
         others: { inFlight: 0, inFlightTokens: 0, best: undefined },
       };
       if (this.#shared) this.#share(state);
