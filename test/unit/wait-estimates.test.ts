@@ -147,10 +147,9 @@ describe("BackendEstimator", () => {
     assert.equal(estimator.estimate(2_000, front, 400, load).expectedMs, 175);
   });
 
-  it("over its KV share a request waits for its own tenant's requests in flight; too large, for its overtakers", () => {
+  it("a request too large for the KV room waits for its overtakers, and everyone for a request holding the queue", () => {
     const estimator = new BackendEstimator();
-    // Completions every 50 ms; each request held its place 400 ms; while requests waited
-    // one went out every 50 ms.
+    // Completions every 50 ms, and while requests waited one went out every 50 ms.
     estimator.queued(0, event("a"));
     for (let t = 50; t <= 2_050; t += 50) {
       estimator.completed(t, 100, 400);
@@ -158,8 +157,6 @@ describe("BackendEstimator", () => {
       estimator.queued(t, event("a"));
     }
     assert.equal(estimator.estimate(2_050, front, 100, load).expectedMs, 25);
-    // Its own requests in flight finish 200 ms from a random moment (mean residual of 400).
-    assert.equal(estimator.estimate(2_050, { ...front, overShare: true }, 100, load).expectedMs, 200);
     // Four smaller requests may overtake it first, one opening (50 ms) each.
     assert.equal(estimator.estimate(2_050, { ...front, overtakers: 4 }, 100, load).expectedMs, 225);
     // A request holding the queue lacks 300 tokens of room: three completions first.

@@ -17,11 +17,6 @@ export interface QueueStanding {
   /** How far the level's clock moves per token served (FairnessPolicy.progressPerToken). */
   readonly progressPerToken: number;
   /**
-   * The tenant already holds its weighted share of the KV room while others wait: its
-   * request goes when one of its own in-flight requests finishes.
-   */
-  readonly overShare?: boolean;
-  /**
    * The request does not fit the KV room left: up to this many smaller requests may
    * overtake it (the queue's bypass allowance) before the room it needs is kept for it.
    */
@@ -174,15 +169,13 @@ export class BackendEstimator {
     const completionHigh = this.#completionGaps.quantile(GAP_QUANTILE) ?? completionGap;
     const freed = Math.max(1, this.#freedTokens.mean() ?? tokens);
     const needed = Math.max(1, tokens / freed);
-    // Over its KV share, it also waits for one of its own requests in flight to finish: the
-    // mean residual of how long requests hold their place. Too large for the room left, it
-    // first lets its overtakers go, one opening of the gate each.
-    const ownRelease = standing.overShare ? (meanResidual(this.#holds) ?? 0) : 0;
+    // Too large for the room left, it first lets its overtakers go, one opening of the gate
+    // each.
     const overtaken = (standing.overtakers ?? 0) * (this.#gaps.mean() ?? completionGap);
     // While a request too large for the room holds the queue, nothing goes until
     // completions free what it lacks.
     const held = ((standing.heldForTokens ?? 0) / freed) * completionGap;
-    const frontMs = Math.max(residual + completionGap * (needed - 1) + overtaken, ownRelease) + held;
+    const frontMs = residual + completionGap * (needed - 1) + overtaken + held;
     const frontWorstMs = Math.max(completionHigh * needed, frontMs);
 
     // A backlogged tenant's request goes after the ones it already has waiting, at the pace

@@ -255,7 +255,6 @@ export class FairQueueScheduler implements Scheduler {
         aheadTokens: backend.policy.workAhead(probe),
         tenantQueued: backend.tenants.get(probe.tenantId)?.queued ?? 0,
         progressPerToken: backend.policy.progressPerToken(probe),
-        overShare: verdict === "over-share",
         overtakers:
           verdict === "too-large"
             ? Math.min(
