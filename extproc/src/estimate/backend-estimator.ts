@@ -214,11 +214,14 @@ export class BackendEstimator {
     const expectedMs = dispatches / ownRate;
     const worstCaseMs = (dispatches + 2 * Math.sqrt(dispatches)) / ownRate + frontWorstMs;
     // A pace measured over a short stretch is mostly the start of a backlog, when the
-    // engine still had room and the first requests went at once: until it has
-    // OWN_PACE_TRUSTED_MS of waiting behind it, the more cautious of it and the level's.
-    if (own.meter.busyMs(now) < OWN_PACE_TRUSTED_MS)
-      return rounded(Math.max(expectedMs, shared.expectedMs), Math.max(worstCaseMs, shared.worstCaseMs));
-    return rounded(expectedMs, worstCaseMs);
+    // engine still had room and the first requests went at once. Until it has
+    // OWN_PACE_TRUSTED_MS of waiting behind it, it shares the expected wait with the more
+    // cautious of it and the level's share, in proportion to the time measured, and the
+    // worst case is the wider of the two.
+    const trust = Math.min(1, own.meter.busyMs(now) / OWN_PACE_TRUSTED_MS);
+    if (trust >= 1) return rounded(expectedMs, worstCaseMs);
+    const cautious = Math.max(expectedMs, shared.expectedMs);
+    return rounded(trust * expectedMs + (1 - trust) * cautious, Math.max(worstCaseMs, shared.worstCaseMs));
   }
 
   /** Tokens per ms by Little's law: requests in flight over how long each holds its place. */
