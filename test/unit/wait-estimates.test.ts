@@ -52,32 +52,6 @@ describe("BackendEstimator", () => {
     divisor: 1,
   });
 
-  it("a backlogged tenant waits for its queued requests at its own measured pace", () => {
-    const estimator = new BackendEstimator();
-    // Tenant a keeps 10 waiting and gets one dispatched every 100 ms.
-    for (let i = 0; i < 10; i++) estimator.queued(0, event("a"));
-    for (let t = 100; t <= 3_000; t += 100) {
-      estimator.dispatched(t, event("a"), true);
-      estimator.queued(t, event("a"));
-    }
-    const estimate = estimator.estimate(
-      3_000,
-      {
-        tenantId: "a",
-        level: 0,
-        distance: 1_000,
-        tenantPaced: true,
-        aheadTokens: 1_000,
-        tenantQueued: 10,
-        progressPerToken: 1,
-      },
-      100,
-      { inFlight: 4, priorTokensPerMs: 1 },
-    );
-    assert.equal(estimate.expectedMs, 1_050);
-    assert.ok(estimate.worstCaseMs > estimate.expectedMs && estimate.worstCaseMs < 3 * estimate.expectedMs);
-  });
-
   const front = {
     tenantId: "b",
     level: 0,
@@ -88,29 +62,33 @@ describe("BackendEstimator", () => {
     progressPerToken: 1,
   };
   const load = { inFlight: 4, priorTokensPerMs: 1 };
+  /** Tenant a with 10 requests waiting: 1,000 units of distance ahead of its next one. */
+  const backlogged = { ...front, tenantId: "a", distance: 1_000, aheadTokens: 1_000, tenantQueued: 10 };
+  /** Tenant a keeps 10 waiting and gets one dispatched every `everyMs` until `untilMs`. */
+  const backlog = (estimator: BackendEstimator, everyMs: number, untilMs: number) => {
+    for (let i = 0; i < 10; i++) estimator.queued(0, event("a"));
+    for (let t = everyMs; t <= untilMs; t += everyMs) {
+      estimator.dispatched(t, event("a"), true);
+      estimator.queued(t, event("a"));
+    }
+  };
+
+  it("a backlogged tenant waits for its queued requests at its own measured pace", () => {
+    const estimator = new BackendEstimator();
+    backlog(estimator, 100, 3_000);
+    const estimate = estimator.estimate(3_000, backlogged, 100, load);
+    assert.equal(estimate.expectedMs, 1_050);
+    assert.ok(estimate.worstCaseMs > estimate.expectedMs && estimate.worstCaseMs < 3 * estimate.expectedMs);
+  });
 
   it("a pace measured while the tenant was alone is scaled to the weight waiting now", () => {
     const estimator = new BackendEstimator();
     // Alone (divisor 1), tenant a gets one dispatch every 100 ms.
-    for (let i = 0; i < 10; i++) estimator.queued(0, event("a"));
-    for (let t = 100; t <= 3_000; t += 100) {
-      estimator.dispatched(t, event("a"), true);
-      estimator.queued(t, event("a"));
-    }
-    const standing = {
-      tenantId: "a",
-      level: 0,
-      distance: 1_000,
-      tenantPaced: true,
-      aheadTokens: 1_000,
-      tenantQueued: 10,
-      progressPerToken: 1,
-    };
-    const load = { inFlight: 4, priorTokensPerMs: 1 };
-    assert.equal(estimator.estimate(3_000, standing, 100, load).expectedMs, 1_050);
+    backlog(estimator, 100, 3_000);
+    assert.equal(estimator.estimate(3_000, backlogged, 100, load).expectedMs, 1_050);
     // An equal competitor now waits too (progressPerToken 1/2): a's share halves at once.
     assert.equal(
-      estimator.estimate(3_000, { ...standing, progressPerToken: 0.5 }, 100, load).expectedMs,
+      estimator.estimate(3_000, { ...backlogged, progressPerToken: 0.5 }, 100, load).expectedMs,
       2_100,
     );
   });
@@ -118,25 +96,11 @@ describe("BackendEstimator", () => {
   it("a pace measured over a short stretch is trusted in proportion, the level's slower pace taking the rest", () => {
     const estimator = new BackendEstimator();
     // One second of a backlog starting: a request went every 10 ms (the engine had room).
-    for (let i = 0; i < 10; i++) estimator.queued(0, event("a"));
-    for (let t = 10; t <= 1_000; t += 10) {
-      estimator.dispatched(t, event("a"), true);
-      estimator.queued(t, event("a"));
-    }
-    const standing = {
-      tenantId: "a",
-      level: 0,
-      distance: 5_000,
-      tenantPaced: true,
-      aheadTokens: 5_000,
-      tenantQueued: 10,
-      progressPerToken: 1,
-    };
-    const load = { inFlight: 4, priorTokensPerMs: 1 };
+    backlog(estimator, 10, 1_000);
     // Its own pace says 105 ms; 5,000 units of the level's clock at 10 tokens/ms say 500
     // (+5 ms for the gate to open). With half of the 2 s it takes to trust a pace measured,
     // the estimate is halfway between.
-    const estimate = estimator.estimate(1_000, standing, 100, load);
+    const estimate = estimator.estimate(1_000, { ...backlogged, distance: 5_000 }, 100, load);
     assert.ok(Math.abs(estimate.expectedMs - 305) <= 5, `expected ${estimate.expectedMs} ms`);
     // The worst case is the wider of the two.
     assert.ok(estimate.worstCaseMs >= 505, `worst case ${estimate.worstCaseMs} ms`);
