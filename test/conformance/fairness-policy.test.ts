@@ -3,7 +3,12 @@ import { describe, it } from "node:test";
 import fc from "fast-check";
 import { FAIRNESS_POLICY_NAMES } from "../../extproc/src/config/schema.ts";
 import { fairnessPolicyFor } from "../../extproc/src/queue/policies/index.ts";
-import type { FairnessPolicy, QueuedRequest, WorkProbe } from "../../extproc/src/queue/policy.ts";
+import {
+  type FairnessPolicy,
+  type QueuedRequest,
+  serviceTokens,
+  type WorkProbe,
+} from "../../extproc/src/queue/policy.ts";
 
 /**
  * The contract every FairnessPolicy keeps, whatever order it chooses. Tenants keep one
@@ -284,7 +289,20 @@ for (const name of POLICIES) {
       policy.remove(added[1] as QueuedRequest);
       check();
       for (let next = policy.peek(); next; next = policy.peek()) {
+        // The clock moves by the dispatched tokens times progressPerToken, as estimates assume.
+        const before = policy.progress(next.priority);
+        const perToken = policy.progressPerToken({
+          tenantId: next.tenantId,
+          priority: next.priority,
+          weight: next.weight,
+          tokens: serviceTokens(next),
+        });
         policy.dispatch(next);
+        const moved = policy.progress(next.priority) - before;
+        assert.ok(
+          Math.abs(moved - serviceTokens(next) * perToken) < 1e-9,
+          `dispatching ${serviceTokens(next)} tokens of ${next.tenantId} moved the clock ${moved}, not ${serviceTokens(next) * perToken}`,
+        );
         check();
         policy.complete(next, 5);
         check();

@@ -61,14 +61,24 @@ export async function observe(options: ClientOptions, tenant: string, ask = fals
   const headers = setHeaders((await stream.next()).response_headers?.response);
   stream.end();
   await stream.status;
+  const estimatedMs = wholeMs(headers["x-fairgate-estimated-wait-ms"], "x-fairgate-estimated-wait-ms");
+  const worstCaseMs = wholeMs(headers["x-fairgate-worst-case-wait-ms"], "x-fairgate-worst-case-wait-ms");
+  if (worstCaseMs < estimatedMs)
+    throw new Error(`worst case ${worstCaseMs} ms below the expected ${estimatedMs} ms`);
   return {
     tenant,
     sentAt,
     waitedMs,
-    estimatedMs: Number(headers["x-fairgate-estimated-wait-ms"]),
-    worstCaseMs: Number(headers["x-fairgate-worst-case-wait-ms"]),
+    estimatedMs,
+    worstCaseMs,
     ...(askedMs === undefined ? {} : { askedMs }),
   };
+}
+
+/** A header that must hold a whole, non-negative number of ms. */
+function wholeMs(value: string | undefined, name: string): number {
+  if (value === undefined || !/^\d+$/.test(value)) throw new Error(`${name}: ${JSON.stringify(value)}`);
+  return Number(value);
 }
 
 /** `outstanding` requests of a tenant in flight until `until`, each resent as it finishes. */

@@ -214,6 +214,14 @@ describe("parseTrace: Azure LLM inference trace CSV", () => {
     );
   });
 
+  it("takes CRLF line ends and blank lines before the header", () => {
+    const trace = parseTrace(`\r\n${csv.replaceAll("\n", "\r\n")}`, "conv.csv");
+    assert.deepEqual(
+      trace.map((r) => r.promptTokens),
+      [374, 396, 879],
+    );
+  });
+
   it("compresses time by the speedup", () => {
     assert.deepEqual(
       parseTrace(csv, "conv.csv", { speedup: 2 }).map((r) => r.atMs),

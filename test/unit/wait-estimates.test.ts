@@ -64,6 +64,10 @@ describe("BackendEstimator", () => {
   const load = { inFlight: 4, priorTokensPerMs: 1 };
   /** Tenant a with 10 requests waiting: 1,000 units of distance ahead of its next one. */
   const backlogged = { ...front, tenantId: "a", distance: 1_000, aheadTokens: 1_000, tenantQueued: 10 };
+  /** Requests of another tenant sent at once, so completions happen with work in flight. */
+  const busy = (estimator: BackendEstimator, requests = 1_000) => {
+    for (let i = 0; i < requests; i++) estimator.dispatched(0, event("x"), false);
+  };
   /** Tenant a keeps 10 waiting and gets one dispatched every `everyMs` until `untilMs`. */
   const backlog = (estimator: BackendEstimator, everyMs: number, untilMs: number) => {
     for (let i = 0; i < 10; i++) estimator.queued(0, event("a"));
@@ -93,6 +97,62 @@ describe("BackendEstimator", () => {
     );
   });
 
+  it("a pace is scaled from the divisor it was measured under, not from the one events bring next", () => {
+    const estimator = new BackendEstimator();
+    // Tenant a and one competitor of equal weight wait throughout (divisor 2).
+    const shared = (tenantId: string) => ({ ...event(tenantId), divisor: 2 });
+    for (let i = 0; i < 10; i++) estimator.queued(0, shared("a"));
+    for (let t = 100; t <= 3_000; t += 100) {
+      estimator.dispatched(t, shared("a"), true);
+      estimator.queued(t, shared("a"));
+    }
+    const half = { ...backlogged, progressPerToken: 0.5 };
+    assert.equal(estimator.estimate(3_000, half, 100, load).expectedMs, 1_050);
+    // The competitor leaves: a alone gets twice the pace it was measured at.
+    assert.equal(estimator.estimate(3_000, backlogged, 100, load).expectedMs, 525);
+  });
+
+  it("an idle hour or one long outage does not inflate the wait for the gate", () => {
+    const estimator = new BackendEstimator();
+    const cycle = (from: number) => {
+      // 25 requests in flight, finishing 50 ms apart; nothing in flight afterwards.
+      for (let i = 0; i < 25; i++) estimator.dispatched(from, event("x"), false);
+      for (let i = 1; i <= 25; i++) estimator.completed(from + 50 * i, 100, 50 * i);
+    };
+    cycle(0);
+    cycle(3_600_000);
+    assert.ok(estimator.estimate(3_601_250, front, 100, load).expectedMs <= 50);
+    // Requests waited while one went out every 50 ms, except for one 120 s stall.
+    const stalled = new BackendEstimator();
+    busy(stalled);
+    stalled.queued(0, event("a"));
+    let t = 0;
+    for (let i = 0; i < 200; i++) {
+      t += i === 100 ? 120_000 : 50;
+      stalled.completed(t, 100, 400);
+      stalled.dispatched(t, event("a"), true);
+      stalled.queued(t, event("a"));
+    }
+    const estimate = stalled.estimate(t, front, 100, load);
+    assert.ok(estimate.expectedMs <= 50, `expected ${estimate.expectedMs} ms`);
+    assert.ok(estimate.worstCaseMs <= 200, `worst case ${estimate.worstCaseMs} ms`);
+  });
+
+  it("never states a wait that is not a finite, non-negative number of ms", () => {
+    const estimator = new BackendEstimator();
+    // Requests of no tokens at all: Little's law has nothing to go on.
+    for (let i = 0; i < 4; i++) estimator.dispatched(0, { ...event("z"), tokens: 0 }, false);
+    for (let i = 0; i < 4; i++) estimator.completed(100, 0, 100);
+    for (const aheadTokens of [0, 50]) {
+      const estimate = estimator.estimate(100, { ...front, aheadTokens }, 0, {
+        inFlight: 4,
+        priorTokensPerMs: 1,
+      });
+      for (const value of [estimate.expectedMs, estimate.worstCaseMs])
+        assert.ok(Number.isInteger(value) && value >= 0, `${aheadTokens} ahead: ${JSON.stringify(estimate)}`);
+    }
+  });
+
   it("a pace measured over a short stretch is trusted in proportion, the level's slower pace taking the rest", () => {
     const estimator = new BackendEstimator();
     // One second of a backlog starting: a request went every 10 ms (the engine had room).
@@ -108,6 +168,7 @@ describe("BackendEstimator", () => {
 
   it("a request the policy serves next waits for completions to make room", () => {
     const estimator = new BackendEstimator();
+    busy(estimator);
     for (let t = 0; t <= 2_000; t += 50) estimator.completed(t, 100, 200);
     // Completions every 50 ms: arriving at a random moment, it waits 25 ms for the next.
     assert.equal(estimator.estimate(2_000, front, 100, load).expectedMs, 25);
@@ -118,6 +179,7 @@ describe("BackendEstimator", () => {
   it("a request too large for the KV room waits for its overtakers, and everyone for a request holding the queue", () => {
     const estimator = new BackendEstimator();
     // Completions every 50 ms, and while requests waited one went out every 50 ms.
+    busy(estimator);
     estimator.queued(0, event("a"));
     for (let t = 50; t <= 2_050; t += 50) {
       estimator.completed(t, 100, 400);
@@ -135,6 +197,7 @@ describe("BackendEstimator", () => {
     const estimator = new BackendEstimator();
     // Four completions at once every 200 ms: the mean gap is 50 ms, but a request arriving
     // at a random moment waits 100 ms on average for the next burst.
+    busy(estimator);
     for (let t = 0; t <= 4_000; t += 200) for (let i = 0; i < 4; i++) estimator.completed(t, 100, 200);
     const estimate = estimator.estimate(4_000, front, 100, load);
     assert.ok(Math.abs(estimate.expectedMs - 100) <= 3, `expected ${estimate.expectedMs} ms`);
@@ -144,6 +207,7 @@ describe("BackendEstimator", () => {
   it("the gate opening more often than completions (fresh engine samples) counts: the sooner wins", () => {
     const estimator = new BackendEstimator();
     // Completions every 100 ms, but while requests waited one went out every 20 ms.
+    busy(estimator);
     for (let t = 0; t <= 2_000; t += 100) estimator.completed(t, 100, 400);
     estimator.queued(0, event("a"));
     for (let t = 20; t <= 2_000; t += 20) {

@@ -201,9 +201,14 @@ function parseAzureTrace(text: string, name: string, options: TraceOptions): Tra
     return tenants - 1;
   };
   const rows: Array<Omit<TraceRecord, "atMs"> & { at: number }> = [];
+  let header = true;
   text.split("\n").forEach((line, index) => {
     const trimmed = line.trim();
-    if (index === 0 || trimmed === "") return;
+    if (trimmed === "") return;
+    if (header) {
+      header = false;
+      return;
+    }
     const where = `${name}:${index + 1}`;
     const [timestamp, context, generated] = trimmed.split(",");
     // "2023-11-16 18:15:46.6805900": UTC, with more fraction digits than Date.parse takes.

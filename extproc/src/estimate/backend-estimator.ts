@@ -10,7 +10,7 @@ export interface QueueStanding {
   readonly distance: number;
   /** Whether distance counts the tenant's own weighted service (VTC) or the level's tokens. */
   readonly tenantPaced: boolean;
-  /** Tokens of work the policy would serve before it (the fallback until a rate is measured). */
+  /** Tokens of work the policy would serve before it (for a tenant with nothing waiting). */
   readonly aheadTokens: number;
   /** Requests of the same tenant already waiting on this backend (served before it). */
   readonly tenantQueued: number;
@@ -51,6 +51,8 @@ interface ClockTrack {
   total: number;
   lastAt: number;
   lastClock: number;
+  /** The divisor since the last event (it holds until the next one). */
+  lastDivisor: number;
 }
 
 /** What one request that joins, leaves or goes changes. */
@@ -99,6 +101,8 @@ export class BackendEstimator {
   /** How long each dispatched request held its place, dispatch to completion. */
   readonly #holds = new RecentValues(256);
   #lastCompletionAt: number | undefined;
+  /** Dispatched and not completed, as this estimator saw them. */
+  #inFlight = 0;
   #lastSweep = 0;
 
   /** A request joined the queue. */
@@ -124,6 +128,7 @@ export class BackendEstimator {
     this.#lastDispatchAt = now;
     this.#dispatchedTokens += event.tokens;
     this.#dispatches += 1;
+    this.#inFlight += 1;
     const tenant = this.#tenants.get(event.tenantId);
     if (tenant) tenant.total += 1;
     this.#touch(now, event);
@@ -137,7 +142,10 @@ export class BackendEstimator {
    */
   completed(now: number, tokens: number, heldMs: number): void {
     if (this.#lastCompletionAt !== undefined) this.#completionGaps.add(now - this.#lastCompletionAt);
-    this.#lastCompletionAt = now;
+    this.#inFlight = Math.max(0, this.#inFlight - 1);
+    // A gap that spans a stretch with nothing in flight measures the traffic, not the
+    // backend: the next completion starts afresh.
+    this.#lastCompletionAt = this.#inFlight > 0 ? now : undefined;
     this.#freedTokens.add(tokens);
     this.#holds.add(heldMs);
   }
@@ -145,8 +153,8 @@ export class BackendEstimator {
   estimate(now: number, standing: QueueStanding, tokens: number, load: BackendLoadNow): QueueWaitEstimate {
     const measuredTokenRate = this.#all.meter.rate(now);
     // Before the queue has measured its own pace: Little's law over the requests in flight
-    // and how long requests hold their place, and before any completion, the prior. An
-    // unmeasured pace doubles the margin of the worst case.
+    // and how long requests hold their place, and before any completion, the prior. While
+    // the pace is unmeasured, the worst case counts the work ahead twice.
     const tokenRate = measuredTokenRate ?? this.#littleTokenRate(load.inFlight) ?? load.priorTokensPerMs;
     const doubt = measuredTokenRate === null ? 2 : 1;
     // Next in the policy's order, a request waits for the gate to open for it. Both gauges
@@ -160,7 +168,8 @@ export class BackendEstimator {
     // longer when openings come in bursts (an engine step finishing several sequences at
     // once) — and goes at the sooner of the two. A request larger than the KV room a
     // completion frees waits for more completions.
-    const completionGap = this.#completionGaps.mean() ?? this.#gaps.mean() ?? 0;
+    const completionGap = typicalGap(this.#completionGaps) ?? typicalGap(this.#gaps) ?? 0;
+    const dispatchGap = typicalGap(this.#gaps) ?? completionGap;
     const sooner = Math.min(
       meanResidual(this.#completionGaps) ?? Number.POSITIVE_INFINITY,
       meanResidual(this.#gaps) ?? Number.POSITIVE_INFINITY,
@@ -171,7 +180,7 @@ export class BackendEstimator {
     const needed = Math.max(1, tokens / freed);
     // Too large for the room left, it first lets its overtakers go, one opening of the gate
     // each.
-    const overtaken = (standing.overtakers ?? 0) * (this.#gaps.mean() ?? completionGap);
+    const overtaken = (standing.overtakers ?? 0) * dispatchGap;
     // While a request too large for the room holds the queue, nothing goes until
     // completions free what it lacks.
     const held = ((standing.heldForTokens ?? 0) / freed) * completionGap;
@@ -199,7 +208,7 @@ export class BackendEstimator {
       standing.tenantQueued > 0 ? standing.distance / levelRate : standing.aheadTokens / tokenRate;
     // Each dispatch interval is one event of that stream: two standard deviations of a
     // Poisson count of them, plus the front's own worst.
-    const gap = Math.max(1, this.#gaps.mean() ?? completionGap);
+    const gap = Math.max(1, dispatchGap);
     const events = fluid / gap;
     const shared = {
       expectedMs: fluid + frontMs,
@@ -228,7 +237,8 @@ export class BackendEstimator {
   #littleTokenRate(inFlight: number): number | null {
     const hold = this.#holds.mean();
     if (hold === undefined || hold <= 0 || inFlight <= 0 || this.#dispatches === 0) return null;
-    return (inFlight / hold) * (this.#dispatchedTokens / this.#dispatches);
+    const rate = (inFlight / hold) * (this.#dispatchedTokens / this.#dispatches);
+    return rate > 0 ? rate : null;
   }
 
   /** Credits every clock the event touches with the time since its last event. */
@@ -279,11 +289,21 @@ const GAP_QUANTILE = 0.97;
 
 const SWEEP_EVERY_MS = 30_000;
 
+/** The longest wait an estimate states (a day): beyond it, nothing it says is meaningful. */
+const MAX_ESTIMATE_MS = 86_400_000;
+
 /** Busy time after which a tenant's own measured pace is taken on its own. */
 const OWN_PACE_TRUSTED_MS = 2_000;
 
+/** Whole ms, never negative; an unknown (NaN) wait is 0 and an unbounded one MAX_ESTIMATE_MS. */
 function rounded(expectedMs: number, worstCaseMs: number): QueueWaitEstimate {
-  return { expectedMs: Math.round(expectedMs), worstCaseMs: Math.round(Math.max(expectedMs, worstCaseMs)) };
+  const expected = sane(expectedMs);
+  return { expectedMs: expected, worstCaseMs: Math.max(expected, sane(worstCaseMs)) };
+}
+
+function sane(ms: number): number {
+  if (Number.isNaN(ms)) return 0;
+  return Math.round(Math.min(Math.max(ms, 0), MAX_ESTIMATE_MS));
 }
 
 function newTrack(now: number, clock: number): ClockTrack {
@@ -294,15 +314,26 @@ function newTrack(now: number, clock: number): ClockTrack {
     total: 0,
     lastAt: now,
     lastClock: clock,
+    lastDivisor: 1,
   };
 }
 
-/** E[G^2] / 2E[G]: how long a random moment waits for the next of these gaps to end. */
+/** The mean gap, gaps above the GAP_QUANTILE counting as that quantile (see below). */
+function typicalGap(gaps: RecentValues): number | undefined {
+  const cap = gaps.quantile(GAP_QUANTILE);
+  return cap === undefined ? undefined : gaps.clampedMoments(cap).mean;
+}
+
+/**
+ * E[G^2] / 2E[G]: how long a random moment waits for the next of these gaps to end. Gaps
+ * above the GAP_QUANTILE count as that quantile: one outage or engine reload (whose time
+ * left estimates add on their own) must not dominate a second moment for 256 gaps.
+ */
 function meanResidual(gaps: RecentValues): number | undefined {
-  const mean = gaps.mean();
-  const square = gaps.meanSquare();
-  if (mean === undefined || square === undefined) return undefined;
-  return mean > 0 ? square / (2 * mean) : 0;
+  const cap = gaps.quantile(GAP_QUANTILE);
+  if (cap === undefined) return undefined;
+  const { mean, meanSquare } = gaps.clampedMoments(cap);
+  return mean > 0 ? meanSquare / (2 * mean) : 0;
 }
 
 /** The track's measured pace, scaled from the divisor it was measured under to the divisor now. */
@@ -317,8 +348,9 @@ function scaledRate(track: ClockTrack, now: number, divisorNow: number): number 
 function advance(track: ClockTrack, now: number, clock: number, divisor: number): void {
   if (track.queued > 0) {
     track.meter.record(now, clock - track.lastClock, now - track.lastAt);
-    track.divisor.record(now, divisor * (now - track.lastAt), now - track.lastAt);
+    track.divisor.record(now, track.lastDivisor * (now - track.lastAt), now - track.lastAt);
   }
+  track.lastDivisor = divisor;
   track.lastAt = now;
   track.lastClock = clock;
 }

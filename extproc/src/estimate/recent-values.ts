@@ -26,10 +26,17 @@ export class RecentValues {
     return this.#values.reduce((a, b) => a + b, 0) / this.#values.length;
   }
 
-  /** Mean of the squares (with mean(), the spread and the mean residual of gaps). */
-  meanSquare(): number | undefined {
-    if (this.#values.length === 0) return undefined;
-    return this.#values.reduce((a, b) => a + b * b, 0) / this.#values.length;
+  /** Mean and mean square of the values, each taken as at most `cap`. */
+  clampedMoments(cap: number): { mean: number; meanSquare: number } {
+    let sum = 0;
+    let squares = 0;
+    for (const value of this.#values) {
+      const v = Math.min(value, cap);
+      sum += v;
+      squares += v * v;
+    }
+    const n = Math.max(1, this.#values.length);
+    return { mean: sum / n, meanSquare: squares / n };
   }
 
   /** q in [0, 1]; nearest rank. */

@@ -185,8 +185,11 @@ export class FairQueueScheduler implements Scheduler {
         detach: () => {},
         bypassed: 0,
       };
+      // A request leaving may have been the one holding the queue for KV room.
       const onAbort = () => {
-        if (this.#remove(backend, waiter)) reject(signal.reason);
+        if (!this.#remove(backend, waiter)) return;
+        reject(signal.reason);
+        this.#pump(backend);
       };
       signal.addEventListener("abort", onAbort, { once: true });
       waiter.detach = () => signal.removeEventListener("abort", onAbort);
@@ -199,6 +202,7 @@ export class FairQueueScheduler implements Scheduler {
               headers: refusalHeaders(this.estimate(request)),
             }),
           );
+          this.#pump(backend);
         }
       }, request.maxWaitMs);
       backend.waiters.set(item, waiter);

@@ -115,7 +115,9 @@ export class PriorityLevelsPolicy implements FairnessPolicy {
   }
 
   progressPerToken(probe: WorkProbe): number {
-    return this.#levels.find((l) => l.priority === probe.priority)?.policy.progressPerToken(probe) ?? 1;
+    // A level nobody has used yet divides its service as a fresh one of its policy would.
+    const policy = this.#levels.find((l) => l.priority === probe.priority)?.policy ?? this.#inner();
+    return policy.progressPerToken(probe);
   }
 
   tenantCounters(): ReadonlyMap<string, number> {
