@@ -406,6 +406,44 @@ describe("FairQueueScheduler with VTC and the engine-aware gate", () => {
     assert.deepEqual(h.order, ["a-700", "s0", "s1", "g-600", "s2", "s3"]);
   });
 
+  it("a request holding the queue for KV room lengthens every estimate, and frees the queue when it leaves", async () => {
+    const clock = new ManualClock();
+    const scheduler = new FairQueueScheduler({
+      policy: () => policy,
+      clock,
+      fairness: fairnessPolicyFor({ policy: "fcfs", starvationBound: 10 }),
+      gate: new EngineAwareGate(),
+      maxBypass: 2,
+    });
+    const h = new Harness(scheduler);
+    // History: four 100-token requests finishing 50 ms apart.
+    for (let i = 0; i < 4; i++) h.submit(request(`w${i}`, "acme", 100));
+    await flush();
+    for (let i = 0; i < 4; i++) {
+      clock.advance(50);
+      h.release(`w${i}`);
+    }
+    await flush();
+    // As above: g-600 is overtaken twice, then holds the queue; 100 tokens of room are left.
+    h.submit(request("a-700", "acme", 700));
+    await flush();
+    const holder = new AbortController();
+    h.submit(request("g-600", "acme", 600), holder.signal);
+    for (let i = 0; i < 3; i++) h.submit(request(`s${i}`, "acme", 100));
+    await flush();
+    assert.deepEqual(h.order.slice(4), ["a-700", "s0", "s1"]);
+    // A new request waits at least for the 500 tokens g-600 lacks: five completions of the
+    // 100 tokens one frees, 50 ms apart.
+    const held = scheduler.estimate(request("probe", "globex", 100));
+    assert.ok(held.expectedMs >= 250, `expected ${held.expectedMs} ms while the queue is held`);
+    holder.abort();
+    await flush();
+    // It left: the queue moves at once (s2 fits the room left), without waiting for a completion.
+    assert.deepEqual(h.order.slice(4), ["a-700", "s0", "s1", "s2"]);
+    const free = scheduler.estimate(request("probe", "globex", 100));
+    assert.ok(free.expectedMs < held.expectedMs, `${free.expectedMs} ms once nothing holds the queue`);
+  });
+
   it("keeps a tenant within its weighted KV share while others wait for the room", async () => {
     // Budget 1000 tokens; acme (weight 4) and globex (weight 1) are both active, so globex's
     // share is 200 tokens, which it already holds.

@@ -239,9 +239,15 @@ export class FairQueueScheduler implements Scheduler {
     const tokens = tokensOf(request);
     const verdict = this.#verdict(backend, request);
     const admits = verdict === "admit";
+    const heldForTokens = this.#heldFor(backend);
     // The queue dispatches until nothing waiting may go, so a request the gate admits,
-    // with nothing of its tenant queued before it, goes at once.
-    if (admits && (backend.policy.size === 0 || !backend.tenants.get(request.tenant.id)?.queued))
+    // with nothing of its tenant queued before it, goes at once, unless a request too
+    // large for the room left holds the queue.
+    if (
+      admits &&
+      heldForTokens === 0 &&
+      (backend.policy.size === 0 || !backend.tenants.get(request.tenant.id)?.queued)
+    )
       return { expectedMs: 0, worstCaseMs: 0 };
     const probe = {
       tenantId: request.tenant.id,
@@ -266,7 +272,7 @@ export class FairQueueScheduler implements Scheduler {
                 backend.policy.size - (backend.tenants.get(probe.tenantId)?.queued ?? 0),
               )
             : 0,
-        heldForTokens: this.#heldFor(backend),
+        heldForTokens,
       },
       tokens,
       { inFlight: backend.inFlight + backend.others.inFlight, priorTokensPerMs: PRIOR_TOKENS_PER_SEC / 1000 },
