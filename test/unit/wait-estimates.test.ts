@@ -4,6 +4,7 @@ import { ManualClock } from "../../extproc/src/clock.ts";
 import { BackendEstimator } from "../../extproc/src/estimate/backend-estimator.ts";
 import { ProgressMeter } from "../../extproc/src/estimate/progress-meter.ts";
 import { RecentValues } from "../../extproc/src/estimate/recent-values.ts";
+import { WorstCaseCalibration } from "../../extproc/src/estimate/worst-case-calibration.ts";
 import { FairQueueScheduler } from "../../extproc/src/queue/fair-queue.ts";
 import { fairnessPolicyFor } from "../../extproc/src/queue/policies/index.ts";
 import type { SchedulingRequest, WaitEstimate } from "../../extproc/src/scheduler/types.ts";
@@ -358,5 +359,29 @@ describe("estimates from a cold start", () => {
     assert.ok(median <= 0.25, `median error ${median.toFixed(2)}`);
     const violations = done.filter((s) => (s.waited as number) > s.estimate.worstCaseMs).length;
     assert.ok(violations <= 0.05 * done.length, `${violations} of ${done.length} waited past the worst case`);
+  });
+});
+
+describe("WorstCaseCalibration", () => {
+  it("widens a tenant's worst case by what covered 97 % of its recent misses, and nobody else's", () => {
+    const calibration = new WorstCaseCalibration();
+    for (let i = 0; i < 10; i++) calibration.observe(0, "a", 200, 100);
+    assert.equal(calibration.widen(0, "a", 100), 100, "ten waits teach nothing yet");
+    for (let i = 0; i < 90; i++) calibration.observe(0, "a", 200, 100);
+    assert.equal(calibration.widen(0, "a", 100), 200);
+    assert.equal(calibration.widen(0, "b", 100), 100);
+    // Below 50 ms a worst case counts as 50 ms: a 5 ms promise missed by 5 ms is not 2x.
+    assert.equal(calibration.widen(0, "a", 5), 100);
+  });
+
+  it("never narrows, and forgets waits older than a minute", () => {
+    const calibration = new WorstCaseCalibration();
+    for (let i = 0; i < 50; i++) calibration.observe(0, "a", 10, 100);
+    assert.equal(calibration.widen(0, "a", 100), 100);
+    for (let i = 0; i < 50; i++) calibration.observe(0, "b", 300, 100);
+    assert.equal(calibration.widen(30_000, "b", 100), 300);
+    assert.equal(calibration.widen(61_000, "b", 100), 100);
+    calibration.observe(130_000, "c", 10, 100);
+    assert.equal(calibration.size, 1, "only the tenant with a recent wait is kept");
   });
 });

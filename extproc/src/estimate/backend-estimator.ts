@@ -1,5 +1,6 @@
 import { ProgressMeter } from "./progress-meter.ts";
 import { RecentValues } from "./recent-values.ts";
+import { WorstCaseCalibration } from "./worst-case-calibration.ts";
 
 /** Where a new request would stand in one backend's queue, as the fairness policy sees it. */
 export interface QueueStanding {
@@ -102,6 +103,7 @@ export class BackendEstimator {
   /** Dispatched and not completed, as this estimator saw them. */
   #inFlight = 0;
   #lastSweep = 0;
+  readonly #calibration = new WorstCaseCalibration();
 
   /** A request joined the queue. */
   queued(now: number, event: QueueEvent): void {
@@ -148,7 +150,23 @@ export class BackendEstimator {
     this.#holds.add(heldMs);
   }
 
+  /** A request of `tenantId` waited `waitedMs` in the queue, having been promised `worstCaseMs`. */
+  waited(now: number, tenantId: string, waitedMs: number, worstCaseMs: number): void {
+    this.#calibration.observe(now, tenantId, waitedMs, worstCaseMs);
+  }
+
   estimate(now: number, standing: QueueStanding, tokens: number, load: BackendLoadNow): QueueWaitEstimate {
+    const model = this.#model(now, standing, tokens, load);
+    return {
+      expectedMs: model.expectedMs,
+      worstCaseMs: Math.max(
+        model.expectedMs,
+        Math.round(this.#calibration.widen(now, standing.tenantId, model.worstCaseMs)),
+      ),
+    };
+  }
+
+  #model(now: number, standing: QueueStanding, tokens: number, load: BackendLoadNow): QueueWaitEstimate {
     const measuredTokenRate = this.#all.meter.rate(now);
     // Before the queue has measured its own pace: Little's law over the requests in flight
     // and how long requests hold their place, and before any completion, the prior. While

@@ -495,6 +495,13 @@ export class FairQueueScheduler implements Scheduler {
       this.#detach(backend, chosen);
       backend.policy.dispatch(chosen.item);
       this.#observeDispatch(backend, chosen.item, true);
+      const now = this.#clock.now();
+      backend.estimator.waited(
+        now,
+        chosen.item.tenantId,
+        now - chosen.enqueuedAt,
+        chosen.estimate.worstCaseMs,
+      );
       chosen.resolve(this.#start(backend, chosen.item, chosen.request, chosen.enqueuedAt, chosen.estimate));
     }
   }
