@@ -29,6 +29,17 @@ function request(id: string, tenantId: string, tokens = 100, maxWaitMs?: number)
 const flush = () => new Promise((resolve) => setImmediate(resolve));
 const never = () => new AbortController().signal;
 
+/** FCFS behind the engine-aware gate, letting `maxBypass` requests overtake a too-large one. */
+function fcfsWithBypass(clock: ManualClock, maxBypass: number) {
+  return new FairQueueScheduler({
+    policy: () => policy,
+    clock,
+    fairness: fairnessPolicyFor({ policy: "fcfs", starvationBound: 10 }),
+    gate: new EngineAwareGate(),
+    maxBypass,
+  });
+}
+
 function vtcScheduler(clock: ManualClock, gate = new EngineAwareGate()) {
   return new FairQueueScheduler({
     policy: () => policy,
@@ -383,13 +394,7 @@ describe("FairQueueScheduler with VTC and the engine-aware gate", () => {
     // 600-token request does not fit, its 100-token ones after it do (one tenant, so no KV
     // share applies).
     const clock = new ManualClock();
-    const scheduler = new FairQueueScheduler({
-      policy: () => policy,
-      clock,
-      fairness: fairnessPolicyFor({ policy: "fcfs", starvationBound: 10 }),
-      gate: new EngineAwareGate(),
-      maxBypass: 2,
-    });
+    const scheduler = fcfsWithBypass(clock, 2);
     const h = new Harness(scheduler);
     h.submit(request("a-700", "acme", 700));
     await flush();
@@ -408,13 +413,7 @@ describe("FairQueueScheduler with VTC and the engine-aware gate", () => {
 
   it("a request holding the queue for KV room lengthens every estimate, and frees the queue when it leaves", async () => {
     const clock = new ManualClock();
-    const scheduler = new FairQueueScheduler({
-      policy: () => policy,
-      clock,
-      fairness: fairnessPolicyFor({ policy: "fcfs", starvationBound: 10 }),
-      gate: new EngineAwareGate(),
-      maxBypass: 2,
-    });
+    const scheduler = fcfsWithBypass(clock, 2);
     const h = new Harness(scheduler);
     // History: four 100-token requests finishing 50 ms apart.
     for (let i = 0; i < 4; i++) h.submit(request(`w${i}`, "acme", 100));
