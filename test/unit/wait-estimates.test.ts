@@ -363,25 +363,39 @@ describe("estimates from a cold start", () => {
 });
 
 describe("WorstCaseCalibration", () => {
-  it("widens a tenant's worst case by what covered 97 % of its recent misses, and nobody else's", () => {
+  it("widens by the 97th percentile of recent ratios once 20 waits are in, for that tenant only", () => {
     const calibration = new WorstCaseCalibration();
-    for (let i = 0; i < 10; i++) calibration.observe(0, "a", 200, 100);
-    assert.equal(calibration.widen(0, "a", 100), 100, "ten waits teach nothing yet");
-    for (let i = 0; i < 90; i++) calibration.observe(0, "a", 200, 100);
-    assert.equal(calibration.widen(0, "a", 100), 200);
+    // Ratios 0.1, 0.2, ... 3.0 (30 waits against a 100 ms model worst case).
+    for (let i = 1; i <= 19; i++) calibration.observe(0, "a", 10 * i, 100);
+    assert.equal(calibration.widen(0, "a", 100), 100, "19 waits teach nothing yet");
+    for (let i = 20; i <= 30; i++) calibration.observe(0, "a", 10 * i, 100);
+    // Nearest rank: ceil(0.97 x 30) = 30th of 30 sorted ratios, 3.0.
+    assert.equal(calibration.widen(0, "a", 100), 300);
     assert.equal(calibration.widen(0, "b", 100), 100);
-    // Below 50 ms a worst case counts as 50 ms: a 5 ms promise missed by 5 ms is not 2x.
-    assert.equal(calibration.widen(0, "a", 5), 100);
+    // Below 50 ms a worst case counts as 50 ms: a 5 ms promise missed by 20 ms is not 5x.
+    assert.equal(calibration.widen(0, "a", 5), 150);
   });
 
-  it("never narrows, and forgets waits older than a minute", () => {
+  it("never narrows, never widens past 10x, and keeps only the last 64 waits", () => {
     const calibration = new WorstCaseCalibration();
     for (let i = 0; i < 50; i++) calibration.observe(0, "a", 10, 100);
     assert.equal(calibration.widen(0, "a", 100), 100);
-    for (let i = 0; i < 50; i++) calibration.observe(0, "b", 300, 100);
-    assert.equal(calibration.widen(30_000, "b", 100), 300);
-    assert.equal(calibration.widen(61_000, "b", 100), 100);
-    calibration.observe(130_000, "c", 10, 100);
+    for (let i = 0; i < 50; i++) calibration.observe(0, "b", 100_000, 100);
+    assert.equal(calibration.widen(0, "b", 100), 1_000);
+    // 64 waits of ratio 2 push every older one out of the ring.
+    for (let i = 0; i < 64; i++) calibration.observe(1, "b", 200, 100);
+    assert.equal(calibration.widen(1, "b", 100), 200);
+  });
+
+  it("forgets waits older than a minute, a part at a time, and tenants with none left", () => {
+    const calibration = new WorstCaseCalibration();
+    for (let i = 0; i < 30; i++) calibration.observe(0, "a", 300, 100);
+    for (let i = 0; i < 30; i++) calibration.observe(30_000, "a", 200, 100);
+    assert.equal(calibration.widen(30_000, "a", 100), 300);
+    // At 61 s the first 30 have expired; the 30 from 30 s remain.
+    assert.equal(calibration.widen(61_000, "a", 100), 200);
+    assert.equal(calibration.widen(91_000, "a", 100), 100);
+    calibration.observe(200_000, "c", 10, 100);
     assert.equal(calibration.size, 1, "only the tenant with a recent wait is kept");
   });
 });

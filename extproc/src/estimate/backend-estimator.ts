@@ -40,12 +40,18 @@ export interface BackendLoadNow {
 export interface QueueWaitEstimate {
   readonly expectedMs: number;
   readonly worstCaseMs: number;
+  /**
+   * The worst case before the tenant's calibration widened it: what a wait is measured
+   * against afterwards (measured against the widened one, the ratios would shrink as the
+   * widening grows and the factor would collapse and swing back).
+   */
+  readonly modelWorstCaseMs?: number;
 }
 
 /** A clock and the meter of how fast it moves while its owner has requests waiting. */
 interface ClockTrack {
   readonly meter: ProgressMeter;
-  /** The weight of the tenants waiting (the policy's divisor), averaged over the same busy time. */
+  /** The weight of the tenants waiting (the policy's divisor) as sampled at the track's events. */
   readonly divisor: ProgressMeter;
   queued: number;
   /** A tenant's own clock: the requests it has had dispatched. */
@@ -81,7 +87,9 @@ export interface QueueEvent {
  *   policy would serve next waits until the gate has room for it.
  *
  * The worst case treats dispatches as a Poisson stream at the measured pace (two standard
- * deviations past the mean count) and adds the slowest few percent of completion gaps.
+ * deviations past the mean count) and adds the slowest few percent of completion gaps;
+ * then each tenant's is widened to cover 97 % of its own recent waits
+ * (WorstCaseCalibration).
  */
 export class BackendEstimator {
   readonly #levels = new Map<number, ClockTrack>();
@@ -150,9 +158,12 @@ export class BackendEstimator {
     this.#holds.add(heldMs);
   }
 
-  /** A request of `tenantId` waited `waitedMs` in the queue, having been promised `worstCaseMs`. */
-  waited(now: number, tenantId: string, waitedMs: number, worstCaseMs: number): void {
-    this.#calibration.observe(now, tenantId, waitedMs, worstCaseMs);
+  /**
+   * A request of `tenantId` waited `waitedMs` in the queue; the model's worst case for it,
+   * before calibration, was `modelWorstCaseMs`.
+   */
+  waited(now: number, tenantId: string, waitedMs: number, modelWorstCaseMs: number): void {
+    this.#calibration.observe(now, tenantId, waitedMs, modelWorstCaseMs);
   }
 
   estimate(now: number, standing: QueueStanding, tokens: number, load: BackendLoadNow): QueueWaitEstimate {
@@ -161,8 +172,9 @@ export class BackendEstimator {
       expectedMs: model.expectedMs,
       worstCaseMs: Math.max(
         model.expectedMs,
-        Math.round(this.#calibration.widen(now, standing.tenantId, model.worstCaseMs)),
+        sane(this.#calibration.widen(now, standing.tenantId, model.worstCaseMs)),
       ),
+      modelWorstCaseMs: model.worstCaseMs,
     };
   }
 

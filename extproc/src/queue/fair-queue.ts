@@ -7,7 +7,7 @@ import {
 import type { Clock, TimerHandle } from "../clock.ts";
 import type { Policy } from "../config/policy.ts";
 import { FairgateError } from "../errors.ts";
-import { BackendEstimator, type QueueEvent } from "../estimate/backend-estimator.ts";
+import { BackendEstimator, type QueueEvent, type QueueWaitEstimate } from "../estimate/backend-estimator.ts";
 import { refusalHeaders } from "../scheduler/estimate-headers.ts";
 import { ServiceRate } from "../scheduler/service-rate.ts";
 import type {
@@ -35,6 +35,12 @@ interface Waiter {
   readonly request: SchedulingRequest;
   readonly enqueuedAt: number;
   readonly estimate: WaitEstimate;
+  /**
+   * The model's worst case before calibration (QueueWaitEstimate.modelWorstCaseMs); absent
+   * when the estimate did not come from the model (it went at once, or the engine was
+   * loading): such waits teach the calibration nothing.
+   */
+  readonly modelWorstCaseMs: number | undefined;
   readonly resolve: (dispatch: Dispatch) => void;
   readonly reject: (reason: unknown) => void;
   timer: TimerHandle | undefined;
@@ -153,7 +159,7 @@ export class FairQueueScheduler implements Scheduler {
     const backend = this.#backend(request.backend);
     const tenant = this.#tenant(request);
     const item = this.#item(request);
-    const estimate = this.estimate(request);
+    const { estimate, modelWorstCaseMs } = this.#estimate(request);
 
     if (backend.policy.size === 0 && this.#verdict(backend, request) === "admit") {
       backend.policy.add(item);
@@ -179,6 +185,7 @@ export class FairQueueScheduler implements Scheduler {
         request,
         enqueuedAt: this.#clock.now(),
         estimate,
+        modelWorstCaseMs,
         resolve,
         reject,
         timer: undefined,
@@ -194,6 +201,8 @@ export class FairQueueScheduler implements Scheduler {
       signal.addEventListener("abort", onAbort, { once: true });
       waiter.detach = () => signal.removeEventListener("abort", onAbort);
       waiter.timer = this.#clock.setTimeout(() => {
+        // A timeout is a wait at least this long: dropping it would hide the worst misses.
+        this.#calibrate(backend, waiter);
         if (this.#remove(backend, waiter)) {
           reject(
             new FairgateError("queue_timeout", {
@@ -218,23 +227,31 @@ export class FairQueueScheduler implements Scheduler {
   }
 
   estimate(request: Omit<SchedulingRequest, "id" | "maxWaitMs">): WaitEstimate {
+    return this.#estimate(request).estimate;
+  }
+
+  #estimate(request: Omit<SchedulingRequest, "id" | "maxWaitMs">): {
+    estimate: WaitEstimate;
+    modelWorstCaseMs: number | undefined;
+  } {
     const engine = this.#engineSignals?.(request.backend);
     const prefillMs = (engine?.prefillMsPerPromptToken ?? 0) * request.promptTokens;
     const wait = this.#queueWait(request);
     // A loading engine admits nothing until it serves: the time left comes first.
     const loading = engine && !engine.fresh ? engine.loadingRemainingMs : undefined;
     const expectedMs = wait.expectedMs + Math.round(loading?.expected ?? 0);
+    const loadingWorst = Math.round(loading?.worst ?? 0);
     return {
-      expectedMs,
-      worstCaseMs: Math.max(expectedMs, wait.worstCaseMs + Math.round(loading?.worst ?? 0)),
-      expectedTtftMs: expectedMs + Math.round(prefillMs),
+      estimate: {
+        expectedMs,
+        worstCaseMs: Math.max(expectedMs, wait.worstCaseMs + loadingWorst),
+        expectedTtftMs: expectedMs + Math.round(prefillMs),
+      },
+      modelWorstCaseMs: loading ? undefined : wait.modelWorstCaseMs,
     };
   }
 
-  #queueWait(request: Omit<SchedulingRequest, "id" | "maxWaitMs">): {
-    expectedMs: number;
-    worstCaseMs: number;
-  } {
+  #queueWait(request: Omit<SchedulingRequest, "id" | "maxWaitMs">): QueueWaitEstimate {
     const backend = this.#backend(request.backend);
     const tokens = tokensOf(request);
     const verdict = this.#verdict(backend, request);
@@ -492,16 +509,10 @@ export class FairQueueScheduler implements Scheduler {
       if (!chosen && overtaken.length === 0) chosen = overShare;
       if (!chosen || this.#owedElsewhere(backend, chosen)) return;
       for (const waiter of overtaken) waiter.bypassed++;
+      this.#calibrate(backend, chosen);
       this.#detach(backend, chosen);
       backend.policy.dispatch(chosen.item);
       this.#observeDispatch(backend, chosen.item, true);
-      const now = this.#clock.now();
-      backend.estimator.waited(
-        now,
-        chosen.item.tenantId,
-        now - chosen.enqueuedAt,
-        chosen.estimate.worstCaseMs,
-      );
       chosen.resolve(this.#start(backend, chosen.item, chosen.request, chosen.enqueuedAt, chosen.estimate));
     }
   }
@@ -519,6 +530,13 @@ export class FairQueueScheduler implements Scheduler {
     const counter = backend.sharing?.counterOf(mine.tenantId);
     if (counter === undefined) return false;
     return best.counter + serviceTokens(mine) / mine.weight < counter;
+  }
+
+  /** Tells the estimator how long a waiter waited against the model's worst case for it. */
+  #calibrate(backend: BackendState, waiter: Waiter): void {
+    if (waiter.modelWorstCaseMs === undefined || !backend.waiters.has(waiter.item)) return;
+    const now = this.#clock.now();
+    backend.estimator.waited(now, waiter.item.tenantId, now - waiter.enqueuedAt, waiter.modelWorstCaseMs);
   }
 
   #observeDispatch(backend: BackendState, item: QueuedRequest, queued: boolean): void {
