@@ -1,8 +1,8 @@
 import { type FSWatcher, watch } from "node:fs";
-import { stat } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { basename, dirname, resolve } from "node:path";
 import type { Logger } from "../log.ts";
-import { formatPolicyErrors, type LoadResult, loadPolicyFile } from "./load.ts";
+import { formatPolicyErrors, type LoadResult, loadPolicyFile, loadPolicyText } from "./load.ts";
 import type { Policy } from "./policy.ts";
 
 export interface PolicyHolderOptions {
@@ -42,22 +42,27 @@ export class PolicyHolder {
   }
 
   /**
-   * The file as a reload sees it. A zero-byte file is refused here (though `validate`
-   * accepts it as all defaults): a reload that catches an editor or `echo >` between
-   * truncating and writing must not swap every tenant out for the defaults.
+   * The file as a reload sees it. An empty file is refused here (though `validate` accepts
+   * it as all defaults): a reload that catches an editor or `echo >` between truncating
+   * and writing must not swap every tenant out for the defaults. The emptiness is judged on
+   * the very text that is parsed: a size checked first and the file read after could see
+   * two different moments of the same write.
    */
   async #read(): Promise<LoadResult> {
+    let text: string;
     try {
-      if ((await stat(this.#path)).size === 0) {
-        return {
-          ok: false,
-          errors: [{ path: "", message: "the file is empty (caught mid-write?); not applied" }],
-        };
-      }
+      text = await readFile(this.#path, "utf8");
     } catch {
-      // loadPolicyFile reports a missing or unreadable file.
+      // loadPolicyFile reports a missing or unreadable file in its usual words.
+      return loadPolicyFile(this.#path);
     }
-    return loadPolicyFile(this.#path);
+    if (text.trim() === "") {
+      return {
+        ok: false,
+        errors: [{ path: "", message: "the file is empty (caught mid-write?); not applied" }],
+      };
+    }
+    return loadPolicyText(text);
   }
 
   /** Re-reads the file; concurrent calls coalesce into one more read after the running one. */
