@@ -342,8 +342,10 @@ describe("Redis outage under load, and recovery without restart", () => {
     it(`${mode}: behaves as configured while Redis is down and recovers when it is back`, async () => {
       let redis = await startRedis();
       const upstream = await engine();
+      // A stopped Redis is a lost connection, an outage at once; the timeout only has to
+      // keep slow replies on a loaded test machine from flapping the recovered state.
       const serve = await startServe(
-        policy(`{ redis: "${redis.url}", onOutage: ${mode} }`, [
+        policy(`{ redis: "${redis.url}", onOutage: ${mode}, timeoutMs: 500 }`, [
           { id: "steady", limits: "{ rpm: 6000, tpm: 10000000 }" },
         ]),
         upstream.url,

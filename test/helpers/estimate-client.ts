@@ -65,6 +65,7 @@ export async function observe(options: ClientOptions, tenant: string, ask = fals
   const worstCaseMs = wholeMs(headers["x-fairgate-worst-case-wait-ms"], "x-fairgate-worst-case-wait-ms");
   if (worstCaseMs < estimatedMs)
     throw new Error(`worst case ${worstCaseMs} ms below the expected ${estimatedMs} ms`);
+  wholeMs(headers["x-fairgate-queue-wait-ms"], "x-fairgate-queue-wait-ms");
   return {
     tenant,
     sentAt,

@@ -32,8 +32,9 @@ describe("estimates through the ext_proc protocol (4 slots, 50 ms service)", () 
     await gw.close();
   });
 
-  // Bounds leave room for a loaded 2-core machine (the client and the gateway share one
-  // event loop); on an idle one the errors are 5-10 % and 2-4 % past the worst case.
+  // This file runs alone (Makefile): beside another test file on a 2-core machine, a 50 ms
+  // sleep stops being 50 ms and no estimate can follow. The bounds still leave room for
+  // some load; on an idle machine the errors are 5-10 % and 2-4 % past the worst case.
   it("a tenant keeping 40 requests outstanding from a cold start: headers and /v1/estimate within 25 % median, worst case exceeded by <= 15 %", async () => {
     const log: Observed[] = [];
     const until = performance.now() + 3_000;
