@@ -1,14 +1,13 @@
 import { LinkedQueue, type QueueNode } from "../linked-queue.ts";
 import { type FairnessPolicy, type QueuedRequest, serviceTokens, type WorkProbe } from "../policy.ts";
+import { TokenPacedPolicy } from "./token-paced.ts";
 
 /** First come, first served across all tenants: vLLM's own order, the baseline. */
-export class FcfsPolicy implements FairnessPolicy {
+export class FcfsPolicy extends TokenPacedPolicy implements FairnessPolicy {
   readonly name = "fcfs";
-  readonly tenantPaced = false;
   readonly #queue = new LinkedQueue<QueuedRequest>();
   readonly #nodes = new Map<QueuedRequest, QueueNode<QueuedRequest>>();
   #queuedTokens = 0;
-  #dispatchedTokens = 0;
 
   get size(): number {
     return this.#queue.size;
@@ -37,28 +36,10 @@ export class FcfsPolicy implements FairnessPolicy {
   }
 
   dispatch(request: QueuedRequest): void {
-    if (this.remove(request)) this.#dispatchedTokens += serviceTokens(request);
+    if (this.remove(request)) this.countDispatched(request);
   }
-
-  complete(): void {}
 
   workAhead(_probe: WorkProbe): number {
     return this.#queuedTokens;
-  }
-
-  progress(_priority: number): number {
-    return this.#dispatchedTokens;
-  }
-
-  distance(probe: WorkProbe): number {
-    return this.workAhead(probe);
-  }
-
-  progressPerToken(_probe: WorkProbe): number {
-    return 1;
-  }
-
-  tenantCounters(): ReadonlyMap<string, number> {
-    return new Map();
   }
 }

@@ -1,17 +1,16 @@
-import { type FairnessPolicy, type QueuedRequest, serviceTokens, type WorkProbe } from "../policy.ts";
+import type { FairnessPolicy, QueuedRequest, WorkProbe } from "../policy.ts";
 import { type TenantQueue, TenantQueues } from "./tenant-queues.ts";
+import { TokenPacedPolicy } from "./token-paced.ts";
 
 /**
  * One request per backlogged tenant in turn, regardless of size or weight: the Gateway API
  * Inference Extension's round-robin fairness, a baseline.
  */
-export class RoundRobinPolicy implements FairnessPolicy {
+export class RoundRobinPolicy extends TokenPacedPolicy implements FairnessPolicy {
   readonly name = "round-robin";
-  readonly tenantPaced = false;
   readonly #queues = new TenantQueues();
   /** Backlogged tenants in turn order; the head is served next. */
   #turn: TenantQueue[] = [];
-  #dispatchedTokens = 0;
 
   get size(): number {
     return this.#queues.size;
@@ -43,12 +42,10 @@ export class RoundRobinPolicy implements FairnessPolicy {
   dispatch(request: QueuedRequest): void {
     const tenant = this.#queues.remove(request);
     if (!tenant) return;
-    this.#dispatchedTokens += serviceTokens(request);
+    this.countDispatched(request);
     this.#turn = this.#turn.filter((t) => t !== tenant);
     if (tenant.queue.size > 0) this.#turn.push(tenant);
   }
-
-  complete(): void {}
 
   workAhead(probe: WorkProbe): number {
     // Each other backlogged tenant gets about one request's worth per turn until ours is served.
@@ -63,21 +60,5 @@ export class RoundRobinPolicy implements FairnessPolicy {
       ahead += Math.min(tenant.queuedTokens, mine * perRequest);
     }
     return ahead;
-  }
-
-  progress(_priority: number): number {
-    return this.#dispatchedTokens;
-  }
-
-  distance(probe: WorkProbe): number {
-    return this.workAhead(probe);
-  }
-
-  progressPerToken(_probe: WorkProbe): number {
-    return 1;
-  }
-
-  tenantCounters(): ReadonlyMap<string, number> {
-    return new Map();
   }
 }
