@@ -62,7 +62,7 @@ export class MemoryEngineStateStore implements EngineStateStore {
   readonly #states = new Map<string, EndpointEngineState>();
 
   write(state: EndpointEngineState): void {
-    this.#states.set(key(state.backend, state.url), state);
+    this.#states.set(endpointKey(state.backend, state.url), state);
   }
 
   read(backend: string): readonly EndpointEngineState[] {
@@ -74,7 +74,7 @@ export class MemoryEngineStateStore implements EngineStateStore {
   }
 
   remove(backend: string, url: string): void {
-    this.#states.delete(key(backend, url));
+    this.#states.delete(endpointKey(backend, url));
   }
 }
 
@@ -164,7 +164,7 @@ export class EnginePoller {
       if (!backend.metrics || backend.metrics.length === 0) continue;
       this.#backends.set(backend.name, backend.scrapeIntervalMs);
       for (const url of backend.metrics)
-        wanted.set(key(backend.name, url), {
+        wanted.set(endpointKey(backend.name, url), {
           backend: backend.name,
           url,
           intervalMs: backend.scrapeIntervalMs,
@@ -426,7 +426,8 @@ function describeFetchError(error: unknown, signal: AbortSignal): string {
   return cause ? `${err.message ?? "fetch failed"} (${cause})` : (err.message ?? String(error));
 }
 
-function key(backend: string, url: string): string {
+/** One endpoint of one backend, as a map key (every engine-state store uses it). */
+export function endpointKey(backend: string, url: string): string {
   return `${backend}\n${url}`;
 }
 

@@ -19,7 +19,7 @@ import type { Redis } from "ioredis";
 import { type Clock, systemClock, type TimerHandle } from "../clock.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import type { EngineSnapshot } from "./engine-state.ts";
-import { type EndpointEngineState, type EngineStateStore, staleAfterMs } from "./poller.ts";
+import { type EndpointEngineState, type EngineStateStore, endpointKey, staleAfterMs } from "./poller.ts";
 
 export interface TrackedEndpoint {
   readonly backend: string;
@@ -99,7 +99,7 @@ export class RedisEngineStateStore implements EngineStateStore {
   /** The endpoints whose keys the refresh reads (the poller calls this on every configure). */
   track(endpoints: readonly TrackedEndpoint[]): void {
     this.#tracked = [...endpoints];
-    const wanted = new Set(endpoints.map((e) => id(e.backend, e.url)));
+    const wanted = new Set(endpoints.map((e) => endpointKey(e.backend, e.url)));
     for (const key of this.#states.keys()) if (!wanted.has(key)) this.#states.delete(key);
   }
 
@@ -125,7 +125,7 @@ export class RedisEngineStateStore implements EngineStateStore {
   }
 
   write(state: EndpointEngineState): void {
-    this.#states.set(id(state.backend, state.url), state);
+    this.#states.set(endpointKey(state.backend, state.url), state);
     if (!this.#publish) return;
     const key = engineStateKey(this.#prefix, state.backend, state.url);
     const body = JSON.stringify(this.#toWall(state), replacer);
@@ -146,7 +146,7 @@ export class RedisEngineStateStore implements EngineStateStore {
   }
 
   remove(backend: string, url: string): void {
-    this.#states.delete(id(backend, url));
+    this.#states.delete(endpointKey(backend, url));
     if (!this.#publish) return;
     const done = this.#client
       .del(engineStateKey(this.#prefix, backend, url))
@@ -186,8 +186,8 @@ export class RedisEngineStateStore implements EngineStateStore {
         return;
       }
       if (remote.backend !== endpoint.backend || remote.url !== endpoint.url) return;
-      const key = id(endpoint.backend, endpoint.url);
-      if (!this.#tracked.some((e) => id(e.backend, e.url) === key)) return;
+      const key = endpointKey(endpoint.backend, endpoint.url);
+      if (!this.#tracked.some((e) => endpointKey(e.backend, e.url) === key)) return;
       const local = this.#states.get(key);
       if (local && newestAt(local) >= newestAt(remote)) return;
       this.#states.set(key, remote);
@@ -261,8 +261,4 @@ function convertTimes(state: EndpointEngineState, convert: (t: number) => number
     ...(state.lastAttemptAt !== undefined ? { lastAttemptAt: convert(state.lastAttemptAt) } : {}),
     ...(state.loadingSince !== undefined ? { loadingSince: convert(state.loadingSince) } : {}),
   };
-}
-
-function id(backend: string, url: string): string {
-  return `${backend}\n${url}`;
 }
