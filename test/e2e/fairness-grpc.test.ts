@@ -9,67 +9,11 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { hashApiKey } from "../../extproc/src/identity/identify.ts";
+import { type ClientOptions, flood, type Observed, observe } from "../helpers/estimate-client.ts";
 import { startTestGateway, type TestGateway } from "../helpers/gateway.ts";
-import {
-  chatBody,
-  extProcClient,
-  openRawStream,
-  type RawStream,
-  requestBody,
-  requestHeaders,
-  responseHeaders,
-} from "../helpers/raw-ext-proc.ts";
+import { extProcClient, type RawStream } from "../helpers/raw-ext-proc.ts";
 
-const SERVICE_MS = 50;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-interface Outcome {
-  tenant: string;
-  waitedMs: number;
-  dispatchedAt: number;
-}
-
-/** One request through the ext_proc protocol: waits for dispatch, serves 50 ms, ends. */
-async function request(
-  client: ReturnType<typeof extProcClient>,
-  tenant: string,
-  onStream?: (stream: RawStream) => void,
-): Promise<Outcome> {
-  const stream = openRawStream(client);
-  onStream?.(stream);
-  stream.send(requestHeaders({ authorization: `Bearer key-${tenant}` }));
-  await stream.next();
-  const sent = performance.now();
-  stream.send(requestBody(chatBody({ max_tokens: 16 })));
-  for (;;) {
-    const reply = await stream.next(60_000);
-    if (reply.immediate_response)
-      throw new Error(`refused: ${JSON.stringify(reply.immediate_response.details)}`);
-    if (reply.request_body) break; // dispatched (an override_message_timeout comes first when queued)
-  }
-  const dispatchedAt = performance.now();
-  await sleep(SERVICE_MS);
-  stream.send(responseHeaders());
-  await stream.next();
-  stream.end();
-  await stream.status;
-  return { tenant, waitedMs: dispatchedAt - sent, dispatchedAt };
-}
-
-/** Keeps `outstanding` requests of a tenant in flight until `until`. */
-async function flood(
-  client: ReturnType<typeof extProcClient>,
-  tenant: string,
-  outstanding: number,
-  until: number,
-  log: Outcome[],
-): Promise<void> {
-  await Promise.all(
-    Array.from({ length: outstanding }, async () => {
-      while (performance.now() < until) log.push(await request(client, tenant));
-    }),
-  );
-}
 
 function policyInput() {
   const tenant = (id: string, tier: string) => ({ id, tier, apiKeys: [hashApiKey(`key-${id}`)] });
@@ -97,9 +41,12 @@ function policyInput() {
 describe("fair scheduling through the ext_proc protocol (4 slots, 50 ms service)", () => {
   let gw: TestGateway;
   let client: ReturnType<typeof extProcClient>;
+  /** Every request holds its slot 50 ms of "service" after dispatch. */
+  let options: ClientOptions;
   before(async () => {
     gw = await startTestGateway(policyInput());
     client = extProcClient(gw.gateway.grpcPort);
+    options = { grpc: client, httpPort: gw.gateway.httpPort, serviceMs: () => 50 };
   });
   after(async () => {
     client.close();
@@ -107,14 +54,14 @@ describe("fair scheduling through the ext_proc protocol (4 slots, 50 ms service)
   });
 
   it("a light tenant sending one request at a time waits <= 25 % of what a tenant with 40 outstanding waits", async () => {
-    const log: Outcome[] = [];
+    const log: Observed[] = [];
     const until = performance.now() + 3_000;
-    const heavy = flood(client, "heavy", 40, until, log);
+    const heavy = flood(options, "heavy", 40, until, log);
     await sleep(300);
-    const light: Outcome[] = [];
-    while (performance.now() < until - 200) light.push(await request(client, "light"));
+    const light: Observed[] = [];
+    while (performance.now() < until - 200) light.push(await observe(options, "light"));
     await heavy;
-    const mean = (xs: Outcome[]) => xs.reduce((s, o) => s + o.waitedMs, 0) / Math.max(1, xs.length);
+    const mean = (xs: Observed[]) => xs.reduce((s, o) => s + o.waitedMs, 0) / Math.max(1, xs.length);
     const heavyWait = mean(log.filter((o) => o.dispatchedAt > (log[0]?.dispatchedAt ?? 0) + 300));
     const lightWait = mean(light);
     assert.ok(light.length >= 10, `the light tenant got ${light.length} requests through`);
@@ -125,9 +72,9 @@ describe("fair scheduling through the ext_proc protocol (4 slots, 50 ms service)
   });
 
   it("weights 4:1 give a dispatch ratio of 4 +- 1.2 while both are backlogged", async () => {
-    const log: Outcome[] = [];
+    const log: Observed[] = [];
     const until = performance.now() + 3_000;
-    await Promise.all([flood(client, "big", 20, until, log), flood(client, "small", 20, until, log)]);
+    await Promise.all([flood(options, "big", 20, until, log), flood(options, "small", 20, until, log)]);
     // Count while both were surely backlogged: the middle of the run.
     const start = (log[0]?.dispatchedAt ?? 0) + 500;
     const end = until - 500;
@@ -139,12 +86,12 @@ describe("fair scheduling through the ext_proc protocol (4 slots, 50 ms service)
   });
 
   it("a cancelled queued stream never dispatches and frees its place within 500 ms", async () => {
-    const log: Outcome[] = [];
+    const log: Observed[] = [];
     const until = performance.now() + 1_500;
-    const busy = flood(client, "heavy", 8, until, log);
+    const busy = flood(options, "heavy", 8, until, log);
     await sleep(200);
     let cancelled: RawStream | undefined;
-    const doomed = request(client, "canceller", (stream) => {
+    const doomed = observe(options, "canceller", false, (stream) => {
       cancelled = stream;
     });
     doomed.catch(() => {});
@@ -167,9 +114,9 @@ describe("fair scheduling through the ext_proc protocol (4 slots, 50 ms service)
   });
 
   it("priority 0 gets >= 90 % of dispatches while both levels are backlogged", async () => {
-    const log: Outcome[] = [];
+    const log: Observed[] = [];
     const until = performance.now() + 3_000;
-    await Promise.all([flood(client, "p0", 20, until, log), flood(client, "p1", 20, until, log)]);
+    await Promise.all([flood(options, "p0", 20, until, log), flood(options, "p1", 20, until, log)]);
     const start = (log[0]?.dispatchedAt ?? 0) + 500;
     const window = log.filter((o) => o.dispatchedAt >= start && o.dispatchedAt <= until - 500);
     const p0 = window.filter((o) => o.tenant === "p0").length;

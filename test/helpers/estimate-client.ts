@@ -3,12 +3,14 @@
  * ext_proc streams the way Envoy drives them (headers, body, wait for the body's reply,
  * hold the upstream for a service time, response headers), each reading the estimate
  * headers on its response and measuring its own wait. Optionally asks /v1/estimate right
- * before sending. Shared by the e2e test and the benchmark of estimate accuracy.
+ * before sending. Shared by the fairness and estimate tests through gRPC and the benchmark
+ * of estimate accuracy.
  */
 import {
   chatBody,
   type extProcClient,
   openRawStream,
+  type RawStream,
   requestBody,
   requestHeaders,
   responseHeaders,
@@ -21,6 +23,8 @@ export interface Observed {
   readonly sentAt: number;
   /** From sending the body to the reply that lets it through. */
   readonly waitedMs: number;
+  /** When that reply came (performance.now()). */
+  readonly dispatchedAt: number;
   readonly estimatedMs: number;
   readonly worstCaseMs: number;
   /** What /v1/estimate answered right before it was sent, when asked. */
@@ -36,7 +40,13 @@ export interface ClientOptions {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-export async function observe(options: ClientOptions, tenant: string, ask = false): Promise<Observed> {
+/** One request; `onStream` gets its stream first (to cancel it, say). */
+export async function observe(
+  options: ClientOptions,
+  tenant: string,
+  ask = false,
+  onStream?: (stream: RawStream) => void,
+): Promise<Observed> {
   let askedMs: number | undefined;
   if (ask) {
     const reply = await fetch(
@@ -45,6 +55,7 @@ export async function observe(options: ClientOptions, tenant: string, ask = fals
     askedMs = ((await reply.json()) as { estimated_wait_ms: number }).estimated_wait_ms;
   }
   const stream = openRawStream(options.grpc);
+  onStream?.(stream);
   stream.send(requestHeaders({ authorization: `Bearer key-${tenant}` }));
   await stream.next();
   const sentAt = performance.now();
@@ -55,7 +66,8 @@ export async function observe(options: ClientOptions, tenant: string, ask = fals
       throw new Error(`refused: ${JSON.stringify(reply.immediate_response.details)}`);
     if (reply.request_body) break;
   }
-  const waitedMs = performance.now() - sentAt;
+  const dispatchedAt = performance.now();
+  const waitedMs = dispatchedAt - sentAt;
   await sleep(options.serviceMs());
   stream.send(responseHeaders());
   const headers = setHeaders((await stream.next()).response_headers?.response);
@@ -70,6 +82,7 @@ export async function observe(options: ClientOptions, tenant: string, ask = fals
     tenant,
     sentAt,
     waitedMs,
+    dispatchedAt,
     estimatedMs,
     worstCaseMs,
     ...(askedMs === undefined ? {} : { askedMs }),
