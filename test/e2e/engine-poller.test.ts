@@ -28,6 +28,16 @@ async function sim(options: { metricsCompat: "v1" | "v0"; loadDelayMs?: number }
   return server;
 }
 
+/** A poller of backend "b" (one endpoint, 200 ms interval) on a manual clock starting at `startMs`. */
+function onManualClock(url: string, startMs: number): { clock: ManualClock; p: EnginePoller } {
+  const clock = new ManualClock(startMs);
+  const p = new EnginePoller({
+    backends: [{ name: "b", metrics: [`${url}/metrics`], scrapeIntervalMs: 200 }],
+    clock,
+  });
+  return { clock, p };
+}
+
 function poller(url: string, intervalMs = 50, onUpdate?: (s: EndpointEngineState) => void): EnginePoller {
   const p = new EnginePoller({
     backends: [{ name: "llm", metrics: [`${url}/metrics`], scrapeIntervalMs: intervalMs }],
@@ -124,11 +134,7 @@ describe("EnginePoller staleness and health, on a manual clock", () => {
 
   it("fresh until max(3 × interval, 1 s) after the newest good scrape", async () => {
     const server = await fake();
-    const clock = new ManualClock(1_000);
-    const p = new EnginePoller({
-      backends: [{ name: "b", metrics: [`${server.url}/metrics`], scrapeIntervalMs: 200 }],
-      clock,
-    });
+    const { clock, p } = onManualClock(server.url, 1_000);
     assert.equal(p.signals("b")?.fresh, false, "nothing scraped yet: unknown counts as saturated");
     await p.scrapeAll();
     assert.deepEqual(p.signals("b"), { running: 1, waiting: 0, kvCacheUsage: 0.5, fresh: true });
@@ -143,11 +149,7 @@ describe("EnginePoller staleness and health, on a manual clock", () => {
 
   it("a 503 /health makes the endpoint loading even though /metrics answers; load measured on the clock", async () => {
     const server = await fake();
-    const clock = new ManualClock(0);
-    const p = new EnginePoller({
-      backends: [{ name: "b", metrics: [`${server.url}/metrics`], scrapeIntervalMs: 200 }],
-      clock,
-    });
+    const { clock, p } = onManualClock(server.url, 0);
     await p.scrapeAll();
     server.set({ health: 503 });
     clock.advance(100);
@@ -166,11 +168,7 @@ describe("EnginePoller staleness and health, on a manual clock", () => {
 
   it("while an engine loads again, signals carry the time left from its past loads", async () => {
     const server = await fake();
-    const clock = new ManualClock(0);
-    const p = new EnginePoller({
-      backends: [{ name: "b", metrics: [`${server.url}/metrics`], scrapeIntervalMs: 200 }],
-      clock,
-    });
+    const { clock, p } = onManualClock(server.url, 0);
     await p.scrapeAll();
     // A first load, of 3 s, is measured; without one the time left is unknown.
     server.set({ health: 503 });
@@ -189,11 +187,7 @@ describe("EnginePoller staleness and health, on a manual clock", () => {
 
   it("reports the engine's prefill time per prompt token from vllm:request_prefill_time_seconds", async () => {
     const server = await fake();
-    const clock = new ManualClock(0);
-    const p = new EnginePoller({
-      backends: [{ name: "b", metrics: [`${server.url}/metrics`], scrapeIntervalMs: 200 }],
-      clock,
-    });
+    const { clock, p } = onManualClock(server.url, 0);
     const metrics = (promptTokens: number, prefillSeconds: number) =>
       [
         'vllm:num_requests_running{engine="0",model_name="m"} 1',
