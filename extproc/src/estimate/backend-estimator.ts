@@ -196,13 +196,14 @@ export class BackendEstimator {
     // longer when openings come in bursts (an engine step finishing several sequences at
     // once) — and goes at the sooner of the two. A request larger than the KV room a
     // completion frees waits for more completions.
-    const completionGap = typicalGap(this.#completionGaps) ?? typicalGap(this.#gaps) ?? 0;
-    const dispatchGap = typicalGap(this.#gaps) ?? completionGap;
-    const sooner = Math.min(
-      meanResidual(this.#completionGaps) ?? Number.POSITIVE_INFINITY,
-      meanResidual(this.#gaps) ?? Number.POSITIVE_INFINITY,
+    const completionStats = gapStats(this.#completionGaps);
+    const dispatchStats = gapStats(this.#gaps);
+    const completionGap = completionStats?.mean ?? dispatchStats?.mean ?? 0;
+    const dispatchGap = dispatchStats?.mean ?? completionGap;
+    const residual = Math.min(
+      completionStats?.residual ?? Number.POSITIVE_INFINITY,
+      dispatchStats?.residual ?? Number.POSITIVE_INFINITY,
     );
-    const residual = Number.isFinite(sooner) ? sooner : 0;
     const completionHigh = this.#completionGaps.quantile(GAP_QUANTILE) ?? completionGap;
     const freed = Math.max(1, this.#freedTokens.mean() ?? tokens);
     const needed = Math.max(1, tokens / freed);
@@ -212,7 +213,8 @@ export class BackendEstimator {
     // While a request too large for the room holds the queue, nothing goes until
     // completions free what it lacks.
     const held = ((standing.heldForTokens ?? 0) / freed) * completionGap;
-    const frontMs = residual + completionGap * (needed - 1) + overtaken + held;
+    const frontMs =
+      (Number.isFinite(residual) ? residual : 0) + completionGap * (needed - 1) + overtaken + held;
     const frontWorstMs = Math.max(completionHigh * needed, frontMs);
 
     // A backlogged tenant's request goes after the ones it already has waiting, at the pace
@@ -345,22 +347,17 @@ function newTrack(now: number, clock: number): ClockTrack {
   };
 }
 
-/** The mean gap, gaps above the GAP_QUANTILE counting as that quantile (see below). */
-function typicalGap(gaps: RecentValues): number | undefined {
-  const cap = gaps.quantile(GAP_QUANTILE);
-  return cap === undefined ? undefined : gaps.clampedMoments(cap).mean;
-}
-
 /**
- * E[G^2] / 2E[G]: how long a random moment waits for the next of these gaps to end. Gaps
- * above the GAP_QUANTILE count as that quantile: one outage or engine reload (whose time
- * left estimates add on their own) must not dominate a second moment for 256 gaps.
+ * The mean gap, and the mean residual E[G^2] / 2E[G]: how long a random moment waits for
+ * the next of these gaps to end. Gaps above the GAP_QUANTILE count as that quantile: one
+ * outage or engine reload (whose time left estimates add on their own) must not dominate
+ * them for 256 gaps. Undefined before any gap.
  */
-function meanResidual(gaps: RecentValues): number | undefined {
+function gapStats(gaps: RecentValues): { mean: number; residual: number } | undefined {
   const cap = gaps.quantile(GAP_QUANTILE);
   if (cap === undefined) return undefined;
   const { mean, meanSquare } = gaps.clampedMoments(cap);
-  return mean > 0 ? meanSquare / (2 * mean) : 0;
+  return { mean, residual: mean > 0 ? meanSquare / (2 * mean) : 0 };
 }
 
 /** The track's measured pace, scaled from the divisor it was measured under to the divisor now. */
