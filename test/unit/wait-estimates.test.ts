@@ -69,10 +69,15 @@ describe("BackendEstimator", () => {
   const busy = (estimator: BackendEstimator, requests = 1_000) => {
     for (let i = 0; i < requests; i++) estimator.dispatched(0, event("x"), false);
   };
-  /** Tenant a keeps 10 waiting and gets one dispatched every `everyMs` until `untilMs`. */
-  const backlog = (estimator: BackendEstimator, everyMs: number, untilMs: number) => {
+  /**
+   * Tenant a keeps 10 waiting and gets one dispatched every `everyMs` until `untilMs`, on a
+   * full backend (each dispatch takes the place of a completion) or, `filling`, on one
+   * still filling up (nothing completes).
+   */
+  const backlog = (estimator: BackendEstimator, everyMs: number, untilMs: number, filling = false) => {
     for (let i = 0; i < 10; i++) estimator.queued(0, event("a"));
     for (let t = everyMs; t <= untilMs; t += everyMs) {
+      if (!filling) estimator.completed(t, 100, 1_000);
       estimator.dispatched(t, event("a"), true);
       estimator.queued(t, event("a"));
     }
@@ -84,6 +89,31 @@ describe("BackendEstimator", () => {
     const estimate = estimator.estimate(3_000, backlogged, 100, load);
     assert.equal(estimate.expectedMs, 1_050);
     assert.ok(estimate.worstCaseMs > estimate.expectedMs && estimate.worstCaseMs < 3 * estimate.expectedMs);
+  });
+
+  it("a backend still filling up widens the worst case, not the expected wait", () => {
+    const full = new BackendEstimator();
+    backlog(full, 100, 3_000);
+    const filling = new BackendEstimator();
+    backlog(filling, 100, 3_000, true);
+    const onFull = full.estimate(3_000, backlogged, 100, load);
+    const onFilling = filling.estimate(3_000, backlogged, 100, load);
+    assert.equal(onFilling.expectedMs, onFull.expectedMs);
+    // Nothing completed: it may keep as little as 40 % of the pace it showed.
+    assert.ok(
+      onFilling.worstCaseMs >= onFull.worstCaseMs * 2.4,
+      `${onFilling.worstCaseMs} vs ${onFull.worstCaseMs}`,
+    );
+    // Once the backlog empties, the next one starts without that doubt: on a full backend
+    // now, its worst case is no wider than the full backend's.
+    for (let i = 0; i < 11; i++) filling.dispatched(3_100, event("a"), true);
+    for (let i = 0; i < 10; i++) filling.queued(3_100, event("a"));
+    for (let t = 3_200; t <= 6_100; t += 100) {
+      filling.completed(t, 100, 1_000);
+      filling.dispatched(t, event("a"), true);
+      filling.queued(t, event("a"));
+    }
+    assert.ok(filling.estimate(6_100, backlogged, 100, load).worstCaseMs <= onFull.worstCaseMs);
   });
 
   it("a pace measured while the tenant was alone is scaled to the weight waiting now", () => {

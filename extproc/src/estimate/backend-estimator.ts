@@ -1,3 +1,4 @@
+import { FillSurplus } from "./fill-surplus.ts";
 import { ProgressMeter } from "./progress-meter.ts";
 import { RecentValues } from "./recent-values.ts";
 import { WorstCaseCalibration } from "./worst-case-calibration.ts";
@@ -112,14 +113,18 @@ export class BackendEstimator {
   #inFlight = 0;
   #lastSweep = 0;
   readonly #calibration = new WorstCaseCalibration();
+  /** Dispatches against completions while requests wait: a backend filling up from idle. */
+  readonly #fill = new FillSurplus();
 
   /** A request joined the queue. */
   queued(now: number, event: QueueEvent): void {
     this.#touch(now, event);
     this.#levelTrack(event.level, now, event.levelClock).queued++;
     this.#tenantTrack(event.tenantId, now).queued++;
-    if (this.#all.queued === 0) this.#busySince = now;
-    this.#all.queued++;
+    if (this.#all.queued++ === 0) {
+      this.#busySince = now;
+      this.#fill.backlogStarted(now);
+    }
   }
 
   /** A waiting request left without being served (cancelled, timed out, refused). */
@@ -134,6 +139,7 @@ export class BackendEstimator {
       this.#gaps.add(now - Math.max(this.#busySince, this.#lastDispatchAt ?? this.#busySince));
     }
     this.#lastDispatchAt = now;
+    this.#fill.dispatched(now);
     this.#dispatchedTokens += event.tokens;
     this.#dispatches += 1;
     this.#inFlight += 1;
@@ -151,6 +157,7 @@ export class BackendEstimator {
   completed(now: number, tokens: number, heldMs: number): void {
     if (this.#lastCompletionAt !== undefined) this.#completionGaps.add(now - this.#lastCompletionAt);
     this.#inFlight = Math.max(0, this.#inFlight - 1);
+    this.#fill.completed(now);
     // A gap that spans a stretch with nothing in flight measures the traffic, not the
     // backend: the next completion starts afresh.
     this.#lastCompletionAt = this.#inFlight > 0 ? now : undefined;
@@ -240,9 +247,17 @@ export class BackendEstimator {
     // Poisson count of them, plus the front's own worst.
     const gap = Math.max(1, dispatchGap);
     const events = fluid / gap;
+    // While the backend fills, its dispatches outpace what it will keep up once full, and
+    // the paces measured meanwhile promise too much. The worst case assumes only the share
+    // of dispatches the backend has been completing lasts. The expected wait does not:
+    // completions lag dispatches by how long requests hold their place, so the share also
+    // falls where a tenant's slow pace was its share and no fill (a backend clogged by
+    // long contexts), and discounting the expected wait by it was measured to overstate
+    // those waits (SHORT-LONG without deadlines: 8 % median error became 39 %).
+    const kept = keptOf(this.#fill, now);
     const shared = {
       expectedMs: fluid + frontMs,
-      worstCaseMs: fluid * doubt + 2 * Math.sqrt(events) * gap + frontWorstMs,
+      worstCaseMs: (fluid * doubt) / kept + 2 * Math.sqrt(events) * gap + frontWorstMs,
     };
 
     const ownRate = own ? scaledRate(own, now, divisorNow) : null;
@@ -251,7 +266,7 @@ export class BackendEstimator {
     // The tenant's dispatches come about as a Poisson stream at its measured pace: two
     // standard deviations past the mean, plus the front's own worst.
     const expectedMs = dispatches / ownRate;
-    const worstCaseMs = (dispatches + 2 * Math.sqrt(dispatches)) / ownRate + frontWorstMs;
+    const worstCaseMs = (dispatches + 2 * Math.sqrt(dispatches)) / (ownRate * kept) + frontWorstMs;
     // A pace measured over a short stretch is mostly the start of a backlog, when the
     // engine still had room and the first requests went at once. Until it has
     // OWN_PACE_TRUSTED_MS of waiting behind it, it shares the expected wait with the more
@@ -285,6 +300,7 @@ export class BackendEstimator {
     const tenant = this.#tenants.get(event.tenantId);
     if (tenant) tenant.queued = Math.max(0, tenant.queued - 1);
     this.#all.queued = Math.max(0, this.#all.queued - 1);
+    if (this.#all.queued === 0) this.#fill.backlogEnded();
   }
 
   #levelTrack(level: number, now: number, clock: number): ClockTrack {
@@ -322,6 +338,9 @@ const SWEEP_EVERY_MS = 30_000;
 /** The longest wait an estimate states (a day): beyond it, nothing it says is meaningful. */
 const MAX_ESTIMATE_MS = 86_400_000;
 
+/** The least of a filling backend's measured pace the worst case assumes it keeps. */
+const MIN_KEPT_SHARE = 0.4;
+
 /** Busy time after which a tenant's own measured pace is taken on its own. */
 const OWN_PACE_TRUSTED_MS = 2_000;
 
@@ -334,6 +353,11 @@ function rounded(expectedMs: number, worstCaseMs: number): QueueWaitEstimate {
 function sane(ms: number): number {
   if (Number.isNaN(ms)) return 0;
   return Math.round(Math.min(Math.max(ms, 0), MAX_ESTIMATE_MS));
+}
+
+/** The share of a measured pace a filling backend keeps up, at least MIN_KEPT_SHARE. */
+function keptOf(fill: FillSurplus, now: number): number {
+  return Math.max(MIN_KEPT_SHARE, fill.keptShare(now) ?? 1);
 }
 
 function newTrack(now: number, clock: number): ClockTrack {
