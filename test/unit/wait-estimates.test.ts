@@ -336,6 +336,70 @@ describe("estimates through the fair queue", () => {
 });
 
 /**
+ * Few slots: 4, held by a flood whose requests all take 100 ms and started together, so
+ * the slots free in bursts of four every 100 ms. A tenant sending one request at a time,
+ * at a phase that drifts, waits for the next burst: anything from 0 to 100 ms. The mean
+ * residual gap between completions says 50 ms every time (a median error near 50 %); the
+ * ages of the requests holding the slots say how long is left.
+ */
+describe("estimates with few slots", () => {
+  const policy = policyFrom(standardPolicyInput({ backends: [{ name: "b", maxInFlightRequests: 4 }] }));
+  const flush = () => new Promise((resolve) => setImmediate(resolve));
+
+  it("a request waiting for a slot is told when the requests holding them will finish", async () => {
+    const clock = new ManualClock(0);
+    const scheduler = new FairQueueScheduler({
+      policy: () => policy,
+      clock,
+      fairness: fairnessPolicyFor({ policy: "vtc", starvationBound: 10 }),
+    });
+    let next = 0;
+    const samples: Array<{ expected: number; waited?: number }> = [];
+    const send = (tenantId: string) => {
+      const req: SchedulingRequest = {
+        id: `r${next++}`,
+        tenant: policy.tenantFor(tenantId),
+        backend: "b",
+        promptTokens: 20,
+        expectedOutputTokens: 16,
+        maxWaitMs: 600_000,
+      };
+      const sample: { expected: number; waited?: number } = {
+        expected: scheduler.estimate(req).expectedMs,
+      };
+      if (tenantId === "light" && clock.now() >= 2_000) samples.push(sample);
+      scheduler.submit(req, new AbortController().signal).dispatch.then((dispatch) => {
+        sample.waited = dispatch.waitedMs;
+        clock.setTimeout(() => {
+          dispatch.release({ completionTokens: 16 });
+          if (tenantId === "heavy") send("heavy");
+        }, 100);
+      });
+    };
+    for (let i = 0; i < 20; i++) send("heavy");
+    const light = () => {
+      send("light");
+      if (clock.now() < 6_000) clock.setTimeout(light, 137);
+    };
+    clock.setTimeout(light, 1);
+    while (clock.now() < 6_500) {
+      clock.advance(1);
+      await flush();
+    }
+    const done = samples.filter((s) => s.waited !== undefined && s.waited > 0);
+    assert.ok(done.length >= 20, `${done.length} light requests waited`);
+    const errors = done
+      .map((s) => Math.abs((s.waited as number) - s.expected) / Math.max(s.waited as number, 10))
+      .sort((a, b) => a - b);
+    const median = errors[Math.floor(errors.length / 2)] as number;
+    assert.ok(
+      median <= 0.1,
+      `median error ${median.toFixed(2)} (${done.map((s) => `${s.expected}/${s.waited}`)})`,
+    );
+  });
+});
+
+/**
  * A cold start the way a flood begins: 40 requests of one tenant at once on a backend with
  * 4 slots and 50 ms service, each resent as it finishes. Nothing is measured before the
  * first completions; from then on estimates must follow the waits, not wait for seconds of

@@ -46,6 +46,11 @@ export interface AdmissionGate {
   ): AdmissionVerdict;
   /** The KV tokens the backend can hold (engine capacity, else the in-flight token cap). */
   kvBudgetTokens(backend: Readonly<BackendConfig> | undefined): number | undefined;
+  /**
+   * The requests the gate lets the backend have in flight for a request that must leave
+   * `reserve` of the capacity free (unbounded when it does not count requests).
+   */
+  requestSlots?(backend: Readonly<BackendConfig> | undefined, reserve: number): number;
 }
 
 /** Admits everything: what a gateway without admission control does. */
@@ -81,11 +86,7 @@ export class EngineAwareGate implements AdmissionGate {
   ): AdmissionVerdict {
     const reserve = share.reserve ?? 0;
     const keep = 1 - Math.min(Math.max(reserve, 0), 0.5);
-    const cap = backend?.maxInFlightRequests ?? Number.POSITIVE_INFINITY;
-    // At least one slot is kept back however small the cap (5 % of 8 would round to none).
-    const maxRequests =
-      reserve > 0 && Number.isFinite(cap) ? Math.max(1, Math.min(cap - 1, Math.floor(cap * keep))) : cap;
-    if (load.inFlight >= maxRequests) return "full";
+    if (load.inFlight >= requestSlots(backend, reserve)) return "full";
     const engine = backend ? this.#signals?.(backend.name) : undefined;
     // A loading, dead or unobserved engine gets nothing, not even one request.
     if (engine && !engine.fresh) return "full";
@@ -104,6 +105,21 @@ export class EngineAwareGate implements AdmissionGate {
   kvBudgetTokens(backend: Readonly<BackendConfig> | undefined): number | undefined {
     return kvBudget(backend, backend ? this.#signals?.(backend.name) : undefined);
   }
+
+  requestSlots(backend: Readonly<BackendConfig> | undefined, reserve: number): number {
+    return requestSlots(backend, reserve);
+  }
+}
+
+/**
+ * The requests a backend may have in flight for a request that must leave `reserve`
+ * (0..0.5) of the capacity free: unbounded without maxInFlightRequests. At least one slot
+ * is kept back however small the cap (5 % of 8 would round to none).
+ */
+function requestSlots(backend: Readonly<BackendConfig> | undefined, reserve = 0): number {
+  const cap = backend?.maxInFlightRequests ?? Number.POSITIVE_INFINITY;
+  const keep = 1 - Math.min(Math.max(reserve, 0), 0.5);
+  return reserve > 0 && Number.isFinite(cap) ? Math.max(1, Math.min(cap - 1, Math.floor(cap * keep))) : cap;
 }
 
 /** The engine's KV capacity and the backend's in-flight token cap, whichever is smaller. */

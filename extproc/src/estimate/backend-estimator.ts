@@ -1,4 +1,5 @@
 import { FillSurplus } from "./fill-surplus.ts";
+import { expectedKthCompletionMs } from "./next-completion.ts";
 import { ProgressMeter } from "./progress-meter.ts";
 import { RecentValues } from "./recent-values.ts";
 import { WorstCaseCalibration } from "./worst-case-calibration.ts";
@@ -36,6 +37,11 @@ export interface BackendLoadNow {
   readonly inFlight: number;
   /** Tokens per ms to assume before anything has been measured. */
   readonly priorTokensPerMs: number;
+  /**
+   * The request slots (the backend's maxInFlightRequests, less any kept as headroom) are
+   * all taken: this many requests in flight must finish before the request may go.
+   */
+  readonly completionsToOpen?: number;
 }
 
 export interface QueueWaitEstimate {
@@ -111,6 +117,8 @@ export class BackendEstimator {
   #lastCompletionAt: number | undefined;
   /** Dispatched and not completed, as this estimator saw them. */
   #inFlight = 0;
+  /** When each of those was dispatched, oldest first. */
+  readonly #inFlightSince: number[] = [];
   #lastSweep = 0;
   readonly #calibration = new WorstCaseCalibration();
   /** Dispatches against completions while requests wait: a backend filling up from idle. */
@@ -143,6 +151,7 @@ export class BackendEstimator {
     this.#dispatchedTokens += event.tokens;
     this.#dispatches += 1;
     this.#inFlight += 1;
+    this.#inFlightSince.push(now);
     const tenant = this.#tenants.get(event.tenantId);
     if (tenant) tenant.total += 1;
     this.#touch(now, event);
@@ -157,6 +166,7 @@ export class BackendEstimator {
   completed(now: number, tokens: number, heldMs: number): void {
     if (this.#lastCompletionAt !== undefined) this.#completionGaps.add(now - this.#lastCompletionAt);
     this.#inFlight = Math.max(0, this.#inFlight - 1);
+    removeNearest(this.#inFlightSince, now - heldMs);
     this.#fill.completed(now);
     // A gap that spans a stretch with nothing in flight measures the traffic, not the
     // backend: the next completion starts afresh.
@@ -207,10 +217,14 @@ export class BackendEstimator {
     const dispatchStats = gapStats(this.#gaps);
     const completionGap = completionStats?.mean ?? dispatchStats?.mean ?? 0;
     const dispatchGap = dispatchStats?.mean ?? completionGap;
-    const residual = Math.min(
-      completionStats?.residual ?? Number.POSITIVE_INFINITY,
-      dispatchStats?.residual ?? Number.POSITIVE_INFINITY,
-    );
+    // With every request slot taken and few of them, only a completion opens the gate, and
+    // when the next one comes depends on how far along the requests holding the slots are.
+    const residual =
+      this.#slotFreesIn(now, load) ??
+      Math.min(
+        completionStats?.residual ?? Number.POSITIVE_INFINITY,
+        dispatchStats?.residual ?? Number.POSITIVE_INFINITY,
+      );
     const completionHigh = this.#completionGaps.quantile(GAP_QUANTILE) ?? completionGap;
     const freed = Math.max(1, this.#freedTokens.mean() ?? tokens);
     const needed = Math.max(1, tokens / freed);
@@ -278,6 +292,20 @@ export class BackendEstimator {
     return rounded(trust * expectedMs + (1 - trust) * cautious, Math.max(worstCaseMs, shared.worstCaseMs));
   }
 
+  /** When enough of the requests holding every slot are expected to have finished, when they are few. */
+  #slotFreesIn(now: number, load: BackendLoadNow): number | undefined {
+    const k = load.completionsToOpen;
+    if (k === undefined || k < 1 || this.#inFlightSince.length > AGE_AWARE_MAX_IN_FLIGHT) return undefined;
+    // Other replicas' requests hold slots too, at ages this one cannot see.
+    if (this.#inFlightSince.length < load.inFlight) return undefined;
+    if (this.#holds.size < AGE_AWARE_MIN_HOLDS) return undefined;
+    return expectedKthCompletionMs(
+      this.#inFlightSince.map((since) => now - since),
+      this.#holds.sorted(),
+      k,
+    );
+  }
+
   /** Tokens per ms by Little's law: requests in flight over how long each holds its place. */
   #littleTokenRate(inFlight: number): number | null {
     const hold = this.#holds.mean();
@@ -338,6 +366,14 @@ const SWEEP_EVERY_MS = 30_000;
 /** The longest wait an estimate states (a day): beyond it, nothing it says is meaningful. */
 const MAX_ESTIMATE_MS = 86_400_000;
 
+/**
+ * Beyond this many requests in flight their completions come as a near-Poisson stream and
+ * the mean residual gap says as much as their ages would, at far less cost.
+ */
+const AGE_AWARE_MAX_IN_FLIGHT = 32;
+/** Holds recorded before their distribution is used for when a slot frees. */
+const AGE_AWARE_MIN_HOLDS = 20;
+
 /** The least of a filling backend's measured pace the worst case assumes it keeps. */
 const MIN_KEPT_SHARE = 0.4;
 
@@ -358,6 +394,24 @@ function sane(ms: number): number {
 /** The share of a measured pace a filling backend keeps up, at least MIN_KEPT_SHARE. */
 function keptOf(fill: FillSurplus, now: number): number {
   return Math.max(MIN_KEPT_SHARE, fill.keptShare(now) ?? 1);
+}
+
+/** Removes the value nearest to `value` from an ascending array (a completed request's dispatch time). */
+function removeNearest(sorted: number[], value: number): void {
+  if (sorted.length === 0) return;
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if ((sorted[mid] as number) < value) lo = mid + 1;
+    else hi = mid;
+  }
+  const below = lo - 1;
+  const index =
+    lo >= sorted.length || (below >= 0 && value - (sorted[below] as number) <= (sorted[lo] as number) - value)
+      ? below
+      : lo;
+  sorted.splice(Math.max(0, index), 1);
 }
 
 function newTrack(now: number, clock: number): ClockTrack {

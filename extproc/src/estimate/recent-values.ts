@@ -39,6 +39,12 @@ export class RecentValues {
     return { mean: sum / n, meanSquare: squares / n };
   }
 
+  /** The values in ascending order (kept until the next add). */
+  sorted(): readonly number[] {
+    this.#sorted ??= [...this.#values].sort((a, b) => a - b);
+    return this.#sorted;
+  }
+
   /** q in [0, 1]; nearest rank. */
   quantile(q: number): number | undefined {
     if (this.#values.length === 0) return undefined;

@@ -292,7 +292,11 @@ export class FairQueueScheduler implements Scheduler {
         heldForTokens,
       },
       tokens,
-      { inFlight: backend.inFlight + backend.others.inFlight, priorTokensPerMs: PRIOR_TOKENS_PER_SEC / 1000 },
+      {
+        inFlight: backend.inFlight + backend.others.inFlight,
+        priorTokensPerMs: PRIOR_TOKENS_PER_SEC / 1000,
+        completionsToOpen: this.#completionsToOpen(backend, request),
+      },
     );
   }
 
@@ -300,7 +304,7 @@ export class FairQueueScheduler implements Scheduler {
   #heldFor(backend: BackendState): number {
     const holder = backend.heldBy;
     if (!holder || !backend.waiters.has(holder.item)) return 0;
-    const config = this.#policy().backends.find((b) => b.name === backend.name);
+    const config = this.#config(backend);
     const budget = this.#gate.kvBudgetTokens(config);
     if (budget === undefined) return 0;
     const room = budget - backend.inFlightTokens - backend.others.inFlightTokens;
@@ -374,13 +378,38 @@ export class FairQueueScheduler implements Scheduler {
     backend: BackendState,
     request: Omit<SchedulingRequest, "id" | "maxWaitMs">,
   ): AdmissionVerdict | "over-share" {
-    const config = this.#policy().backends.find((b) => b.name === backend.name);
+    const config = this.#config(backend);
     const tokens = tokensOf(request);
-    // Every replica's requests count against the backend's caps.
-    const load = {
+    const mine = backend.tenants.get(request.tenant.id);
+    const verdict = this.#gate.check(config, this.#load(backend), tokens, this.#shareOf(backend, request));
+    if (verdict !== "admit" || !this.#tenantKvShares) return verdict;
+    const contended = backend.policy.size > (mine?.queued ?? 0);
+    if (!contended || !mine || mine.inFlight === 0) return "admit";
+    const budget = this.#gate.kvBudgetTokens(config);
+    if (budget === undefined) return "admit";
+    // With others waiting, one tenant may hold no more than its weighted share of the KV
+    // budget, so a tenant's long contexts cannot crowd everyone else out of the cache.
+    const share = (budget * mine.weight) / Math.max(backend.activeWeight, mine.weight);
+    return mine.inFlightTokens + tokens > share ? "over-share" : "admit";
+  }
+
+  #config(backend: BackendState) {
+    return this.#policy().backends.find((b) => b.name === backend.name);
+  }
+
+  /** Every replica's requests count against the backend's caps. */
+  #load(backend: BackendState): { inFlight: number; inFlightTokens: number } {
+    return {
       inFlight: backend.inFlight + backend.others.inFlight,
       inFlightTokens: backend.inFlightTokens + backend.others.inFlightTokens,
     };
+  }
+
+  /** The capacity the request must leave free, and whether its tenant is below its share. */
+  #shareOf(
+    backend: BackendState,
+    request: Omit<SchedulingRequest, "id" | "maxWaitMs">,
+  ): { reserve: number; below: boolean } {
     const mine = backend.tenants.get(request.tenant.id);
     // While other tenants are active, one holding at least its weighted share of the
     // in-flight requests may not use the last `headroom` of the capacity: that room stays
@@ -399,19 +428,22 @@ export class FairQueueScheduler implements Scheduler {
       othersActive &&
       mine.inFlight < fairShare &&
       (topPriority === undefined || request.tenant.priority <= topPriority);
-    const verdict = this.#gate.check(config, load, tokens, {
-      reserve: atShare ? this.#headroom : 0,
-      below: belowShare,
-    });
-    if (verdict !== "admit" || !this.#tenantKvShares) return verdict;
-    const contended = backend.policy.size > (mine?.queued ?? 0);
-    if (!contended || !mine || mine.inFlight === 0) return "admit";
-    const budget = this.#gate.kvBudgetTokens(config);
-    if (budget === undefined) return "admit";
-    // With others waiting, one tenant may hold no more than its weighted share of the KV
-    // budget, so a tenant's long contexts cannot crowd everyone else out of the cache.
-    const share = (budget * mine.weight) / Math.max(backend.activeWeight, mine.weight);
-    return mine.inFlightTokens + tokens > share ? "over-share" : "admit";
+    return { reserve: atShare ? this.#headroom : 0, below: belowShare };
+  }
+
+  /**
+   * With every request slot the request may use taken, the requests in flight that must
+   * finish before it may go (undefined when the cap is not what holds it).
+   */
+  #completionsToOpen(
+    backend: BackendState,
+    request: Omit<SchedulingRequest, "id" | "maxWaitMs">,
+  ): number | undefined {
+    const slots =
+      this.#gate.requestSlots?.(this.#config(backend), this.#shareOf(backend, request).reserve) ??
+      Number.POSITIVE_INFINITY;
+    const excess = this.#load(backend).inFlight - slots + 1;
+    return Number.isFinite(slots) && excess >= 1 ? excess : undefined;
   }
 
   #item(request: SchedulingRequest): QueuedRequest {
