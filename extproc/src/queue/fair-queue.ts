@@ -167,7 +167,7 @@ export class FairQueueScheduler implements Scheduler {
       this.#observeDispatch(backend, item, false);
       return {
         queued: false,
-        dispatch: Promise.resolve(this.#start(backend, item, request, this.#clock.now(), estimate)),
+        dispatch: Promise.resolve(this.#start(backend, item, request, undefined, estimate)),
       };
     }
     const maxQueued = request.tenant.limits.maxQueued;
@@ -462,7 +462,8 @@ export class FairQueueScheduler implements Scheduler {
     backend: BackendState,
     item: QueuedRequest,
     request: SchedulingRequest,
-    enqueuedAt: number,
+    /** When it joined the queue; undefined when it went at once (it waited 0 ms). */
+    enqueuedAt: number | undefined,
     estimate: WaitEstimate,
   ): Dispatch {
     const tokens = tokensOf(request);
@@ -477,7 +478,7 @@ export class FairQueueScheduler implements Scheduler {
     let released = false;
     const dispatchedAt = this.#clock.now();
     return {
-      waitedMs: Math.max(0, this.#clock.now() - enqueuedAt),
+      waitedMs: enqueuedAt === undefined ? 0 : Math.max(0, dispatchedAt - enqueuedAt),
       estimate,
       release: (outcome?: DispatchOutcome) => {
         if (released) return;
