@@ -10,5 +10,8 @@ process.exitCode = await runBenchCommand(["--compare", "--summary", "--duration"
 await import("./estimates.ts");
 // 4. The fair queue at scale: 10k tenants, 100k queued requests, against FCFS.
 await import("./queue.ts");
+// 4b. What estimating the front of the queue from the slots' ages costs, against the mean
+//     residual gap.
+await import("./slot-ages.ts");
 // 5. Budgets: admits per second and p50/p99 against a real redis-server, next to a bare PING.
 await import("./budgets.ts");
