@@ -34,6 +34,8 @@ describe("expectedKthCompletionMs", () => {
     assert.equal(expectedKthCompletionMs([500, 30], fixed, 2), undefined);
     assert.equal(expectedKthCompletionMs([500], fixed), undefined);
     assert.equal(expectedKthCompletionMs([10], []), undefined);
+    assert.equal(expectedKthCompletionMs([10], fixed, 0), undefined);
+    assert.equal(expectedKthCompletionMs([10, 20], fixed, 1.5), undefined);
   });
 
   it("lies between now and the longest hold's end, and grows with k", () => {

@@ -119,6 +119,9 @@ export class BackendEstimator {
   #inFlight = 0;
   /** When each of those was dispatched, oldest first. */
   readonly #inFlightSince: number[] = [];
+  /** Dispatches and completions so far: what the slots' ages were last computed for. */
+  #slotEvents = 0;
+  #slotCache: { events: number; k: number; at: number; ms: number | undefined } | undefined;
   #lastSweep = 0;
   readonly #calibration = new WorstCaseCalibration();
   /** Dispatches against completions while requests wait: a backend filling up from idle. */
@@ -152,6 +155,7 @@ export class BackendEstimator {
     this.#dispatches += 1;
     this.#inFlight += 1;
     this.#inFlightSince.push(now);
+    this.#slotEvents++;
     const tenant = this.#tenants.get(event.tenantId);
     if (tenant) tenant.total += 1;
     this.#touch(now, event);
@@ -167,6 +171,7 @@ export class BackendEstimator {
     if (this.#lastCompletionAt !== undefined) this.#completionGaps.add(now - this.#lastCompletionAt);
     this.#inFlight = Math.max(0, this.#inFlight - 1);
     removeNearest(this.#inFlightSince, now - heldMs);
+    this.#slotEvents++;
     this.#fill.completed(now);
     // A gap that spans a stretch with nothing in flight measures the traffic, not the
     // backend: the next completion starts afresh.
@@ -292,18 +297,34 @@ export class BackendEstimator {
     return rounded(trust * expectedMs + (1 - trust) * cautious, Math.max(worstCaseMs, shared.worstCaseMs));
   }
 
-  /** When enough of the requests holding every slot are expected to have finished, when they are few. */
+  /**
+   * When enough of the requests holding every slot are expected to have finished, when
+   * they are few. Approximate where something else binds as well: a KV watermark or the
+   * engine-queue bound may hold the request until the next engine sample after that
+   * completion, and a tenant below its share ahead of it needs one completion fewer.
+   */
   #slotFreesIn(now: number, load: BackendLoadNow): number | undefined {
     const k = load.completionsToOpen;
     if (k === undefined || k < 1 || this.#inFlightSince.length > AGE_AWARE_MAX_IN_FLIGHT) return undefined;
     // Other replicas' requests hold slots too, at ages this one cannot see.
     if (this.#inFlightSince.length < load.inFlight) return undefined;
     if (this.#holds.size < AGE_AWARE_MIN_HOLDS) return undefined;
-    return expectedKthCompletionMs(
+    // A request is estimated before its budget check and again as it joins the queue,
+    // moments apart: with nothing dispatched or finished in between, the answer is the
+    // same one a little later.
+    const cached = this.#slotCache;
+    if (cached && cached.events === this.#slotEvents && cached.k === k) {
+      const elapsed = now - cached.at;
+      if (elapsed >= 0 && elapsed <= SLOT_CACHE_MS)
+        return cached.ms === undefined ? undefined : Math.max(0, cached.ms - elapsed);
+    }
+    const ms = expectedKthCompletionMs(
       this.#inFlightSince.map((since) => now - since),
       this.#holds.sorted(),
       k,
     );
+    this.#slotCache = { events: this.#slotEvents, k, at: now, ms };
+    return ms;
   }
 
   /** Tokens per ms by Little's law: requests in flight over how long each holds its place. */
@@ -373,6 +394,8 @@ const MAX_ESTIMATE_MS = 86_400_000;
 const AGE_AWARE_MAX_IN_FLIGHT = 32;
 /** Holds recorded before their distribution is used for when a slot frees. */
 const AGE_AWARE_MIN_HOLDS = 20;
+/** How long a computed time-to-free-slot is reused, less the time gone by. */
+const SLOT_CACHE_MS = 1;
 
 /** The least of a filling backend's measured pace the worst case assumes it keeps. */
 const MIN_KEPT_SHARE = 0.4;

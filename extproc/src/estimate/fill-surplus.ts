@@ -12,6 +12,9 @@ export class FillSurplus {
   readonly #at: number[] = [];
   readonly #kind: number[] = [];
   #head = 0;
+  /** Dispatches and completions between #head and the end. */
+  #dispatches = 0;
+  #completions = 0;
   #busySince: number | undefined;
 
   constructor(options: { windowMs?: number } = {}) {
@@ -29,6 +32,8 @@ export class FillSurplus {
     this.#at.length = 0;
     this.#kind.length = 0;
     this.#head = 0;
+    this.#dispatches = 0;
+    this.#completions = 0;
   }
 
   dispatched(now: number): void {
@@ -41,32 +46,32 @@ export class FillSurplus {
 
   /**
    * Completions over dispatches in the backlog's last window (at most 1), or undefined
-   * when nothing waits or nothing was dispatched in it: the share of the measured pace
+   * when nothing waits or too few were dispatched in it: the share of the measured pace
    * the backend keeps once full.
    */
   keptShare(now: number): number | undefined {
     if (this.#busySince === undefined) return undefined;
     this.#expire(now);
-    let dispatches = 0;
-    let completions = 0;
-    for (let i = this.#head; i < this.#kind.length; i++) {
-      if ((this.#kind[i] as number) > 0) dispatches++;
-      else completions++;
-    }
-    if (dispatches < MIN_DISPATCHES) return undefined;
-    return Math.min(1, completions / dispatches);
+    if (this.#dispatches < MIN_DISPATCHES) return undefined;
+    return Math.min(1, this.#completions / this.#dispatches);
   }
 
   #record(now: number, kind: number): void {
     if (this.#busySince === undefined) return;
     this.#at.push(now);
     this.#kind.push(kind);
+    if (kind > 0) this.#dispatches++;
+    else this.#completions++;
     this.#expire(now);
   }
 
   #expire(now: number): void {
     const from = now - this.#windowMs;
-    while (this.#head < this.#at.length && (this.#at[this.#head] as number) < from) this.#head++;
+    while (this.#head < this.#at.length && (this.#at[this.#head] as number) < from) {
+      if ((this.#kind[this.#head] as number) > 0) this.#dispatches--;
+      else this.#completions--;
+      this.#head++;
+    }
     if (this.#head > 1024 && this.#head * 2 > this.#at.length) {
       this.#at.splice(0, this.#head);
       this.#kind.splice(0, this.#head);

@@ -5,7 +5,9 @@
  * the requests holding them are: four 50 ms requests that all started 40 ms ago free a
  * slot in 10 ms, not in the 6 ms the average gap between completions says, and four that
  * started just now, in 50. A request that has outlived every recorded hold says nothing
- * about when it ends and is left out.
+ * about when it ends and is left out, which leans the answer late: such a request may be
+ * about to finish (and with k = 1 and too few others left, the caller falls back to the
+ * gaps between completions).
  *
  * E[T_k] = ∫ P(fewer than k of the R_i ≤ t) dt, where R_i, the time request i has left,
  * has P(R_i > t) = S(a_i + t) / S(a_i), with S the survival function of the holds and a_i
@@ -18,7 +20,7 @@ export function expectedKthCompletionMs(
   k = 1,
 ): number | undefined {
   const n = sortedHolds.length;
-  if (n === 0) return undefined;
+  if (n === 0 || !Number.isInteger(k) || k < 1) return undefined;
   const longest = sortedHolds[n - 1] as number;
   const live: number[] = [];
   for (const age of ages) if (age < longest) live.push(Math.max(0, age));
