@@ -7,11 +7,8 @@
  *
  *   node --import tsx test/bench/slot-ages.ts
  */
-import { ManualClock } from "../../extproc/src/clock.ts";
-import { FairQueueScheduler } from "../../extproc/src/queue/fair-queue.ts";
-import { fairnessPolicyFor } from "../../extproc/src/queue/policies/index.ts";
-import type { Dispatch, SchedulingRequest } from "../../extproc/src/scheduler/types.ts";
-import { policyFrom, standardPolicyInput } from "../helpers/policy.ts";
+import type { Dispatch } from "../../extproc/src/scheduler/types.ts";
+import { vtcQueue } from "../helpers/vtc-queue.ts";
 
 const ESTIMATES = 2_000;
 /** Between estimates, past the 1 ms for which one is reused: every estimate is computed. */
@@ -19,40 +16,21 @@ const STEP_MS = 1.5;
 
 /** Microseconds per estimate on a queue whose m slots are taken by a flood. */
 async function perEstimate(slots: number, capped: boolean): Promise<number> {
-  const policy = policyFrom(
-    standardPolicyInput({
-      backends: [
-        capped ? { name: "b", maxInFlightRequests: slots } : { name: "b", maxInFlightTokens: slots * 36 },
-      ],
-    }),
+  const { clock, scheduler, request, flush } = vtcQueue(
+    capped ? { maxInFlightRequests: slots } : { maxInFlightTokens: slots * 36 },
   );
-  const clock = new ManualClock(0);
-  const scheduler = new FairQueueScheduler({
-    policy: () => policy,
-    clock,
-    fairness: fairnessPolicyFor({ policy: "vtc", starvationBound: 10 }),
-  });
-  let next = 0;
-  const request = (tenantId: string): SchedulingRequest => ({
-    id: `r${next++}`,
-    tenant: policy.tenantFor(tenantId),
-    backend: "b",
-    promptTokens: 20,
-    expectedOutputTokens: 16,
-    maxWaitMs: 600_000,
-  });
   const inFlight: Dispatch[] = [];
   const send = () =>
     scheduler.submit(request("flood"), new AbortController().signal).dispatch.then((d) => inFlight.push(d));
   for (let i = 0; i < slots + 50; i++) send();
   // 200 completions at spread-out times, so holds (seconds long) and gaps are on record.
   for (let i = 0; i < 200; i++) {
-    await new Promise((resolve) => setImmediate(resolve));
+    await flush();
     clock.advance(500 + 300 * (i % 7));
     inFlight.shift()?.release({ completionTokens: 16 });
     send();
   }
-  await new Promise((resolve) => setImmediate(resolve));
+  await flush();
   const probe = request("light");
   let sink = 0;
   const started = performance.now();

@@ -1,14 +1,11 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { ManualClock } from "../../extproc/src/clock.ts";
 import { BackendEstimator } from "../../extproc/src/estimate/backend-estimator.ts";
 import { ProgressMeter } from "../../extproc/src/estimate/progress-meter.ts";
 import { RecentValues } from "../../extproc/src/estimate/recent-values.ts";
 import { WorstCaseCalibration } from "../../extproc/src/estimate/worst-case-calibration.ts";
-import { FairQueueScheduler } from "../../extproc/src/queue/fair-queue.ts";
-import { fairnessPolicyFor } from "../../extproc/src/queue/policies/index.ts";
-import type { SchedulingRequest, WaitEstimate } from "../../extproc/src/scheduler/types.ts";
-import { policyFrom, standardPolicyInput } from "../helpers/policy.ts";
+import type { WaitEstimate } from "../../extproc/src/scheduler/types.ts";
+import { vtcQueue } from "../helpers/vtc-queue.ts";
 
 describe("ProgressMeter", () => {
   it("counts only time with requests waiting, and movement at one instant", () => {
@@ -271,28 +268,14 @@ describe("BackendEstimator", () => {
  * computed from the backend's whole throughput would be half the real one.
  */
 describe("estimates through the fair queue", () => {
-  const policy = policyFrom(standardPolicyInput({ backends: [{ name: "b", maxInFlightRequests: 4 }] }));
-  const request = (id: string, tenantId: string): SchedulingRequest => ({
-    id,
-    tenant: policy.tenantFor(tenantId),
-    backend: "b",
-    promptTokens: 50,
-    expectedOutputTokens: 50,
-    maxWaitMs: 600_000,
-  });
-  const flush = () => new Promise((resolve) => setImmediate(resolve));
-
   it("the heavy tenant's expected wait is within 15 % of what it then waits, and within its worst case", async () => {
-    const clock = new ManualClock(0);
-    const scheduler = new FairQueueScheduler({
-      policy: () => policy,
-      clock,
-      fairness: fairnessPolicyFor({ policy: "vtc", starvationBound: 10 }),
-    });
-    let next = 0;
+    const { clock, scheduler, request, flush } = vtcQueue(
+      { maxInFlightRequests: 4 },
+      { prompt: 50, output: 50 },
+    );
     const probes: Array<{ estimate: WaitEstimate; waited?: number }> = [];
     const send = (tenantId: string, probe = false) => {
-      const req = request(`r${next++}`, tenantId);
+      const req = request(tenantId);
       const estimate = scheduler.estimate(req);
       const record: { estimate: WaitEstimate; waited?: number } | undefined = probe
         ? { estimate }
@@ -343,27 +326,11 @@ describe("estimates through the fair queue", () => {
  * ages of the requests holding the slots say how long is left.
  */
 describe("estimates with few slots", () => {
-  const policy = policyFrom(standardPolicyInput({ backends: [{ name: "b", maxInFlightRequests: 4 }] }));
-  const flush = () => new Promise((resolve) => setImmediate(resolve));
-
   it("a request waiting for a slot is told when the requests holding them will finish", async () => {
-    const clock = new ManualClock(0);
-    const scheduler = new FairQueueScheduler({
-      policy: () => policy,
-      clock,
-      fairness: fairnessPolicyFor({ policy: "vtc", starvationBound: 10 }),
-    });
-    let next = 0;
+    const { clock, scheduler, request, flush } = vtcQueue({ maxInFlightRequests: 4 });
     const samples: Array<{ expected: number; waited?: number }> = [];
     const send = (tenantId: string) => {
-      const req: SchedulingRequest = {
-        id: `r${next++}`,
-        tenant: policy.tenantFor(tenantId),
-        backend: "b",
-        promptTokens: 20,
-        expectedOutputTokens: 16,
-        maxWaitMs: 600_000,
-      };
+      const req = request(tenantId);
       const sample: { expected: number; waited?: number } = {
         expected: scheduler.estimate(req).expectedMs,
       };
@@ -406,27 +373,11 @@ describe("estimates with few slots", () => {
  * measurement (a service rate averaged over a fixed 5 s window once put them 60x too high).
  */
 describe("estimates from a cold start", () => {
-  const policy = policyFrom(standardPolicyInput({ backends: [{ name: "b", maxInFlightRequests: 4 }] }));
-  const flush = () => new Promise((resolve) => setImmediate(resolve));
-
   it("a 40-request flood's first resent requests are estimated within 25 % median, worst case rarely exceeded", async () => {
-    const clock = new ManualClock(0);
-    const scheduler = new FairQueueScheduler({
-      policy: () => policy,
-      clock,
-      fairness: fairnessPolicyFor({ policy: "vtc", starvationBound: 10 }),
-    });
+    const { clock, scheduler, request, flush } = vtcQueue({ maxInFlightRequests: 4 });
     const samples: Array<{ estimate: WaitEstimate; waited?: number }> = [];
-    let next = 0;
     const send = () => {
-      const req: SchedulingRequest = {
-        id: `r${next++}`,
-        tenant: policy.tenantFor("flood"),
-        backend: "b",
-        promptTokens: 20,
-        expectedOutputTokens: 16,
-        maxWaitMs: 600_000,
-      };
+      const req = request("flood");
       const estimate = scheduler.estimate(req);
       const sample: { estimate: WaitEstimate; waited?: number } = { estimate };
       // Resent before 400 ms: before half a second of anything could be measured.
