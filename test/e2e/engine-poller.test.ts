@@ -204,6 +204,8 @@ describe("EnginePoller staleness and health, on a manual clock", () => {
     server.set({ metrics: metrics(5_000, 3) });
     await p.scrapeAll();
     assert.equal(p.signals("b")?.prefillMsPerPromptToken, 0.5);
+    // The same counters give the engine's throughput: 4,000 tokens in 1 s.
+    assert.equal(p.signals("b")?.tokensPerSecond, 4_000);
   });
 
   it("aggregates two replicas and ignores the one that is down", async () => {

@@ -131,6 +131,7 @@ describe("RedisEngineStateStore against redis-server", () => {
       running: 3,
       waiting: Number.POSITIVE_INFINITY,
       kvCacheUsage: 0.97,
+      tokensPerSecond: 42,
       fresh: true,
     });
 
@@ -231,7 +232,13 @@ describe("RedisEngineStateStore against redis-server", () => {
       await reader.refresh(); // resolves: never throws
       assert.ok(reader.lastError, "the failure is recorded");
       assert.equal(reader.read("llm").length, 1, "the local view is kept");
-      assert.deepEqual(poller.signals("llm"), { running: 3, waiting: 0, kvCacheUsage: 0.4, fresh: true });
+      assert.deepEqual(poller.signals("llm"), {
+        running: 3,
+        waiting: 0,
+        kvCacheUsage: 0.4,
+        tokensPerSecond: 42,
+        fresh: true,
+      });
       writer.write(stateAt(world.writerClock.now(), 0.1));
       await writer.flush(); // a failed publish resolves too
       assert.ok(writer.lastError);

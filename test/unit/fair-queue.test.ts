@@ -205,6 +205,34 @@ describe("FairQueueScheduler with VTC and the engine-aware gate", () => {
     assert.equal(h.submit(request("g", "globex")).queued, true);
   });
 
+  it("before anything of its own completes, paces the queue by the engine's token counters", () => {
+    const estimateAt = (tokensPerSecond: number | undefined) => {
+      const signals: EngineSignals = {
+        running: 8,
+        waiting: 0,
+        kvCacheUsage: 0.99,
+        fresh: true,
+        ...(tokensPerSecond !== undefined ? { tokensPerSecond } : {}),
+      };
+      const scheduler = new FairQueueScheduler({
+        policy: () => policy,
+        clock: new ManualClock(),
+        fairness: fairnessPolicyFor({ policy: "vtc", starvationBound: 10 }),
+        gate: new EngineAwareGate({ engineSignals: () => signals }),
+        engineSignals: () => signals,
+      });
+      // The first request goes (an idle backend always takes one); the KV watermark holds the rest.
+      for (let i = 0; i < 10; i++) scheduler.submit(request(`q${i}`, "globex"), new AbortController().signal);
+      return scheduler.estimate(request("x", "globex")).expectedMs;
+    };
+    const prior = estimateAt(undefined);
+    assert.ok(prior > 0, `${prior}`);
+    // An engine measured at 5x the prior's 2,000 tokens/s: the same work ahead, a fifth of the wait.
+    assert.ok(Math.abs(estimateAt(10_000) - prior / 5) <= 1, `${estimateAt(10_000)} vs ${prior}`);
+    // An engine that has processed nothing says nothing: the prior again.
+    assert.equal(estimateAt(0), prior);
+  });
+
   it("adds a loading engine's remaining time and the prefill time to the estimate", () => {
     let signals: EngineSignals = {
       running: 0,

@@ -17,6 +17,11 @@ export interface EngineSignals {
   readonly kvCapacityTokens?: number;
   /** False when the data is older than the staleness bound: the engine counts as saturated. */
   readonly fresh: boolean;
+  /**
+   * Prompt + generation tokens the engine processed per second over the poller's rate
+   * window, from its counters (vllm:prompt_tokens_total, vllm:generation_tokens_total).
+   */
+  readonly tokensPerSecond?: number;
   /** The engine's prefill time per prompt token at its current load (vllm:request_prefill_time_seconds). */
   readonly prefillMsPerPromptToken?: number;
   /** While the engine loads its model: the time left, expected (median of past loads) and at worst (longest). */

@@ -8,6 +8,7 @@
 import type { EngineSignals } from "../admission/gate.ts";
 import { compilePolicy, type Policy } from "../config/policy.ts";
 import { type ParsedPolicy, type PolicyInput, policySchema } from "../config/schema.ts";
+import { CounterRate } from "../engine/engine-state.ts";
 import { FairgateError } from "../errors.ts";
 import { deadlineRefusal } from "../scheduler/deadline.ts";
 import type { SchedulingRequest } from "../scheduler/types.ts";
@@ -359,14 +360,19 @@ export async function runScenario(
 
   // The poller: samples the engine every scrape interval and lets the gate re-check.
   const scrapeMs = options.scrapeIntervalMs ?? 100;
+  // The engine's throughput from its token counters, over the poller's 10 s window.
+  const throughput = new CounterRate();
   const sample = () => {
     const stats = model.stats();
+    throughput.observe(stats.promptTokensTotal + stats.generationTokensTotal, clock.now());
+    const tokensPerSecond = throughput.perSecond();
     signals = {
       running: stats.running,
       waiting: stats.waiting,
       kvCacheUsage: stats.kvCacheUsage,
       kvCapacityTokens,
       fresh: true,
+      ...(tokensPerSecond !== null ? { tokensPerSecond } : {}),
       ...prefill.signal(),
     };
     scheduler.poke?.();

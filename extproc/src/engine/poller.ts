@@ -241,12 +241,15 @@ export class EnginePoller {
     const bound = staleAfterMs(intervalMs);
     const usable: EngineSnapshot[] = [];
     const prefill: number[] = [];
+    let tokensPerSecond: number | undefined;
     const states = this.#store.read(backend);
     for (const state of states) {
       if (state.status !== "serving" || !state.snapshot || state.lastScrapeOkAt === undefined) continue;
       if (now - state.lastScrapeOkAt > bound) continue;
       usable.push(state.snapshot);
       if (state.prefillMsPerPromptToken !== undefined) prefill.push(state.prefillMsPerPromptToken);
+      if (state.tokensPerSecond !== null && Number.isFinite(state.tokensPerSecond))
+        tokensPerSecond = (tokensPerSecond ?? 0) + state.tokensPerSecond;
     }
     const engine = aggregateSnapshots(usable);
     if (!engine) {
@@ -267,6 +270,7 @@ export class EnginePoller {
       waiting: engine.waiting,
       kvCacheUsage: engine.kvCacheUsage,
       ...(engine.kvCapacityTokens !== undefined ? { kvCapacityTokens: engine.kvCapacityTokens } : {}),
+      ...(tokensPerSecond !== undefined ? { tokensPerSecond } : {}),
       fresh: true,
     };
   }

@@ -88,7 +88,7 @@ interface TenantCounters {
   inFlightTokens: number;
 }
 
-/** Used for estimates until a backend has completed anything. */
+/** Used for estimates until a backend has completed anything, when its engine's counters say nothing. */
 const PRIOR_TOKENS_PER_SEC = 2_000;
 /** How far down the policy's order one dispatch attempt looks for a request that fits. */
 const MAX_CANDIDATES = 16;
@@ -294,10 +294,19 @@ export class FairQueueScheduler implements Scheduler {
       tokens,
       {
         inFlight: backend.inFlight + backend.others.inFlight,
-        priorTokensPerMs: PRIOR_TOKENS_PER_SEC / 1000,
+        priorTokensPerMs: this.#priorTokensPerMs(backend),
         completionsToOpen: this.#completionsToOpen(backend, request),
       },
     );
+  }
+
+  /**
+   * The token rate to assume before the queue has measured its own: what the engine's
+   * counters say it has been processing, when the poller has seen it busy, else a prior.
+   */
+  #priorTokensPerMs(backend: BackendState): number {
+    const engineRate = this.#engineSignals?.(backend.name)?.tokensPerSecond;
+    return engineRate !== undefined && engineRate > 0 ? engineRate / 1000 : PRIOR_TOKENS_PER_SEC / 1000;
   }
 
   /** KV room that must free before the request holding the queue fits (0 if none holds it). */
