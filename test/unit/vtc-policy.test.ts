@@ -278,3 +278,31 @@ describe("PriorityLevelsPolicy", () => {
     assert.throws(() => levels(0), RangeError);
   });
 });
+
+describe("VtcPolicy.workAhead with ties", () => {
+  it("counts one request of each tenant tied at the probe's start tag, unless the probe passes ties", () => {
+    const make = requestMaker();
+    const policy = new VtcPolicy();
+    // a and b become backlogged at virtual time 0: both at counter 0, a's head first.
+    policy.add(make({ tenantId: "a" }));
+    policy.add(make({ tenantId: "a" }));
+    policy.add(make({ tenantId: "b" }));
+    // A new tenant is lifted to the same floor, 0: a and b each go once before it.
+    const probe = { tenantId: "c", priority: 0, weight: 1, tokens: 100 };
+    assert.equal(policy.workAhead(probe), 200);
+    // Then the dispatch order agrees: a, b, then c's request.
+    policy.add(make({ tenantId: "c" }));
+    const order: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const next = policy.peek() as QueuedRequest;
+      order.push(next.tenantId);
+      policy.dispatch(next);
+    }
+    assert.deepEqual(order, ["a", "b", "c"]);
+    // A probe that may use room they may not (headroom below its share) is not behind them.
+    const fresh = new VtcPolicy();
+    fresh.add(make({ tenantId: "a" }));
+    fresh.add(make({ tenantId: "b" }));
+    assert.equal(fresh.workAhead({ ...probe, passesTies: true }), 0);
+  });
+});

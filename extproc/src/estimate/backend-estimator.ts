@@ -224,7 +224,15 @@ export class BackendEstimator {
     const dispatchGap = dispatchStats?.mean ?? completionGap;
     // With every request slot taken and few of them, only a completion opens the gate, and
     // when the next one comes depends on how far along the requests holding the slots are.
+    // A tenant with nothing queued goes after the few requests the policy serves first: it
+    // takes the completion after theirs, while those still come from the slots held now.
+    const aheadRequests =
+      standing.tenantQueued === 0 && this.#dispatches > 0
+        ? Math.round(standing.aheadTokens / (this.#dispatchedTokens / this.#dispatches))
+        : 0;
+    const slotAfterAhead = aheadRequests > 0 ? this.#slotFreesIn(now, load, aheadRequests) : undefined;
     const residual =
+      slotAfterAhead ??
       this.#slotFreesIn(now, load) ??
       Math.min(
         completionStats?.residual ?? Number.POSITIVE_INFINITY,
@@ -261,7 +269,11 @@ export class BackendEstimator {
     const level = this.#levels.get(standing.level);
     const levelRate = (level && scaledRate(level, now, divisorNow)) ?? tokenRate * standing.progressPerToken;
     const fluid =
-      standing.tenantQueued > 0 ? standing.distance / levelRate : standing.aheadTokens / tokenRate;
+      standing.tenantQueued > 0
+        ? standing.distance / levelRate
+        : slotAfterAhead !== undefined
+          ? 0
+          : standing.aheadTokens / tokenRate;
     // Each dispatch interval is one event of that stream: two standard deviations of a
     // Poisson count of them, plus the front's own worst.
     const gap = Math.max(1, dispatchGap);
@@ -299,13 +311,14 @@ export class BackendEstimator {
 
   /**
    * When enough of the requests holding every slot are expected to have finished, when
-   * they are few. Approximate where something else binds as well: a KV watermark or the
+   * they are few (and `ahead` more, for the requests that take the first slots to free). Approximate where something else binds as well: a KV watermark or the
    * engine-queue bound may hold the request until the next engine sample after that
    * completion, and a tenant below its share ahead of it needs one completion fewer.
    */
-  #slotFreesIn(now: number, load: BackendLoadNow): number | undefined {
-    const k = load.completionsToOpen;
-    if (k === undefined || k < 1 || this.#inFlightSince.length > AGE_AWARE_MAX_IN_FLIGHT) return undefined;
+  #slotFreesIn(now: number, load: BackendLoadNow, ahead = 0): number | undefined {
+    if (load.completionsToOpen === undefined) return undefined;
+    const k = load.completionsToOpen + ahead;
+    if (k < 1 || this.#inFlightSince.length > AGE_AWARE_MAX_IN_FLIGHT) return undefined;
     // Other replicas' requests hold slots too, at ages this one cannot see.
     if (this.#inFlightSince.length < load.inFlight) return undefined;
     if (this.#holds.size < AGE_AWARE_MIN_HOLDS) return undefined;

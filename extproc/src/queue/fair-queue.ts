@@ -271,6 +271,7 @@ export class FairQueueScheduler implements Scheduler {
       priority: request.tenant.priority,
       weight: request.tenant.weight,
       tokens,
+      passesTies: this.#belowShareOnceQueued(backend, request),
     };
     return backend.estimator.estimate(
       this.#clock.now(),
@@ -438,6 +439,22 @@ export class FairQueueScheduler implements Scheduler {
       mine.inFlight < fairShare &&
       (topPriority === undefined || request.tenant.priority <= topPriority);
     return { reserve: atShare ? this.#headroom : 0, below: belowShare };
+  }
+
+  /**
+   * Whether the request's tenant, once its request waits, is below its weighted share of
+   * the requests in flight, so the headroom kept for such tenants lets it pass others.
+   */
+  #belowShareOnceQueued(
+    backend: BackendState,
+    request: Omit<SchedulingRequest, "id" | "maxWaitMs">,
+  ): boolean {
+    if (this.#headroom <= 0) return false;
+    const mine = backend.tenants.get(request.tenant.id);
+    const weight = request.tenant.weight;
+    const activeWeight = backend.activeWeight + (mine ? 0 : weight);
+    if (activeWeight <= weight) return false;
+    return (mine?.inFlight ?? 0) < (backend.inFlight * weight) / activeWeight;
   }
 
   /**

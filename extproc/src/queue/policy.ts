@@ -98,6 +98,12 @@ export interface WorkProbe {
   readonly weight: number;
   /** Prompt + predicted output of the probe request. */
   readonly tokens: number;
+  /**
+   * The probe goes before tenants tied with it in the policy's order: it may use room
+   * they may not (the headroom kept for tenants below their share). Otherwise ties go to
+   * the earlier request, theirs.
+   */
+  readonly passesTies?: boolean;
 }
 
 export const serviceTokens = (request: QueuedRequest): number =>

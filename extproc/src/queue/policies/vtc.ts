@@ -122,7 +122,7 @@ export class VtcPolicy implements FairnessPolicy {
     // is reached. Until then every backlogged tenant t below S is served: about
     // (S - c_t) x w_t tokens, plus the one request whose dispatch carries it past S,
     // capped by what t has queued. The heap yields tenants in counter order, so the walk
-    // stops at the first one at or past S. Past WALK_LIMIT tenants the rest is bounded in
+    // stops at the first one past S. Past WALK_LIMIT tenants the rest is bounded in
     // O(1): their counters are at least the last one walked, so together they get at most
     // (S - that counter) x their total weight, and never more than they have queued.
     if (!Number.isFinite(probe.tokens)) return this.#queues.queuedTokens;
@@ -133,7 +133,10 @@ export class VtcPolicy implements FairnessPolicy {
     let countedWeight = mine?.queue ? mine.weight : 0;
     let walked = 0;
     for (const account of this.#backlogged.ordered()) {
-      if (account.counter >= start) break;
+      // A tenant at exactly S goes first too, with one request (ties go to the earlier
+      // head request, and the probe's is the newest; tenants lifted to the same floor
+      // tie), unless the probe may use room that tenant may not.
+      if (account.counter > start || (account.counter === start && probe.passesTies)) break;
       if (++walked > WALK_LIMIT) {
         const restTokens = this.#queues.queuedTokens - countedTokens;
         const restWeight = this.#backloggedWeight - countedWeight;
