@@ -46,6 +46,10 @@ async function startServe(policyYaml: string, upstream: string, name = "policy")
       `127.0.0.1:${proxyPort}`,
       "--upstream",
       upstream,
+      // Budget checks here may wait up to their 500 ms store timeout on a loaded machine:
+      // Envoy's 200 ms per-message default would answer 504 first.
+      "--message-timeout-ms",
+      "1000",
       "--log-level",
       "warn",
     ],

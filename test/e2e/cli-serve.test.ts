@@ -96,4 +96,17 @@ describe("fairgate CLI", () => {
     assert.equal(await child.exited, 2);
     assert.match(child.output(), /--config FILE is required/);
   });
+
+  it("serve refuses a message timeout outside 1 ms..max-message-timeout with exit 2", async () => {
+    const file = join(dir, "timeout-policy.yaml");
+    copyFileSync(join(root, "policies", "minimal.yaml"), file);
+    for (const value of ["0", "1.5", "400000"]) {
+      const child = run(["serve", "--config", file, "--message-timeout-ms", value]);
+      assert.equal(await child.exited, 2, value);
+      assert.match(
+        child.output(),
+        /--message-timeout-ms must be an integer from 1 to --max-message-timeout-ms/,
+      );
+    }
+  });
 });

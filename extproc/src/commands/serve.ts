@@ -4,7 +4,7 @@ import { compilePolicy, type Policy } from "../config/policy.ts";
 import { PolicyHolder } from "../config/reload.ts";
 import type { ParsedPolicy } from "../config/schema.ts";
 import { startGateway } from "../gateway.ts";
-import { SHIPPED_MAX_MESSAGE_TIMEOUT_MS } from "../grpc/processing-mode.ts";
+import { ENVOY_DEFAULT_MESSAGE_TIMEOUT_MS, SHIPPED_MAX_MESSAGE_TIMEOUT_MS } from "../grpc/processing-mode.ts";
 import { createLogger, type LogLevel } from "../log.ts";
 import { usageFilterConfig } from "../proxy/config.ts";
 import { startExtProcProxy } from "../proxy/proxy-server.ts";
@@ -20,6 +20,7 @@ export const SERVE_USAGE = `Usage: fairgate serve --config FILE [options]
   --proxy-listen ADDR      also run the built-in Envoy-faithful proxy on ADDR
   --upstream URL           the engine the built-in proxy forwards to (with --proxy-listen)
   --max-message-timeout-ms N  Envoy's ext_proc max_message_timeout (default ${SHIPPED_MAX_MESSAGE_TIMEOUT_MS})
+  --message-timeout-ms N   the built-in proxy's ext_proc message_timeout (default ${ENVOY_DEFAULT_MESSAGE_TIMEOUT_MS}, Envoy's)
   --log-level LEVEL        debug, info, warn or error (default info)
 `;
 
@@ -69,6 +70,11 @@ export async function runServe(args: string[], io: CommandIo): Promise<number> {
     io.stderr("fairgate serve: --max-message-timeout-ms must be an integer of at least 1000\n");
     return 2;
   }
+  const messageTimeoutMs = Number(values["message-timeout-ms"] ?? ENVOY_DEFAULT_MESSAGE_TIMEOUT_MS);
+  if (!Number.isInteger(messageTimeoutMs) || messageTimeoutMs < 1 || messageTimeoutMs > maxMessageTimeoutMs) {
+    io.stderr("fairgate serve: --message-timeout-ms must be an integer from 1 to --max-message-timeout-ms\n");
+    return 2;
+  }
   try {
     gateway = await startGateway({
       policy: () => holder.current,
@@ -97,6 +103,7 @@ export async function runServe(args: string[], io: CommandIo): Promise<number> {
         upstream: values.upstream,
         extProc: {
           grpcTarget: `127.0.0.1:${gateway.grpcPort}`,
+          messageTimeoutMs,
           maxMessageTimeoutMs,
           failureModeAllow: false,
           // Envoy's buffer limit must admit every body the policy allows.
@@ -149,6 +156,7 @@ function parse(args: string[]) {
       "proxy-listen": { type: "string" },
       upstream: { type: "string" },
       "max-message-timeout-ms": { type: "string" },
+      "message-timeout-ms": { type: "string" },
       "log-level": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
