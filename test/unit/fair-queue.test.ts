@@ -205,6 +205,16 @@ describe("FairQueueScheduler with VTC and the engine-aware gate", () => {
     assert.equal(h.submit(request("g", "globex")).queued, true);
   });
 
+  /** A VTC queue behind the engine-aware gate, both reading the engine's signals from `signals`. */
+  const engineAwareScheduler = (signals: () => EngineSignals) =>
+    new FairQueueScheduler({
+      policy: () => policy,
+      clock: new ManualClock(),
+      fairness: fairnessPolicyFor({ policy: "vtc", starvationBound: 10 }),
+      gate: new EngineAwareGate({ engineSignals: signals }),
+      engineSignals: signals,
+    });
+
   it("before anything of its own completes, paces the queue by the engine's token counters", () => {
     const estimateAt = (tokensPerSecond: number | undefined) => {
       const signals: EngineSignals = {
@@ -214,13 +224,7 @@ describe("FairQueueScheduler with VTC and the engine-aware gate", () => {
         fresh: true,
         ...(tokensPerSecond !== undefined ? { tokensPerSecond } : {}),
       };
-      const scheduler = new FairQueueScheduler({
-        policy: () => policy,
-        clock: new ManualClock(),
-        fairness: fairnessPolicyFor({ policy: "vtc", starvationBound: 10 }),
-        gate: new EngineAwareGate({ engineSignals: () => signals }),
-        engineSignals: () => signals,
-      });
+      const scheduler = engineAwareScheduler(() => signals);
       // The first request goes (an idle backend always takes one); the KV watermark holds the rest.
       for (let i = 0; i < 10; i++) scheduler.submit(request(`q${i}`, "globex"), new AbortController().signal);
       return scheduler.estimate(request("x", "globex")).expectedMs;
@@ -241,13 +245,7 @@ describe("FairQueueScheduler with VTC and the engine-aware gate", () => {
       fresh: true,
       prefillMsPerPromptToken: 0.5,
     };
-    const scheduler = new FairQueueScheduler({
-      policy: () => policy,
-      clock: new ManualClock(),
-      fairness: fairnessPolicyFor({ policy: "vtc", starvationBound: 10 }),
-      gate: new EngineAwareGate({ engineSignals: () => signals }),
-      engineSignals: () => signals,
-    });
+    const scheduler = engineAwareScheduler(() => signals);
     // Idle engine: no wait; TTFT is the prefill of the 50-token prompt.
     assert.deepEqual(scheduler.estimate(request("x", "acme")), {
       expectedMs: 0,
