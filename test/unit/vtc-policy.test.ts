@@ -299,10 +299,24 @@ describe("VtcPolicy.workAhead with ties", () => {
       policy.dispatch(next);
     }
     assert.deepEqual(order, ["a", "b", "c"]);
-    // A probe that may use room they may not (headroom below its share) is not behind them.
+    // A probe that may use room a tied tenant may not (headroom below its share) is not
+    // behind that one.
     const fresh = new VtcPolicy();
     fresh.add(make({ tenantId: "a" }));
     fresh.add(make({ tenantId: "b" }));
-    assert.equal(fresh.workAhead({ ...probe, passesTies: true }), 0);
+    assert.equal(fresh.workAhead({ ...probe, passes: () => true }), 0);
+    assert.equal(fresh.workAhead({ ...probe, passes: (tenantId) => tenantId === "a" }), 100);
+  });
+
+  it("counts ties past the walk's limit of 32 tenants too", () => {
+    const make = requestMaker();
+    for (const tenants of [33, 40, 100]) {
+      const policy = new VtcPolicy();
+      for (let i = 0; i < tenants; i++) policy.add(make({ tenantId: `t${i}` }));
+      assert.equal(
+        policy.workAhead({ tenantId: "probe", priority: 0, weight: 1, tokens: 100 }),
+        tenants * 100,
+      );
+    }
   });
 });

@@ -1,5 +1,5 @@
 import { FillSurplus } from "./fill-surplus.ts";
-import { expectedKthCompletionMs } from "./next-completion.ts";
+import { kthCompletionMs } from "./next-completion.ts";
 import { ProgressMeter } from "./progress-meter.ts";
 import { RecentValues } from "./recent-values.ts";
 import { WorstCaseCalibration } from "./worst-case-calibration.ts";
@@ -121,7 +121,9 @@ export class BackendEstimator {
   readonly #inFlightSince: number[] = [];
   /** Dispatches and completions so far: what the slots' ages were last computed for. */
   #slotEvents = 0;
-  #slotCache: { events: number; k: number; at: number; ms: number | undefined } | undefined;
+  #slotCache:
+    | { events: number; k: number; at: number; ms: { expected: number; high: number } | undefined }
+    | undefined;
   #lastSweep = 0;
   readonly #calibration = new WorstCaseCalibration();
   /** Dispatches against completions while requests wait: a backend filling up from idle. */
@@ -231,9 +233,9 @@ export class BackendEstimator {
         ? Math.round(standing.aheadTokens / (this.#dispatchedTokens / this.#dispatches))
         : 0;
     const slotAfterAhead = aheadRequests > 0 ? this.#slotFreesIn(now, load, aheadRequests) : undefined;
+    const slot = slotAfterAhead ?? this.#slotFreesIn(now, load);
     const residual =
-      slotAfterAhead ??
-      this.#slotFreesIn(now, load) ??
+      slot?.expected ??
       Math.min(
         completionStats?.residual ?? Number.POSITIVE_INFINITY,
         dispatchStats?.residual ?? Number.POSITIVE_INFINITY,
@@ -249,7 +251,13 @@ export class BackendEstimator {
     const held = ((standing.heldForTokens ?? 0) / freed) * completionGap;
     const frontMs =
       (Number.isFinite(residual) ? residual : 0) + completionGap * (needed - 1) + overtaken + held;
-    const frontWorstMs = Math.max(completionHigh * needed, frontMs);
+    // From the slots' ages, the worst is when the k-th completion has come in all but 3 %
+    // of cases (the requests ahead of it included).
+    const frontWorstMs = Math.max(
+      completionHigh * needed,
+      frontMs,
+      slot ? slot.high + completionGap * (needed - 1) + overtaken + held : 0,
+    );
 
     // A backlogged tenant's request goes after the ones it already has waiting, at the pace
     // its own requests have been going (half an interval, on average, to the next one).
@@ -315,7 +323,7 @@ export class BackendEstimator {
    * engine-queue bound may hold the request until the next engine sample after that
    * completion, and a tenant below its share ahead of it needs one completion fewer.
    */
-  #slotFreesIn(now: number, load: BackendLoadNow, ahead = 0): number | undefined {
+  #slotFreesIn(now: number, load: BackendLoadNow, ahead = 0): { expected: number; high: number } | undefined {
     if (load.completionsToOpen === undefined) return undefined;
     const k = load.completionsToOpen + ahead;
     if (k < 1 || this.#inFlightSince.length > AGE_AWARE_MAX_IN_FLIGHT) return undefined;
@@ -329,9 +337,14 @@ export class BackendEstimator {
     if (cached && cached.events === this.#slotEvents && cached.k === k) {
       const elapsed = now - cached.at;
       if (elapsed >= 0 && elapsed <= SLOT_CACHE_MS)
-        return cached.ms === undefined ? undefined : Math.max(0, cached.ms - elapsed);
+        return cached.ms === undefined
+          ? undefined
+          : {
+              expected: Math.max(0, cached.ms.expected - elapsed),
+              high: Math.max(0, cached.ms.high - elapsed),
+            };
     }
-    const ms = expectedKthCompletionMs(
+    const ms = kthCompletionMs(
       this.#inFlightSince.map((since) => now - since),
       this.#holds.sorted(),
       k,

@@ -12,13 +12,15 @@
  * E[T_k] = ∫ P(fewer than k of the R_i ≤ t) dt, where R_i, the time request i has left,
  * has P(R_i > t) = S(a_i + t) / S(a_i), with S the survival function of the holds and a_i
  * the request's age; integrated on a geometric grid. For k = 1 the integrand is the
- * product of the P(R_i > t).
+ * product of the P(R_i > t). `high` is where that integrand first falls to 1 - `quantile`:
+ * the time by which the k-th has finished in all but that share of cases.
  */
-export function expectedKthCompletionMs(
+export function kthCompletionMs(
   ages: readonly number[],
   sortedHolds: readonly number[],
   k = 1,
-): number | undefined {
+  quantile = 0.97,
+): { expected: number; high: number } | undefined {
   const n = sortedHolds.length;
   if (n === 0 || !Number.isInteger(k) || k < 1) return undefined;
   const longest = sortedHolds[n - 1] as number;
@@ -34,14 +36,16 @@ export function expectedKthCompletionMs(
   let expected = first;
   let previousT = first;
   let previousP = fewerThan(k, live, base, first, survivingAt);
+  let high = previousP <= 1 - quantile ? first : horizon;
   for (let point = 1; point < GRID_POINTS && previousP > 0; point++) {
     const t = first * ratio ** point;
     const p = fewerThan(k, live, base, t, survivingAt);
     expected += ((previousP + p) / 2) * (t - previousT);
+    if (p <= 1 - quantile && previousP > 1 - quantile) high = t;
     previousT = t;
     previousP = p;
   }
-  return expected;
+  return { expected, high: Math.max(high, expected) };
 }
 
 /** P(fewer than k of the requests have finished within t): a Poisson-binomial tail. */

@@ -271,7 +271,7 @@ export class FairQueueScheduler implements Scheduler {
       priority: request.tenant.priority,
       weight: request.tenant.weight,
       tokens,
-      passesTies: this.#belowShareOnceQueued(backend, request),
+      passes: this.#passesTied(backend, request),
     };
     return backend.estimator.estimate(
       this.#clock.now(),
@@ -302,12 +302,15 @@ export class FairQueueScheduler implements Scheduler {
   }
 
   /**
-   * The token rate to assume before the queue has measured its own: what the engine's
-   * counters say it has been processing, when the poller has seen it busy, else a prior.
+   * The token rate to assume before the queue has measured its own. What the engine's
+   * counters say it has been processing is a floor under what it can (a lightly used or
+   * just-woken engine processes little and can do far more), so it raises the prior and
+   * never lowers it.
    */
   #priorTokensPerMs(backend: BackendState): number {
     const engineRate = this.#engineSignals?.(backend.name)?.tokensPerSecond;
-    return engineRate !== undefined && engineRate > 0 ? engineRate / 1000 : PRIOR_TOKENS_PER_SEC / 1000;
+    const measured = engineRate !== undefined && Number.isFinite(engineRate) ? engineRate : 0;
+    return Math.max(measured, PRIOR_TOKENS_PER_SEC) / 1000;
   }
 
   /** KV room that must free before the request holding the queue fits (0 if none holds it). */
@@ -442,19 +445,32 @@ export class FairQueueScheduler implements Scheduler {
   }
 
   /**
-   * Whether the request's tenant, once its request waits, is below its weighted share of
-   * the requests in flight, so the headroom kept for such tenants lets it pass others.
+   * Which tenants tied with the request in the policy's order it goes before: those held
+   * to the capacity less the headroom (at their share), when its own tenant, with what it
+   * already has queued gone out, would still be below its share and may use the headroom.
    */
-  #belowShareOnceQueued(
+  #passesTied(
     backend: BackendState,
     request: Omit<SchedulingRequest, "id" | "maxWaitMs">,
-  ): boolean {
-    if (this.#headroom <= 0) return false;
+  ): ((tenantId: string) => boolean) | undefined {
+    if (this.#headroom <= 0) return undefined;
     const mine = backend.tenants.get(request.tenant.id);
     const weight = request.tenant.weight;
     const activeWeight = backend.activeWeight + (mine ? 0 : weight);
-    if (activeWeight <= weight) return false;
-    return (mine?.inFlight ?? 0) < (backend.inFlight * weight) / activeWeight;
+    if (activeWeight <= weight) return undefined;
+    const ahead = (mine?.inFlight ?? 0) + (mine?.queued ?? 0);
+    if (ahead >= (backend.inFlight * weight) / activeWeight) return undefined;
+    return (tenantId) => this.#atShare(backend, tenantId, activeWeight);
+  }
+
+  /**
+   * The tenant holds at least its weighted share of the in-flight requests while others
+   * are active (`activeWeight`: the weight of the active tenants, the request's included).
+   */
+  #atShare(backend: BackendState, tenantId: string, activeWeight: number): boolean {
+    const tenant = backend.tenants.get(tenantId);
+    if (!tenant || activeWeight <= tenant.weight || tenant.inFlight === 0) return false;
+    return tenant.inFlight >= (backend.inFlight * tenant.weight) / activeWeight;
   }
 
   /**

@@ -99,11 +99,11 @@ export interface WorkProbe {
   /** Prompt + predicted output of the probe request. */
   readonly tokens: number;
   /**
-   * The probe goes before tenants tied with it in the policy's order: it may use room
-   * they may not (the headroom kept for tenants below their share). Otherwise ties go to
-   * the earlier request, theirs.
+   * The tenants tied with the probe in the policy's order that it goes before: it may use
+   * room they may not (the headroom kept for tenants below their share). Otherwise ties go
+   * to the earlier request, theirs.
    */
-  readonly passesTies?: boolean;
+  readonly passes?: (tenantId: string) => boolean;
 }
 
 export const serviceTokens = (request: QueuedRequest): number =>

@@ -124,7 +124,8 @@ export class VtcPolicy implements FairnessPolicy {
     // capped by what t has queued. The heap yields tenants in counter order, so the walk
     // stops at the first one past S. Past WALK_LIMIT tenants the rest is bounded in
     // O(1): their counters are at least the last one walked, so together they get at most
-    // (S - that counter) x their total weight, and never more than they have queued.
+    // (S - that counter) x their total weight (one request each when tied at S), and never
+    // more than they have queued.
     if (!Number.isFinite(probe.tokens)) return this.#queues.queuedTokens;
     const { mine, start } = this.#startTag(probe);
     const myQueued = mine?.queue?.queuedTokens ?? 0;
@@ -136,18 +137,21 @@ export class VtcPolicy implements FairnessPolicy {
       // A tenant at exactly S goes first too, with one request (ties go to the earlier
       // head request, and the probe's is the newest; tenants lifted to the same floor
       // tie), unless the probe may use room that tenant may not.
-      if (account.counter > start || (account.counter === start && probe.passesTies)) break;
+      if (account.counter > start) break;
+      const head = account.queue?.queue.peek();
+      const overshoot = head ? serviceTokens(head) : 0;
       if (++walked > WALK_LIMIT) {
         const restTokens = this.#queues.queuedTokens - countedTokens;
         const restWeight = this.#backloggedWeight - countedWeight;
-        return ahead + Math.min(restTokens, Math.max(0, (start - account.counter) * restWeight));
+        // Tied at S, the rest past the walk (their counters are at least S) go once each.
+        const restTied = account.counter === start ? (this.#backlogged.size - walked + 1) * overshoot : 0;
+        return ahead + Math.min(restTokens, Math.max(0, (start - account.counter) * restWeight) + restTied);
       }
       if (account.tenantId === probe.tenantId || !account.queue) continue;
-      const head = account.queue.queue.peek();
-      const overshoot = head ? serviceTokens(head) : 0;
-      ahead += Math.min(account.queue.queuedTokens, (start - account.counter) * account.weight + overshoot);
       countedTokens += account.queue.queuedTokens;
       countedWeight += account.weight;
+      if (account.counter === start && probe.passes?.(account.tenantId)) continue;
+      ahead += Math.min(account.queue.queuedTokens, (start - account.counter) * account.weight + overshoot);
     }
     return ahead;
   }
