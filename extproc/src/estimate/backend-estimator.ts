@@ -93,10 +93,13 @@ export interface QueueEvent {
  * - the gaps between completions and the KV footprint each frees: even the request the
  *   policy would serve next waits until the gate has room for it.
  *
+ * With every request slot taken and few in flight, the front of the queue comes from the
+ * ages of the requests holding the slots instead (when the k-th of them will finish).
+ *
  * The worst case treats dispatches as a Poisson stream at the measured pace (two standard
- * deviations past the mean count) and adds the slowest few percent of completion gaps;
- * then each tenant's is widened to cover 97 % of its own recent waits
- * (WorstCaseCalibration).
+ * deviations past the mean count), allows for a backend still filling up (FillSurplus),
+ * and adds the slowest few percent of completion gaps; then each tenant's is widened to
+ * cover 97 % of its own recent waits (WorstCaseCalibration).
  */
 export class BackendEstimator {
   readonly #levels = new Map<number, ClockTrack>();
@@ -319,9 +322,10 @@ export class BackendEstimator {
 
   /**
    * When enough of the requests holding every slot are expected to have finished, when
-   * they are few (and `ahead` more, for the requests that take the first slots to free). Approximate where something else binds as well: a KV watermark or the
-   * engine-queue bound may hold the request until the next engine sample after that
-   * completion, and a tenant below its share ahead of it needs one completion fewer.
+   * they are few (and `ahead` more, for the requests that take the first slots to free).
+   * Approximate where something else binds as well: a KV watermark or the engine-queue
+   * bound may hold the request until the next engine sample after that completion, and a
+   * tenant below its share ahead of it needs one completion fewer.
    */
   #slotFreesIn(now: number, load: BackendLoadNow, ahead = 0): { expected: number; high: number } | undefined {
     if (load.completionsToOpen === undefined) return undefined;
