@@ -118,9 +118,10 @@ export class BackendEstimator {
   /** How long each dispatched request held its place, dispatch to completion. */
   readonly #holds = new RecentValues(256);
   #lastCompletionAt: number | undefined;
-  /** Dispatched and not completed, as this estimator saw them. */
-  #inFlight = 0;
-  /** When each of those was dispatched, oldest first. */
+  /**
+   * When each request dispatched and not completed went, oldest first (as this estimator
+   * saw them): how many are in flight, and how long each has held its place.
+   */
   readonly #inFlightSince: number[] = [];
   /** Dispatches and completions so far: what the slots' ages were last computed for. */
   #slotEvents = 0;
@@ -158,7 +159,6 @@ export class BackendEstimator {
     this.#fill.dispatched(now);
     this.#dispatchedTokens += event.tokens;
     this.#dispatches += 1;
-    this.#inFlight += 1;
     this.#inFlightSince.push(now);
     this.#slotEvents++;
     const tenant = this.#tenants.get(event.tenantId);
@@ -174,13 +174,12 @@ export class BackendEstimator {
    */
   completed(now: number, tokens: number, heldMs: number): void {
     if (this.#lastCompletionAt !== undefined) this.#completionGaps.add(now - this.#lastCompletionAt);
-    this.#inFlight = Math.max(0, this.#inFlight - 1);
     removeNearest(this.#inFlightSince, now - heldMs);
     this.#slotEvents++;
     this.#fill.completed(now);
     // A gap that spans a stretch with nothing in flight measures the traffic, not the
     // backend: the next completion starts afresh.
-    this.#lastCompletionAt = this.#inFlight > 0 ? now : undefined;
+    this.#lastCompletionAt = this.#inFlightSince.length > 0 ? now : undefined;
     this.#freedTokens.add(tokens);
     this.#holds.add(heldMs);
   }
@@ -252,15 +251,11 @@ export class BackendEstimator {
     // While a request too large for the room holds the queue, nothing goes until
     // completions free what it lacks.
     const held = ((standing.heldForTokens ?? 0) / freed) * completionGap;
-    const frontMs =
-      (Number.isFinite(residual) ? residual : 0) + completionGap * (needed - 1) + overtaken + held;
+    const afterOpening = completionGap * (needed - 1) + overtaken + held;
+    const frontMs = (Number.isFinite(residual) ? residual : 0) + afterOpening;
     // From the slots' ages, the worst is when the k-th completion has come in all but 3 %
     // of cases (the requests ahead of it included).
-    const frontWorstMs = Math.max(
-      completionHigh * needed,
-      frontMs,
-      slot ? slot.high + completionGap * (needed - 1) + overtaken + held : 0,
-    );
+    const frontWorstMs = Math.max(completionHigh * needed, frontMs, slot ? slot.high + afterOpening : 0);
 
     // A backlogged tenant's request goes after the ones it already has waiting, at the pace
     // its own requests have been going (half an interval, on average, to the next one).
