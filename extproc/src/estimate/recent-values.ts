@@ -48,8 +48,8 @@ export class RecentValues {
   /** q in [0, 1]; nearest rank. */
   quantile(q: number): number | undefined {
     if (this.#values.length === 0) return undefined;
-    this.#sorted ??= [...this.#values].sort((a, b) => a - b);
-    const rank = Math.min(this.#sorted.length - 1, Math.max(0, Math.ceil(q * this.#sorted.length) - 1));
-    return this.#sorted[rank];
+    const sorted = this.sorted();
+    const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
+    return sorted[rank];
   }
 }
