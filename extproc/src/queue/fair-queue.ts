@@ -254,7 +254,8 @@ export class FairQueueScheduler implements Scheduler {
   #queueWait(request: Omit<SchedulingRequest, "id" | "maxWaitMs">): QueueWaitEstimate {
     const backend = this.#backend(request.backend);
     const tokens = tokensOf(request);
-    const verdict = this.#verdict(backend, request);
+    const capacityShare = this.#shareOf(backend, request);
+    const verdict = this.#verdict(backend, request, capacityShare);
     const admits = verdict === "admit";
     const heldForTokens = this.#heldFor(backend);
     // The queue dispatches until nothing waiting may go, so a request the gate admits,
@@ -296,7 +297,7 @@ export class FairQueueScheduler implements Scheduler {
       {
         inFlight: backend.inFlight + backend.others.inFlight,
         priorTokensPerMs: this.#priorTokensPerMs(backend),
-        completionsToOpen: this.#completionsToOpen(backend, request),
+        completionsToOpen: this.#completionsToOpen(backend, capacityShare.reserve),
       },
     );
   }
@@ -390,11 +391,12 @@ export class FairQueueScheduler implements Scheduler {
   #verdict(
     backend: BackendState,
     request: Omit<SchedulingRequest, "id" | "maxWaitMs">,
+    capacityShare = this.#shareOf(backend, request),
   ): AdmissionVerdict | "over-share" {
     const config = this.#config(backend);
     const tokens = tokensOf(request);
     const mine = backend.tenants.get(request.tenant.id);
-    const verdict = this.#gate.check(config, this.#load(backend), tokens, this.#shareOf(backend, request));
+    const verdict = this.#gate.check(config, this.#load(backend), tokens, capacityShare);
     if (verdict !== "admit" || !this.#tenantKvShares) return verdict;
     const contended = backend.policy.size > (mine?.queued ?? 0);
     if (!contended || !mine || mine.inFlight === 0) return "admit";
@@ -432,7 +434,7 @@ export class FairQueueScheduler implements Scheduler {
     const fairShare = mine
       ? (backend.inFlight * mine.weight) / Math.max(backend.activeWeight, mine.weight)
       : 0;
-    const atShare = othersActive && mine.inFlight > 0 && mine.inFlight >= fairShare;
+    const atShare = this.#atShare(backend, request.tenant.id, backend.activeWeight);
     // The kept room is for light tenants of the highest priority level waiting: a lower
     // level must not use it to pass a backlogged higher one.
     const topPriority = backend.policy.peek()?.priority;
@@ -474,16 +476,12 @@ export class FairQueueScheduler implements Scheduler {
   }
 
   /**
-   * With every request slot the request may use taken, the requests in flight that must
-   * finish before it may go (undefined when the cap is not what holds it).
+   * With every request slot a request leaving `reserve` free may use taken, the requests
+   * in flight that must finish before it may go (undefined when the cap is not what holds
+   * it).
    */
-  #completionsToOpen(
-    backend: BackendState,
-    request: Omit<SchedulingRequest, "id" | "maxWaitMs">,
-  ): number | undefined {
-    const slots =
-      this.#gate.requestSlots?.(this.#config(backend), this.#shareOf(backend, request).reserve) ??
-      Number.POSITIVE_INFINITY;
+  #completionsToOpen(backend: BackendState, reserve: number): number | undefined {
+    const slots = this.#gate.requestSlots?.(this.#config(backend), reserve) ?? Number.POSITIVE_INFINITY;
     const excess = this.#load(backend).inFlight - slots + 1;
     return Number.isFinite(slots) && excess >= 1 ? excess : undefined;
   }
