@@ -2,6 +2,7 @@ import { FillSurplus } from "./fill-surplus.ts";
 import { kthCompletionMs } from "./next-completion.ts";
 import { ProgressMeter } from "./progress-meter.ts";
 import { RecentValues } from "./recent-values.ts";
+import { TimeSmoothed } from "./time-smoothed.ts";
 import { WorstCaseCalibration } from "./worst-case-calibration.ts";
 
 /** Where a new request would stand in one backend's queue, as the fairness policy sees it. */
@@ -58,13 +59,15 @@ export interface QueueWaitEstimate {
 /** A clock and the meter of how fast it moves while its owner has requests waiting. */
 interface ClockTrack {
   readonly meter: ProgressMeter;
-  /** The weight of the tenants waiting (the policy's divisor) as sampled at the track's events. */
-  readonly divisor: ProgressMeter;
+  /** The level's share per unit of weight (1 / the weight waiting) while this track waited. */
+  readonly share: ProgressMeter;
   queued: number;
   /** A tenant's own clock: the requests it has had dispatched. */
   total: number;
   lastAt: number;
   lastClock: number;
+  /** The level's share, integrated over time, at lastAt. */
+  lastShareIntegral: number;
 }
 
 /** What one request that joins, leaves or goes changes. */
@@ -103,6 +106,8 @@ export interface QueueEvent {
  */
 export class BackendEstimator {
   readonly #levels = new Map<number, ClockTrack>();
+  /** Each level's share per unit of weight (1 / the weight waiting) over time. */
+  readonly #shares = new Map<number, TimeSmoothed>();
   readonly #tenants = new Map<string, ClockTrack>();
   /** All levels together, in tokens dispatched: the fallback clock. */
   readonly #all: ClockTrack = newTrack(0, 0);
@@ -137,7 +142,7 @@ export class BackendEstimator {
   queued(now: number, event: QueueEvent): void {
     this.#touch(now, event);
     this.#levelTrack(event.level, now, event.levelClock).queued++;
-    this.#tenantTrack(event.tenantId, now).queued++;
+    this.#tenantTrack(event.tenantId, event.level, now).queued++;
     if (this.#all.queued++ === 0) {
       this.#busySince = now;
       this.#fill.backlogStarted(now);
@@ -264,16 +269,28 @@ export class BackendEstimator {
     const own =
       standing.tenantPaced && standing.tenantQueued > 0 ? this.#tenants.get(standing.tenantId) : undefined;
     // Under VTC a tenant's share of the service is its weight over the weight of everyone
-    // waiting: a pace measured while the divisor was different (a competitor since arrived
-    // or left) is scaled to the divisor now, rather than waiting for the window to forget.
-    const divisorNow = 1 / standing.progressPerToken;
+    // waiting: a pace measured while that share was different (a competitor since arrived
+    // or left) is scaled to the share now, rather than waiting for the window to forget.
+    // "Now" is the share averaged over the last stretch about half as long as the wait: a
+    // tenant below its share that waits for a moment takes only what it asks for, not its
+    // weight's share, and the wait spans many such moments (the share at the instant of
+    // the estimate made a backlogged tenant's estimates swing between 0.4x and 1.7x its
+    // waits with two light competitors; a competitor that keeps waiting counts within
+    // that stretch).
+    const shares = this.#shares.get(standing.level);
+    const shareOver = (waitMs: number) =>
+      shares?.valueAt(now, waitMs * HORIZON_FRACTION) ?? standing.progressPerToken;
 
     // The work the policy serves first goes at the level's pace: measured by its progress
-    // clock once the level has had requests waiting (scaled to the divisor now as well),
+    // clock once the level has had requests waiting (scaled to the share now as well),
     // else by the backend's tokens divided among the tenants waiting. A tenant with nothing
     // waiting has no pace of its own; what stands before it is the tokens others are owed.
     const level = this.#levels.get(standing.level);
-    const levelRate = (level && scaledRate(level, now, divisorNow)) ?? tokenRate * standing.progressPerToken;
+    const rawLevelRate = level?.meter.rate(now) ?? null;
+    const levelRate =
+      (level && rawLevelRate !== null
+        ? scaledRate(level, now, shareOver(standing.distance / rawLevelRate))
+        : null) ?? tokenRate * standing.progressPerToken;
     const fluid =
       standing.tenantQueued > 0
         ? standing.distance / levelRate
@@ -297,9 +314,11 @@ export class BackendEstimator {
       worstCaseMs: (fluid * doubt) / kept + 2 * Math.sqrt(events) * gap + frontWorstMs,
     };
 
-    const ownRate = own ? scaledRate(own, now, divisorNow) : null;
-    if (!own || ownRate === null) return rounded(shared.expectedMs, shared.worstCaseMs);
+    const rawOwnRate = own?.meter.rate(now) ?? null;
     const dispatches = standing.tenantQueued + 0.5;
+    const ownRate =
+      own && rawOwnRate !== null ? scaledRate(own, now, shareOver(dispatches / rawOwnRate)) : null;
+    if (!own || ownRate === null) return rounded(shared.expectedMs, shared.worstCaseMs);
     // The tenant's dispatches come about as a Poisson stream at its measured pace: two
     // standard deviations past the mean, plus the front's own worst.
     const expectedMs = dispatches / ownRate;
@@ -362,10 +381,17 @@ export class BackendEstimator {
 
   /** Credits every clock the event touches with the time since its last event. */
   #touch(now: number, event: QueueEvent): void {
-    advance(this.#levelTrack(event.level, now, event.levelClock), now, event.levelClock, event.divisor);
+    let shares = this.#shares.get(event.level);
+    if (!shares) {
+      shares = new TimeSmoothed(SHARE_SMOOTHING_MS);
+      this.#shares.set(event.level, shares);
+    }
+    const shareIntegral = shares.integralAt(now);
+    shares.set(now, 1 / event.divisor);
+    advance(this.#levelTrack(event.level, now, event.levelClock), now, event.levelClock, shareIntegral);
     advance(this.#all, now, this.#dispatchedTokens, undefined);
     const tenant = this.#tenants.get(event.tenantId);
-    if (tenant) advance(tenant, now, tenant.total, event.divisor);
+    if (tenant) advance(tenant, now, tenant.total, shareIntegral);
   }
 
   #release(event: QueueEvent): void {
@@ -386,10 +412,11 @@ export class BackendEstimator {
     return track;
   }
 
-  #tenantTrack(tenantId: string, now: number): ClockTrack {
+  #tenantTrack(tenantId: string, level: number, now: number): ClockTrack {
     let track = this.#tenants.get(tenantId);
     if (!track) {
       track = newTrack(now, 0);
+      track.lastShareIntegral = this.#shares.get(level)?.integralAt(now) ?? 0;
       this.#tenants.set(tenantId, track);
     }
     return track;
@@ -424,6 +451,10 @@ const SLOT_CACHE_MS = 1;
 
 /** The least of a filling backend's measured pace the worst case assumes it keeps. */
 const MIN_KEPT_SHARE = 0.4;
+
+/** The time constants the level's share is averaged over, and the part of a wait each covers. */
+const SHARE_SMOOTHING_MS = [250, 1_000, 4_000, 16_000];
+const HORIZON_FRACTION = 0.5;
 
 /** Busy time after which a tenant's own measured pace is taken on its own. */
 const OWN_PACE_TRUSTED_MS = 2_000;
@@ -465,11 +496,12 @@ function removeNearest(sorted: number[], value: number): void {
 function newTrack(now: number, clock: number): ClockTrack {
   return {
     meter: new ProgressMeter(),
-    divisor: new ProgressMeter(),
+    share: new ProgressMeter(),
     queued: 0,
     total: 0,
     lastAt: now,
     lastClock: clock,
+    lastShareIntegral: 0,
   };
 }
 
@@ -486,25 +518,27 @@ function gapStats(gaps: RecentValues): { mean: number; residual: number } | unde
   return { mean, residual: mean > 0 ? meanSquare / (2 * mean) : 0 };
 }
 
-/** The track's measured pace, scaled from the divisor it was measured under to the divisor now. */
-function scaledRate(track: ClockTrack, now: number, divisorNow: number): number | null {
+/**
+ * The track's measured pace, scaled from the share it was measured under to `shareNow`.
+ * Under VTC a backlogged tenant's pace is the share times the service: dividing the
+ * clock's advance by the share integrated over the same busy time undoes the share then.
+ */
+function scaledRate(track: ClockTrack, now: number, shareNow: number): number | null {
   const rate = track.meter.rate(now);
-  const divisorThen = track.divisor.rate(now);
-  if (rate === null || divisorThen === null || !(divisorNow > 0)) return rate;
-  return (rate * divisorThen) / divisorNow;
+  const shareThen = track.share.rate(now);
+  if (rate === null || shareThen === null || !(shareThen > 0) || !(shareNow > 0)) return rate;
+  return (rate * shareNow) / shareThen;
 }
 
 /** Credits the clock's movement since the last event to the meter if requests were waiting. */
-function advance(track: ClockTrack, now: number, clock: number, divisor: number | undefined): void {
+function advance(track: ClockTrack, now: number, clock: number, shareIntegral: number | undefined): void {
   if (track.queued > 0) {
     track.meter.record(now, clock - track.lastClock, now - track.lastAt);
-    // The divisor as this event leaves it, sampled at the track's own events as the
-    // divisor now is at its next request's: a light tenant waiting for a moment takes far
-    // less than its weight's share, and sampling both sides alike keeps that bias out of
-    // the ratio (a time-exact average of the divisor was measured and scaled paces wrongly:
-    // OVERLOAD-2's worst case violated 26 % instead of 6 %).
-    if (divisor !== undefined) track.divisor.record(now, divisor * (now - track.lastAt), now - track.lastAt);
+    // Over exactly the busy time the pace was measured in.
+    if (shareIntegral !== undefined)
+      track.share.record(now, shareIntegral - track.lastShareIntegral, now - track.lastAt);
   }
   track.lastAt = now;
   track.lastClock = clock;
+  if (shareIntegral !== undefined) track.lastShareIntegral = shareIntegral;
 }
