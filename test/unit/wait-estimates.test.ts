@@ -135,6 +135,33 @@ describe("BackendEstimator", () => {
     assert.ok(Math.abs(expected - 2_100) <= 2, `expected ${expected} ms`);
   });
 
+  it("a tenant with a small share of the dispatches has a wider worst case than one alone at its pace", () => {
+    const alone = new BackendEstimator();
+    backlog(alone, 100, 3_000);
+    // The same pace for tenant a, while the backend also sends nine requests of tenants
+    // below their share for each of a's: a gets a tenth of what the backend does.
+    const shared = new BackendEstimator();
+    for (let i = 0; i < 10; i++) shared.queued(0, event("a"));
+    for (let t = 100; t <= 3_000; t += 100) {
+      for (let i = 1; i <= 9; i++) {
+        shared.completed(t - 100 + 10 * i, 100, 1_000);
+        shared.dispatched(t - 100 + 10 * i, event("x"), false);
+      }
+      shared.completed(t, 100, 1_000);
+      shared.dispatched(t, event("a"), true);
+      shared.queued(t, event("a"));
+    }
+    const onAlone = alone.estimate(3_000, backlogged, 100, load);
+    const onShared = shared.estimate(3_000, backlogged, 100, load);
+    assert.equal(onShared.expectedMs, onAlone.expectedMs);
+    // Two standard deviations of a's 10.5 dispatches: sqrt(10.5) alone, sqrt(10.5 x 1.9 /
+    // 0.1) with a tenth of the backend's (others' demand varies too): 648 ms against
+    // 2,825 ms at 100 ms each.
+    const spreadAlone = onAlone.worstCaseMs - onAlone.expectedMs;
+    const spreadShared = onShared.worstCaseMs - onShared.expectedMs;
+    assert.ok(spreadShared - spreadAlone >= 2_000, `${spreadShared} ms vs ${spreadAlone} ms`);
+  });
+
   it("a competitor that waits only for moments does not swing the estimate", () => {
     const estimator = new BackendEstimator();
     const waiting = (tenantId: string, divisor: number) => ({ ...event(tenantId), divisor });
