@@ -184,6 +184,19 @@ describe("BackendEstimator", () => {
     }
   });
 
+  it("before a few requests have finished, the time the others have been in flight counts toward the hold", () => {
+    const estimator = new BackendEstimator();
+    // 16 requests went together; the first finished after 2 ms (a short one: they finish
+    // first). Little's law over that hold alone would say 16 requests per 2 ms.
+    for (let i = 0; i < 16; i++) estimator.dispatched(0, event("x"), false);
+    estimator.completed(2, 100, 2);
+    // Time in service observed: 2 ms + 15 x 2 ms still running, per completion: 32 ms, so
+    // 15 in flight / 32 ms x 100 tokens = 46.875 tokens/ms, and 3,200 tokens ahead take
+    // 68 ms (the 2 ms hold alone: 4 ms).
+    const estimate = estimator.estimate(2, { ...front, aheadTokens: 3_200 }, 100, { ...load, inFlight: 15 });
+    assert.equal(estimate.expectedMs, 68);
+  });
+
   it("an idle hour or one long outage does not inflate the wait for the gate", () => {
     const estimator = new BackendEstimator();
     const cycle = (from: number) => {

@@ -214,7 +214,7 @@ export class BackendEstimator {
     // Before the queue has measured its own pace: Little's law over the requests in flight
     // and how long requests hold their place, and before any completion, the prior. While
     // the pace is unmeasured, the worst case counts the work ahead twice.
-    const tokenRate = measuredTokenRate ?? this.#littleTokenRate(load.inFlight) ?? load.priorTokensPerMs;
+    const tokenRate = measuredTokenRate ?? this.#littleTokenRate(now, load.inFlight) ?? load.priorTokensPerMs;
     const doubt = measuredTokenRate === null ? 2 : 1;
     // Next in the policy's order, a request waits for the gate to open for it. Both gauges
     // of that are measured whether or not anything waits long, so estimates that refuse
@@ -379,11 +379,26 @@ export class BackendEstimator {
   }
 
   /** Tokens per ms by Little's law: requests in flight over how long each holds its place. */
-  #littleTokenRate(inFlight: number): number | null {
-    const hold = this.#holds.mean();
+  #littleTokenRate(now: number, inFlight: number): number | null {
+    const hold = this.#meanHold(now);
     if (hold === undefined || hold <= 0 || inFlight <= 0 || this.#dispatches === 0) return null;
     const rate = (inFlight / hold) * (this.#dispatchedTokens / this.#dispatches);
     return rate > 0 ? rate : null;
+  }
+
+  /**
+   * How long a request holds its place. The first holds to end are the shortest ones (a
+   * backend started together finishes its short requests first), so until a few are in,
+   * the time the requests still in flight have held their places counts too: the time in
+   * service observed per completion, as for exponential holds cut short by the present.
+   */
+  #meanHold(now: number): number | undefined {
+    const completed = this.#holds.size;
+    const mean = this.#holds.mean();
+    if (mean === undefined || completed >= AGE_AWARE_MIN_HOLDS) return mean;
+    let held = mean * completed;
+    for (const since of this.#inFlightSince) held += now - since;
+    return held / completed;
   }
 
   /** Credits every clock the event touches with the time since its last event. */
