@@ -8,6 +8,9 @@ const { processIo } = await import("../../extproc/src/commands/io.ts");
 process.exitCode = await runBenchCommand(["--compare", "--summary", "--duration", "120"], processIo);
 // 3. Estimate accuracy as an Envoy-emulating client measures it, through gRPC on the wall clock.
 await import("./estimates.ts");
+// 3b. Estimate accuracy on a slot-capped backend in virtual time: 1-64 slots, three service
+//     time shapes, closed loops and Poisson streams under and over capacity.
+await import("./slot-queue.ts");
 // 4. The fair queue at scale: 10k tenants, 100k queued requests, against FCFS.
 await import("./queue.ts");
 // 4b. What estimating the front of the queue from the slots' ages costs, against the mean
