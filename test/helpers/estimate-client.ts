@@ -122,6 +122,26 @@ export async function oneAtATime(
   while (performance.now() < until) log.push(await observe(options, tenant, ask));
 }
 
+/**
+ * Requests of a tenant sent as a Poisson stream at `rps` until `until`, each on its own
+ * stream whatever the others do (an open loop: the queue grows when it outpaces service).
+ */
+export async function poisson(
+  options: ClientOptions,
+  tenant: string,
+  rps: number,
+  until: number,
+  log: Observed[],
+  random: () => number = Math.random,
+): Promise<void> {
+  const requests: Array<Promise<void>> = [];
+  while (performance.now() < until) {
+    requests.push(observe(options, tenant).then((o) => void log.push(o)));
+    await sleep((-Math.log(1 - random()) * 1_000) / rps);
+  }
+  await Promise.all(requests);
+}
+
 export interface Accuracy {
   readonly count: number;
   /** |waited - estimated| / max(waited, 50 ms), as the simulator's benchmark reports it. */
