@@ -162,6 +162,32 @@ describe("BackendEstimator", () => {
     assert.ok(spreadShared - spreadAlone >= 2_000, `${spreadShared} ms vs ${spreadAlone} ms`);
   });
 
+  it("a tenant's worst case allows for the tenants seen in the last minute taking their weights' share", () => {
+    const estimate = (seenAt: number | undefined) => {
+      const estimator = new BackendEstimator();
+      // Tenant x (weight 3) sent one request at `seenAt`, then nothing.
+      if (seenAt !== undefined) estimator.dispatched(seenAt, { ...event("x"), weight: 3 }, false);
+      const a = { ...event("a"), weight: 1 };
+      for (let i = 0; i < 10; i++) estimator.queued(1_000, a);
+      for (let t = 1_100; t <= 4_000; t += 100) {
+        estimator.completed(t, 100, 1_000);
+        estimator.dispatched(t, a, true);
+        estimator.queued(t, a);
+      }
+      return estimator.estimate(4_000, { ...backlogged, weight: 1 }, 100, load);
+    };
+    const alone = estimate(undefined);
+    // x may come back and take 3/4 of the dispatches: a's 10.5 would take 4,200 ms and
+    // more, which the worst case shows up to 3x the expected wait.
+    const withX = estimate(0);
+    assert.equal(withX.expectedMs, alone.expectedMs);
+    assert.ok(alone.worstCaseMs < 2 * alone.expectedMs, `alone: ${JSON.stringify(alone)}`);
+    assert.equal(withX.worstCaseMs, 3 * withX.expectedMs);
+    // Seen more than a minute before: no longer a competitor.
+    const stale = estimate(-60_001);
+    assert.equal(stale.worstCaseMs, alone.worstCaseMs);
+  });
+
   it("a competitor that waits only for moments does not swing the estimate", () => {
     const estimator = new BackendEstimator();
     const waiting = (tenantId: string, divisor: number) => ({ ...event(tenantId), divisor });

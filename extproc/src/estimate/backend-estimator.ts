@@ -2,6 +2,7 @@ import { FillSurplus } from "./fill-surplus.ts";
 import { kthCompletionMs } from "./next-completion.ts";
 import { ProgressMeter } from "./progress-meter.ts";
 import { RecentValues } from "./recent-values.ts";
+import { RecentWeights } from "./recent-weights.ts";
 import { TimeSmoothed } from "./time-smoothed.ts";
 import { WorstCaseCalibration } from "./worst-case-calibration.ts";
 
@@ -18,6 +19,8 @@ export interface QueueStanding {
   readonly aheadTokens: number;
   /** Requests of the same tenant already waiting on this backend (served before it). */
   readonly tenantQueued: number;
+  /** The tenant's weight: the share of the backend the fairness policy owes it. */
+  readonly weight?: number;
   /** How far the level's clock moves per token served (FairnessPolicy.progressPerToken). */
   readonly progressPerToken: number;
   /**
@@ -80,6 +83,8 @@ export interface QueueEvent {
   readonly tokens: number;
   /** What the level's service is divided by now: 1 / FairnessPolicy.progressPerToken. */
   readonly divisor: number;
+  /** The tenant's weight (its competitors' weights bound its worst case). */
+  readonly weight?: number;
 }
 
 /**
@@ -106,6 +111,8 @@ export interface QueueEvent {
  */
 export class BackendEstimator {
   readonly #levels = new Map<number, ClockTrack>();
+  /** Per level, the tenants seen within RECENT_MS and their weights: who may compete. */
+  readonly #seen = new Map<number, RecentWeights>();
   /** Each level's share per unit of weight (1 / the weight waiting) over time. */
   readonly #shares = new Map<number, TimeSmoothed>();
   readonly #tenants = new Map<string, ClockTrack>();
@@ -329,7 +336,17 @@ export class BackendEstimator {
     const expectedMs = dispatches / ownRate;
     const dispatchShare = Math.min(1, Math.max(MIN_DISPATCH_SHARE, ownRate * gap));
     const spread = 2 * Math.sqrt((dispatches * (2 - dispatchShare)) / dispatchShare);
-    const worstCaseMs = (dispatches + spread) / (ownRate * kept) + frontWorstMs;
+    let worstCaseMs = (dispatches + spread) / (ownRate * kept) + frontWorstMs;
+    // Tenants that asked for little lately may ask for more: the fairness policy then owes
+    // this one only its weight's share of the backend among every tenant seen in the last
+    // minute. Its pace may fall that far (a burst of a tenant idle when the estimate was
+    // made), so the worst case allows for it, up to FAIR_BOUND_MAX_WIDTH times the
+    // expected wait: with 100 tenants the bound itself is 30x and says nothing useful.
+    const fairRate = this.#fairDispatchRate(now, standing, gap);
+    if (fairRate !== undefined && fairRate < ownRate) {
+      const fairWorstMs = (dispatches + 2 * Math.sqrt(dispatches)) / (fairRate * kept) + frontWorstMs;
+      worstCaseMs = Math.max(worstCaseMs, Math.min(fairWorstMs, FAIR_BOUND_MAX_WIDTH * expectedMs));
+    }
     // A pace measured over a short stretch is mostly the start of a backlog, when the
     // engine still had room and the first requests went at once. Until it has
     // OWN_PACE_TRUSTED_MS of waiting behind it, it shares the expected wait with the more
@@ -378,6 +395,17 @@ export class BackendEstimator {
     return ms;
   }
 
+  /**
+   * Dispatches per ms the fairness policy owes the standing's tenant if every tenant seen
+   * at its level in the last RECENT_MS kept requests waiting: its weight over theirs, of
+   * the backend's dispatches (one per `gapMs`).
+   */
+  #fairDispatchRate(now: number, standing: QueueStanding, gapMs: number): number | undefined {
+    const seen = this.#seen.get(standing.level);
+    if (!seen || standing.weight === undefined || !(standing.weight > 0) || !(gapMs > 0)) return undefined;
+    return standing.weight / seen.totalWith(now, standing.tenantId, standing.weight) / gapMs;
+  }
+
   /** Tokens per ms by Little's law: requests in flight over how long each holds its place. */
   #littleTokenRate(now: number, inFlight: number): number | null {
     const hold = this.#meanHold(now);
@@ -407,6 +435,14 @@ export class BackendEstimator {
     if (!shares) {
       shares = new TimeSmoothed(SHARE_SMOOTHING_MS);
       this.#shares.set(event.level, shares);
+    }
+    if (event.weight !== undefined) {
+      let seen = this.#seen.get(event.level);
+      if (!seen) {
+        seen = new RecentWeights(RECENT_MS);
+        this.#seen.set(event.level, seen);
+      }
+      seen.seen(now, event.tenantId, event.weight);
     }
     const shareIntegral = shares.integralAt(now);
     shares.set(now, 1 / event.divisor);
@@ -476,6 +512,10 @@ const MIN_KEPT_SHARE = 0.4;
 
 /** The least share of the dispatches a backlogged tenant's worst case assumes it has. */
 const MIN_DISPATCH_SHARE = 0.05;
+/** How long a tenant seen counts as one that may compete. */
+const RECENT_MS = 60_000;
+/** The widest, over the expected wait, the fairness bound makes a worst case. */
+const FAIR_BOUND_MAX_WIDTH = 3;
 
 /** The time constants the level's share is averaged over, and the part of a wait each covers. */
 const SHARE_SMOOTHING_MS = [250, 1_000, 4_000, 16_000];

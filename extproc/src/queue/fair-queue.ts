@@ -283,6 +283,7 @@ export class FairQueueScheduler implements Scheduler {
         tenantPaced: backend.policy.tenantPaced,
         aheadTokens: backend.policy.workAhead(probe),
         tenantQueued: backend.tenants.get(probe.tenantId)?.queued ?? 0,
+        weight: probe.weight,
         progressPerToken: backend.policy.progressPerToken(probe),
         overtakers:
           verdict === "too-large"
@@ -623,6 +624,7 @@ export class FairQueueScheduler implements Scheduler {
       levelClock: backend.policy.progress(item.priority),
       tokens: serviceTokens(item),
       divisor: 1 / backend.policy.progressPerToken({ ...item, tokens: serviceTokens(item) }),
+      weight: item.weight,
     };
   }
 
