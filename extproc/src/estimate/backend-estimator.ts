@@ -336,17 +336,25 @@ export class BackendEstimator {
     const expectedMs = dispatches / ownRate;
     const dispatchShare = Math.min(1, Math.max(MIN_DISPATCH_SHARE, ownRate * gap));
     const spread = 2 * Math.sqrt((dispatches * (2 - dispatchShare)) / dispatchShare);
-    let worstCaseMs = (dispatches + spread) / (ownRate * kept) + frontWorstMs;
-    // Tenants that asked for little lately may ask for more: the fairness policy then owes
-    // this one only its weight's share of the backend among every tenant seen in the last
-    // minute. Its pace may fall that far (a burst of a tenant idle when the estimate was
-    // made), so the worst case allows for it, up to FAIR_BOUND_MAX_WIDTH times the
-    // expected wait: with 100 tenants the bound itself is 30x and says nothing useful.
+    const ownCountWorstMs = (dispatches + 2 * Math.sqrt(dispatches)) / (ownRate * kept) + frontWorstMs;
+    const spreadWorstMs = (dispatches + spread) / (ownRate * kept) + frontWorstMs;
+    // The fairness policy owes the tenant its weight's share of the backend among every
+    // tenant seen in the last minute, whatever they ask for: its pace cannot fall further
+    // than that, however the others' demand varies (with competitors that are backlogged
+    // themselves, the split is fixed and the spread above overstates it). Yet it may fall
+    // that far: a tenant idle when the estimate was made may burst again (ON-OFF's do),
+    // so the worst case allows for the bound, up to FAIR_BOUND_MAX_WIDTH times the
+    // expected wait (with 100 tenants the bound is 30x and says nothing useful).
     const fairRate = this.#fairDispatchRate(now, standing, gap);
-    if (fairRate !== undefined && fairRate < ownRate) {
-      const fairWorstMs = (dispatches + 2 * Math.sqrt(dispatches)) / (fairRate * kept) + frontWorstMs;
-      worstCaseMs = Math.max(worstCaseMs, Math.min(fairWorstMs, FAIR_BOUND_MAX_WIDTH * expectedMs));
-    }
+    const fairWorstMs =
+      fairRate === undefined
+        ? Number.POSITIVE_INFINITY
+        : (dispatches + 2 * Math.sqrt(dispatches)) / (fairRate * kept) + frontWorstMs;
+    const worstCaseMs = Math.max(
+      ownCountWorstMs,
+      Math.min(spreadWorstMs, fairWorstMs),
+      Number.isFinite(fairWorstMs) ? Math.min(fairWorstMs, FAIR_BOUND_MAX_WIDTH * expectedMs) : 0,
+    );
     // A pace measured over a short stretch is mostly the start of a backlog, when the
     // engine still had room and the first requests went at once. Until it has
     // OWN_PACE_TRUSTED_MS of waiting behind it, it shares the expected wait with the more
