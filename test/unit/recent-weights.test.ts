@@ -5,7 +5,7 @@ import { RecentWeights } from "../../extproc/src/estimate/recent-weights.ts";
 
 describe("RecentWeights", () => {
   it("sums the weights seen within the window, each tenant once at its latest weight", () => {
-    const weights = new RecentWeights(1_000);
+    const weights = new RecentWeights(1_000, { refreshMs: 0 });
     weights.seen(0, "a", 1);
     weights.seen(500, "b", 4);
     weights.seen(600, "a", 2);
@@ -17,6 +17,25 @@ describe("RecentWeights", () => {
     assert.equal(weights.size, 1);
     assert.equal(weights.totalWith(5_000, "c", 1), 1);
     assert.equal(weights.size, 0);
+  });
+
+  it("a tenant seen again within the refresh time keeps its older time, and its latest weight", () => {
+    const weights = new RecentWeights(10_000, { refreshMs: 1_000 });
+    weights.seen(0, "a", 1);
+    weights.seen(900, "a", 3);
+    assert.equal(weights.totalWith(900, "c", 0), 3);
+    // Seen last at 900, but kept at 0: gone after 10,000.
+    assert.equal(weights.totalWith(10_001, "c", 0), 0);
+    weights.seen(20_000, "a", 1);
+    weights.seen(21_000, "a", 1);
+    assert.equal(weights.totalWith(30_500, "c", 0), 1);
+  });
+
+  it("ignores a weight that is not a finite number", () => {
+    const weights = new RecentWeights(1_000);
+    weights.seen(0, "a", Number.NaN);
+    weights.seen(0, "b", 2);
+    assert.equal(weights.totalWith(0, "c", 1), 3);
   });
 
   it("matches a count over every sighting (property)", () => {
@@ -32,7 +51,7 @@ describe("RecentWeights", () => {
         ),
         fc.integer({ min: 0, max: 2_000 }),
         (sightings, after) => {
-          const weights = new RecentWeights(1_000);
+          const weights = new RecentWeights(1_000, { refreshMs: 0 });
           const last = new Map<string, { weight: number; at: number }>();
           let now = 0;
           for (const { gap, tenant, weight } of sightings) {

@@ -1,25 +1,35 @@
 /**
- * The weights of the tenants seen within the last `windowMs`, and their sum, kept up to
- * date in amortised constant time: a Map iterates in insertion order, and re-inserting a
- * tenant on every sighting keeps it ordered by when each was last seen.
+ * The weights of the tenants seen within the last `windowMs`, and their sum, in amortised
+ * constant time per sighting: sightings go on a FIFO, and expiring one that a later
+ * sighting of the same tenant has superseded only drops it. A tenant seen again within
+ * `refreshMs` keeps its older time (it expires up to that much early) so that the FIFO
+ * holds at most one entry per tenant per `refreshMs`, not one per event.
  */
 export class RecentWeights {
   readonly #windowMs: number;
+  readonly #refreshMs: number;
   readonly #seen = new Map<string, { weight: number; at: number }>();
+  readonly #order: Array<{ tenantId: string; at: number }> = [];
+  #head = 0;
   #total = 0;
 
-  constructor(windowMs: number) {
+  constructor(windowMs: number, options: { refreshMs?: number } = {}) {
     this.#windowMs = windowMs;
+    this.#refreshMs = options.refreshMs ?? 1_000;
   }
 
   seen(now: number, tenantId: string, weight: number): void {
+    if (!Number.isFinite(weight) || !Number.isFinite(now)) return;
     const before = this.#seen.get(tenantId);
-    if (before) {
-      this.#total -= before.weight;
-      this.#seen.delete(tenantId);
+    if (before && now - before.at < this.#refreshMs) {
+      this.#total += weight - before.weight;
+      before.weight = weight;
+    } else {
+      if (before) this.#total -= before.weight;
+      this.#seen.set(tenantId, { weight, at: now });
+      this.#order.push({ tenantId, at: now });
+      this.#total += weight;
     }
-    this.#seen.set(tenantId, { weight, at: now });
-    this.#total += weight;
     this.#expire(now);
   }
 
@@ -34,10 +44,19 @@ export class RecentWeights {
   }
 
   #expire(now: number): void {
-    for (const [id, entry] of this.#seen) {
-      if (now - entry.at <= this.#windowMs) break;
-      this.#seen.delete(id);
-      this.#total -= entry.weight;
+    while (this.#head < this.#order.length) {
+      const oldest = this.#order[this.#head] as { tenantId: string; at: number };
+      if (now - oldest.at <= this.#windowMs) break;
+      this.#head++;
+      const current = this.#seen.get(oldest.tenantId);
+      if (current && current.at === oldest.at) {
+        this.#seen.delete(oldest.tenantId);
+        this.#total -= current.weight;
+      }
+    }
+    if (this.#head > 1_024 && this.#head * 2 > this.#order.length) {
+      this.#order.splice(0, this.#head);
+      this.#head = 0;
     }
     // Sums of floating-point weights drift; an empty set is exactly nothing.
     if (this.#seen.size === 0) this.#total = 0;
