@@ -135,6 +135,41 @@ describe("BackendEstimator", () => {
     assert.ok(Math.abs(expected - 2_100) <= 2, `expected ${expected} ms`);
   });
 
+  it("a level left idle does not keep the share its last event set, and a tenant moved to another level starts afresh", () => {
+    const estimator = new BackendEstimator();
+    // At level 1, tenant b waits throughout beside an equal competitor (divisor 2).
+    estimator.queued(0, { ...event("b", 1), divisor: 2 });
+    // A weight-4 tenant waits alone for a while; its last dispatch reports divisor 4.
+    const big = { ...event("w"), divisor: 4 };
+    for (let i = 0; i < 5; i++) estimator.queued(0, big);
+    for (let t = 100; t <= 500; t += 100) estimator.dispatched(t, big, true);
+    // A minute later tenant a (weight 1) waits alone and gets one dispatch per 100 ms.
+    for (let i = 0; i < 10; i++) estimator.queued(60_000, event("a"));
+    for (let t = 60_100; t <= 62_000; t += 100) {
+      estimator.completed(t, 100, 1_000);
+      estimator.dispatched(t, event("a"), true);
+      estimator.queued(t, event("a"));
+    }
+    // With 100 queued its wait spans seconds: the share averaged over them is a's alone.
+    const expected = estimator.estimate(62_000, { ...backlogged, tenantQueued: 100 }, 100, load).expectedMs;
+    assert.ok(Math.abs(expected - 10_050) <= 100, `expected ${expected} ms`);
+    // A reload moves a to level 1, where it waits beside b (divisor 2) and gets one
+    // dispatch per 200 ms: its pace and share from level 0 are not carried over.
+    const moved = { ...event("a", 1), divisor: 2 };
+    for (let t = 62_200; t <= 66_000; t += 200) {
+      estimator.completed(t, 100, 1_000);
+      estimator.dispatched(t, moved, true);
+      estimator.queued(t, moved);
+    }
+    const atLevel1 = estimator.estimate(
+      66_000,
+      { ...backlogged, level: 1, progressPerToken: 0.5 },
+      100,
+      load,
+    );
+    assert.ok(Math.abs(atLevel1.expectedMs - 2_100) <= 100, `expected ${atLevel1.expectedMs} ms`);
+  });
+
   it("a tenant with a small share of the dispatches has a wider worst case than one alone at its pace", () => {
     const alone = new BackendEstimator();
     backlog(alone, 100, 3_000);
@@ -183,22 +218,24 @@ describe("BackendEstimator", () => {
     assert.equal(withX.expectedMs, alone.expectedMs);
     assert.ok(alone.worstCaseMs < 2 * alone.expectedMs, `alone: ${JSON.stringify(alone)}`);
     assert.equal(withX.worstCaseMs, 3 * withX.expectedMs);
-    // Seen more than a minute before: no longer a competitor.
-    const stale = estimate(-60_001);
-    assert.equal(stale.worstCaseMs, alone.worstCaseMs);
+    // Seen a minute before the estimate, it still counts; just over, it no longer does.
+    assert.equal(estimate(4_000 - 60_000).worstCaseMs, withX.worstCaseMs);
+    assert.equal(estimate(4_000 - 60_001).worstCaseMs, alone.worstCaseMs);
   });
 
   it("a competitor that waits only for moments does not swing the estimate", () => {
     const estimator = new BackendEstimator();
     const waiting = (tenantId: string, divisor: number) => ({ ...event(tenantId), divisor });
     for (let i = 0; i < 10; i++) estimator.queued(0, event("a"));
-    // Tenant a gets one dispatch every 100 ms; competitor b waits 10 ms of every 100.
+    // Tenant a gets one dispatch every 100 ms; competitor b waits 10 ms of every 100. (The
+    // fair queue reports b's dispatch with b's weight still counted, as a newcomer's would
+    // be: the weight 2 holds until a's next event.)
     for (let t = 100; t <= 3_000; t += 100) {
       estimator.completed(t, 100, 1_000);
       estimator.dispatched(t, event("a"), true);
       estimator.queued(t, event("a"));
       estimator.queued(t + 50, waiting("b", 2));
-      estimator.dispatched(t + 60, waiting("b", 1), true);
+      estimator.dispatched(t + 60, waiting("b", 2), true);
     }
     // Estimated while b waits and while it does not, the wait is a's pace: 10.5 x 100 ms.
     for (const [at, progressPerToken] of [
@@ -221,6 +258,24 @@ describe("BackendEstimator", () => {
     // 68 ms (the 2 ms hold alone: 4 ms).
     const estimate = estimator.estimate(2, { ...front, aheadTokens: 3_200 }, 100, { ...load, inFlight: 15 });
     assert.equal(estimate.expectedMs, 68);
+  });
+
+  it("counts the time in flight until twice as many have finished as are in flight, not just the first 20", () => {
+    const estimator = new BackendEstimator();
+    for (let i = 0; i < 64; i++) estimator.dispatched(0, event("x"), false);
+    const at = (completed: number) =>
+      estimator.estimate(completed, { ...front, aheadTokens: 3_200 }, 100, {
+        ...load,
+        inFlight: 64 - completed,
+      }).expectedMs;
+    // The 1st to 20th finish after 1 to 20 ms: the short ones first.
+    for (let i = 1; i < 20; i++) estimator.completed(i, 100, i);
+    const before = at(19);
+    estimator.completed(20, 100, 20);
+    const after = at(20);
+    // (190 + 45 x 19) / 19 = 55 ms, then (210 + 44 x 20) / 20 = 54.5 ms held per
+    // completion: about 39 ms either side of the 20th (the plain mean, 10.5 ms, said 8).
+    assert.ok(Math.abs(after - before) <= 0.2 * before && after >= 30, `${before} ms, then ${after} ms`);
   });
 
   it("an idle hour or one long outage does not inflate the wait for the gate", () => {

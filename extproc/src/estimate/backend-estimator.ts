@@ -61,6 +61,8 @@ export interface QueueWaitEstimate {
 
 /** A clock and the meter of how fast it moves while its owner has requests waiting. */
 interface ClockTrack {
+  /** The priority level the track's requests wait at. */
+  readonly level: number;
   readonly meter: ProgressMeter;
   /** The level's share per unit of weight (1 / the weight waiting) while this track waited. */
   readonly share: ProgressMeter;
@@ -71,6 +73,8 @@ interface ClockTrack {
   lastClock: number;
   /** The level's share, integrated over time, at lastAt. */
   lastShareIntegral: number;
+  /** Since when it has had requests waiting without a break (undefined: none waiting). */
+  backlogSince: number | undefined;
 }
 
 /** What one request that joins, leaves or goes changes. */
@@ -117,7 +121,7 @@ export class BackendEstimator {
   readonly #shares = new Map<number, TimeSmoothed>();
   readonly #tenants = new Map<string, ClockTrack>();
   /** All levels together, in tokens dispatched: the fallback clock. */
-  readonly #all: ClockTrack = newTrack(0, 0);
+  readonly #all: ClockTrack = newTrack(0, 0, 0);
   #dispatchedTokens = 0;
   #dispatches = 0;
   #lastDispatchAt: number | undefined;
@@ -130,6 +134,8 @@ export class BackendEstimator {
   /** How long each dispatched request held its place, dispatch to completion. */
   readonly #holds = new RecentValues(256);
   #lastCompletionAt: number | undefined;
+  /** Completions so far. */
+  #completions = 0;
   /**
    * When each request dispatched and not completed went, oldest first (as this estimator
    * saw them): how many are in flight, and how long each has held its place.
@@ -147,9 +153,12 @@ export class BackendEstimator {
 
   /** A request joined the queue. */
   queued(now: number, event: QueueEvent): void {
-    this.#touch(now, event);
-    this.#levelTrack(event.level, now, event.levelClock).queued++;
-    this.#tenantTrack(event.tenantId, event.level, now).queued++;
+    this.#touch(now, event, 1);
+    for (const track of [
+      this.#levelTrack(event.level, now, event.levelClock),
+      this.#tenantTrack(event.tenantId, event.level, now),
+    ])
+      if (track.queued++ === 0) track.backlogSince = now;
     if (this.#all.queued++ === 0) {
       this.#busySince = now;
       this.#fill.backlogStarted(now);
@@ -158,7 +167,7 @@ export class BackendEstimator {
 
   /** A waiting request left without being served (cancelled, timed out, refused). */
   left(now: number, event: QueueEvent): void {
-    this.#touch(now, event);
+    this.#touch(now, event, -1);
     this.#release(event);
   }
 
@@ -175,7 +184,7 @@ export class BackendEstimator {
     this.#slotEvents++;
     const tenant = this.#tenants.get(event.tenantId);
     if (tenant) tenant.total += 1;
-    this.#touch(now, event);
+    this.#touch(now, event, queued ? -1 : 0);
     if (queued) this.#release(event);
     this.#sweep(now);
   }
@@ -194,6 +203,7 @@ export class BackendEstimator {
     this.#lastCompletionAt = this.#inFlightSince.length > 0 ? now : undefined;
     this.#freedTokens.add(tokens);
     this.#holds.add(heldMs);
+    this.#completions++;
   }
 
   /**
@@ -283,10 +293,12 @@ export class BackendEstimator {
     // weight's share, and the wait spans many such moments (the share at the instant of
     // the estimate made a backlogged tenant's estimates swing between 0.4x and 1.7x its
     // waits with two light competitors; a competitor that keeps waiting counts within
-    // that stretch).
+    // that stretch). The stretch is no longer than the track's backlog so far: before it,
+    // the share left out the track's own weight.
     const shares = this.#shares.get(standing.level);
-    const shareOver = (waitMs: number) =>
-      shares?.valueAt(now, waitMs * HORIZON_FRACTION) ?? standing.progressPerToken;
+    const shareOver = (waitMs: number, track: ClockTrack) =>
+      shares?.valueAt(now, Math.min(waitMs, now - (track.backlogSince ?? now)) * HORIZON_FRACTION) ??
+      standing.progressPerToken;
 
     // The work the policy serves first goes at the level's pace: measured by its progress
     // clock once the level has had requests waiting (scaled to the share now as well),
@@ -296,7 +308,7 @@ export class BackendEstimator {
     const rawLevelRate = level?.meter.rate(now) ?? null;
     const levelRate =
       (level && rawLevelRate !== null
-        ? scaledRate(level, now, shareOver(standing.distance / rawLevelRate))
+        ? scaledRate(level, now, shareOver(standing.distance / rawLevelRate, level))
         : null) ?? tokenRate * standing.progressPerToken;
     const fluid =
       standing.tenantQueued > 0
@@ -324,7 +336,7 @@ export class BackendEstimator {
     const rawOwnRate = own?.meter.rate(now) ?? null;
     const dispatches = standing.tenantQueued + 0.5;
     const ownRate =
-      own && rawOwnRate !== null ? scaledRate(own, now, shareOver(dispatches / rawOwnRate)) : null;
+      own && rawOwnRate !== null ? scaledRate(own, now, shareOver(dispatches / rawOwnRate, own)) : null;
     if (!own || ownRate === null) return rounded(shared.expectedMs, shared.worstCaseMs);
     // A backlogged tenant gets what the backend completes less what everyone else asks
     // for meanwhile, and both vary about as Poisson counts do. With a share s of the
@@ -424,21 +436,28 @@ export class BackendEstimator {
 
   /**
    * How long a request holds its place. The first holds to end are the shortest ones (a
-   * backend started together finishes its short requests first), so until a few are in,
-   * the time the requests still in flight have held their places counts too: the time in
-   * service observed per completion, as for exponential holds cut short by the present.
+   * backend started together finishes its short requests first), and stay so until about
+   * as many have finished as were in flight: until twice that many (and at least 20),
+   * the time the requests still in flight have held their places counts too, the time
+   * in service observed per completion, as for exponential holds cut short by the
+   * present. (Switching at 20 alone, with 64 in flight, dropped the estimate 5x at the
+   * 20th completion.)
    */
   #meanHold(now: number): number | undefined {
     const completed = this.#holds.size;
     const mean = this.#holds.mean();
-    if (mean === undefined || completed >= AGE_AWARE_MIN_HOLDS) return mean;
+    const early = Math.max(AGE_AWARE_MIN_HOLDS, 2 * this.#inFlightSince.length);
+    if (mean === undefined || completed >= early || completed < this.#completions) return mean;
     let held = mean * completed;
     for (const since of this.#inFlightSince) held += now - since;
     return held / completed;
   }
 
-  /** Credits every clock the event touches with the time since its last event. */
-  #touch(now: number, event: QueueEvent): void {
+  /**
+   * Credits every clock the event touches with the time since its last event; the event
+   * changes the requests waiting at its level by `levelQueuedChange`.
+   */
+  #touch(now: number, event: QueueEvent, levelQueuedChange: number): void {
     let shares = this.#shares.get(event.level);
     if (!shares) {
       shares = new TimeSmoothed(SHARE_SMOOTHING_MS);
@@ -453,18 +472,33 @@ export class BackendEstimator {
       seen.seen(now, event.tenantId, event.weight);
     }
     const shareIntegral = shares.integralAt(now);
-    shares.set(now, 1 / event.divisor);
-    advance(this.#levelTrack(event.level, now, event.levelClock), now, event.levelClock, shareIntegral);
+    const level = this.#levelTrack(event.level, now, event.levelClock);
+    // With nothing waiting at the level its share means nothing: the last event's divisor
+    // (a departing tenant's weight) must not stand in for it while the level is idle.
+    shares.set(now, level.queued + levelQueuedChange > 0 ? 1 / event.divisor : undefined);
+    advance(level, now, event.levelClock, shareIntegral);
     advance(this.#all, now, this.#dispatchedTokens, undefined);
-    const tenant = this.#tenants.get(event.tenantId);
+    let tenant = this.#tenants.get(event.tenantId);
+    // A tenant moved to another priority level (a policy reload) starts its pace afresh:
+    // the level's share it was measured under is another level's.
+    if (tenant && tenant.level !== event.level) {
+      const moved = newTrack(event.level, now, tenant.total);
+      moved.queued = tenant.queued;
+      moved.total = tenant.total;
+      moved.backlogSince = tenant.queued > 0 ? now : undefined;
+      moved.lastShareIntegral = shareIntegral;
+      this.#tenants.set(event.tenantId, moved);
+      tenant = moved;
+    }
     if (tenant) advance(tenant, now, tenant.total, shareIntegral);
   }
 
   #release(event: QueueEvent): void {
-    const level = this.#levels.get(event.level);
-    if (level) level.queued = Math.max(0, level.queued - 1);
-    const tenant = this.#tenants.get(event.tenantId);
-    if (tenant) tenant.queued = Math.max(0, tenant.queued - 1);
+    for (const track of [this.#levels.get(event.level), this.#tenants.get(event.tenantId)]) {
+      if (!track) continue;
+      track.queued = Math.max(0, track.queued - 1);
+      if (track.queued === 0) track.backlogSince = undefined;
+    }
     this.#all.queued = Math.max(0, this.#all.queued - 1);
     if (this.#all.queued === 0) this.#fill.backlogEnded();
   }
@@ -472,7 +506,7 @@ export class BackendEstimator {
   #levelTrack(level: number, now: number, clock: number): ClockTrack {
     let track = this.#levels.get(level);
     if (!track) {
-      track = newTrack(now, clock);
+      track = newTrack(level, now, clock);
       this.#levels.set(level, track);
     }
     return track;
@@ -481,7 +515,7 @@ export class BackendEstimator {
   #tenantTrack(tenantId: string, level: number, now: number): ClockTrack {
     let track = this.#tenants.get(tenantId);
     if (!track) {
-      track = newTrack(now, 0);
+      track = newTrack(level, now, 0);
       track.lastShareIntegral = this.#shares.get(level)?.integralAt(now) ?? 0;
       this.#tenants.set(tenantId, track);
     }
@@ -566,8 +600,9 @@ function removeNearest(sorted: number[], value: number): void {
   sorted.splice(Math.max(0, index), 1);
 }
 
-function newTrack(now: number, clock: number): ClockTrack {
+function newTrack(level: number, now: number, clock: number): ClockTrack {
   return {
+    level,
     meter: new ProgressMeter(),
     share: new ProgressMeter(),
     queued: 0,
@@ -575,6 +610,7 @@ function newTrack(now: number, clock: number): ClockTrack {
     lastAt: now,
     lastClock: clock,
     lastShareIntegral: 0,
+    backlogSince: undefined,
   };
 }
 

@@ -2,15 +2,16 @@
  * A piecewise-constant signal (it holds each value until the next is set): its running
  * integral, and its average over the recent past with weights that fade exponentially in
  * time, e^(-age / tau), for each of a few time constants tau. The average covers only
- * the time since the first value: before tau has gone by it is the plain time average,
- * not pulled toward the first value.
+ * the time the signal had a value: before tau has gone by it is the plain time average,
+ * not pulled toward the first value. A stretch without a value (set to undefined) ends
+ * the averages' history: they start afresh from the next value. The integral only skips it.
  */
 export class TimeSmoothed {
   /** Ascending. */
   readonly #tausMs: readonly number[];
   /** Per time constant: the faded integral of the signal, and of 1 (the weight it covers). */
   #faded: Array<{ sum: number; weight: number }> | undefined;
-  #current = 0;
+  #current: number | undefined;
   #integral = 0;
   #at = 0;
 
@@ -18,12 +19,13 @@ export class TimeSmoothed {
     this.#tausMs = [...tausMs].sort((a, b) => a - b);
   }
 
-  /** The signal takes `value` from `now` on. */
-  set(now: number, value: number): void {
+  /** The signal takes `value` from `now` on (undefined, or not a finite number: none). */
+  set(now: number, value: number | undefined): void {
     const at = Math.max(this.#at, now);
-    this.#faded = this.#tausMs.map((tau, i) => this.#fadedAt(at, i, tau));
+    this.#faded =
+      this.#current === undefined ? undefined : this.#tausMs.map((tau, i) => this.#fadedAt(at, i, tau));
     this.#integral = this.integralAt(at);
-    this.#current = value;
+    this.#current = value !== undefined && Number.isFinite(value) ? value : undefined;
     this.#at = at;
   }
 
@@ -37,20 +39,19 @@ export class TimeSmoothed {
     return this.#smoothedAt(now, index, this.#tausMs[index] as number);
   }
 
-  /** The signal integrated over time up to `now` (0 before the first value). */
+  /** The signal integrated over time up to `now` (stretches without a value add nothing). */
   integralAt(now: number): number {
-    return this.#integral + this.#current * Math.max(0, now - this.#at);
+    return this.#integral + (this.#current ?? 0) * Math.max(0, now - this.#at);
   }
 
   #smoothedAt(now: number, index: number, tau: number): number | undefined {
-    if (this.#faded === undefined) return undefined;
     const { sum, weight } = this.#fadedAt(now, index, tau);
     return weight > 0 ? sum / weight : this.#current;
   }
 
   #fadedAt(now: number, index: number, tau: number): { sum: number; weight: number } {
     const faded = this.#faded?.[index] ?? { sum: 0, weight: 0 };
-    if (this.#faded === undefined) return faded;
+    if (this.#current === undefined) return faded;
     const fade = Math.exp(-Math.max(0, now - this.#at) / tau);
     const added = tau * (1 - fade);
     return { sum: faded.sum * fade + this.#current * added, weight: faded.weight * fade + added };
