@@ -346,7 +346,10 @@ export class BackendEstimator {
     // its own count alone, a tenant taking a third of an overloaded backend saw 8-20 % of
     // its waits exceed a worst case only 1.1x the expected).
     const expectedMs = dispatches / ownRate;
-    const dispatchShare = Math.min(1, Math.max(MIN_DISPATCH_SHARE, ownRate * gap));
+    // The mean gap between dispatches, unrounded: a backend dispatching more than one per
+    // ms would otherwise overstate the tenant's share.
+    const meanGap = dispatchGap > 0 ? dispatchGap : gap;
+    const dispatchShare = Math.min(1, Math.max(MIN_DISPATCH_SHARE, ownRate * meanGap));
     const spread = 2 * Math.sqrt((dispatches * (2 - dispatchShare)) / dispatchShare);
     const ownCountWorstMs = (dispatches + 2 * Math.sqrt(dispatches)) / (ownRate * kept) + frontWorstMs;
     const spreadWorstMs = (dispatches + spread) / (ownRate * kept) + frontWorstMs;
@@ -357,7 +360,7 @@ export class BackendEstimator {
     // that far: a tenant idle when the estimate was made may burst again (ON-OFF's do),
     // so the worst case allows for the bound, up to FAIR_BOUND_MAX_WIDTH times the
     // expected wait (with 100 tenants the bound is 30x and says nothing useful).
-    const fairRate = this.#fairDispatchRate(now, standing, gap);
+    const fairRate = this.#fairDispatchRate(now, standing, meanGap);
     const fairWorstMs =
       fairRate === undefined
         ? Number.POSITIVE_INFINITY
