@@ -307,9 +307,9 @@ export class BackendEstimator {
     const level = this.#levels.get(standing.level);
     const rawLevelRate = level?.meter.rate(now) ?? null;
     const levelRate =
-      (level && rawLevelRate !== null
-        ? scaledRate(level, now, shareOver(standing.distance / rawLevelRate, level))
-        : null) ?? tokenRate * standing.progressPerToken;
+      level && rawLevelRate !== null
+        ? scaledRate(level, now, rawLevelRate, shareOver(standing.distance / rawLevelRate, level))
+        : tokenRate * standing.progressPerToken;
     const fluid =
       standing.tenantQueued > 0
         ? standing.distance / levelRate
@@ -335,9 +335,8 @@ export class BackendEstimator {
 
     const rawOwnRate = own?.meter.rate(now) ?? null;
     const dispatches = standing.tenantQueued + 0.5;
-    const ownRate =
-      own && rawOwnRate !== null ? scaledRate(own, now, shareOver(dispatches / rawOwnRate, own)) : null;
-    if (!own || ownRate === null) return rounded(shared.expectedMs, shared.worstCaseMs);
+    if (!own || rawOwnRate === null) return rounded(shared.expectedMs, shared.worstCaseMs);
+    const ownRate = scaledRate(own, now, rawOwnRate, shareOver(dispatches / rawOwnRate, own));
     // A backlogged tenant gets what the backend completes less what everyone else asks
     // for meanwhile, and both vary about as Poisson counts do. With a share s of the
     // dispatches, its n take n / s of the backend's, n (1 - s) / s of them others': the
@@ -351,8 +350,11 @@ export class BackendEstimator {
     const meanGap = dispatchGap > 0 ? dispatchGap : gap;
     const dispatchShare = Math.min(1, Math.max(MIN_DISPATCH_SHARE, ownRate * meanGap));
     const spread = 2 * Math.sqrt((dispatches * (2 - dispatchShare)) / dispatchShare);
-    const ownCountWorstMs = (dispatches + 2 * Math.sqrt(dispatches)) / (ownRate * kept) + frontWorstMs;
-    const spreadWorstMs = (dispatches + spread) / (ownRate * kept) + frontWorstMs;
+    /** `count` dispatches at `rate` (of which a filling backend keeps `kept`), then the front's worst. */
+    const worstAt = (count: number, rate: number) => count / (rate * kept) + frontWorstMs;
+    const poissonCount = dispatches + 2 * Math.sqrt(dispatches);
+    const ownCountWorstMs = worstAt(poissonCount, ownRate);
+    const spreadWorstMs = worstAt(dispatches + spread, ownRate);
     // The fairness policy owes the tenant its weight's share of the backend among every
     // tenant seen in the last minute, whatever they ask for: its pace cannot fall further
     // than that, however the others' demand varies (with competitors that are backlogged
@@ -361,10 +363,7 @@ export class BackendEstimator {
     // so the worst case allows for the bound, up to FAIR_BOUND_MAX_WIDTH times the
     // expected wait (with 100 tenants the bound is 30x and says nothing useful).
     const fairRate = this.#fairDispatchRate(now, standing, meanGap);
-    const fairWorstMs =
-      fairRate === undefined
-        ? Number.POSITIVE_INFINITY
-        : (dispatches + 2 * Math.sqrt(dispatches)) / (fairRate * kept) + frontWorstMs;
+    const fairWorstMs = fairRate === undefined ? Number.POSITIVE_INFINITY : worstAt(poissonCount, fairRate);
     const worstCaseMs = Math.max(
       ownCountWorstMs,
       Math.min(spreadWorstMs, fairWorstMs),
@@ -631,14 +630,14 @@ function gapStats(gaps: RecentValues): { mean: number; residual: number } | unde
 }
 
 /**
- * The track's measured pace, scaled from the share it was measured under to `shareNow`.
- * Under VTC a backlogged tenant's pace is the share times the service: dividing the
- * clock's advance by the share integrated over the same busy time undoes the share then.
+ * The track's measured pace `rate`, scaled from the share it was measured under to
+ * `shareNow`. Under VTC a backlogged tenant's pace is the share times the service:
+ * dividing the clock's advance by the share integrated over the same busy time undoes
+ * the share then.
  */
-function scaledRate(track: ClockTrack, now: number, shareNow: number): number | null {
-  const rate = track.meter.rate(now);
+function scaledRate(track: ClockTrack, now: number, rate: number, shareNow: number): number {
   const shareThen = track.share.rate(now);
-  if (rate === null || shareThen === null || !(shareThen > 0) || !(shareNow > 0)) return rate;
+  if (shareThen === null || !(shareThen > 0) || !(shareNow > 0)) return rate;
   return (rate * shareNow) / shareThen;
 }
 
