@@ -77,6 +77,16 @@ interface ClockTrack {
   backlogSince: number | undefined;
 }
 
+/** What the estimator keeps for one priority level. */
+interface LevelState {
+  /** The level's progress clock. */
+  readonly track: ClockTrack;
+  /** The level's share per unit of weight (1 / the weight waiting) over time. */
+  readonly shares: TimeSmoothed;
+  /** The tenants seen within RECENT_MS and their weights: who may compete. */
+  seen?: RecentWeights;
+}
+
 /** What one request that joins, leaves or goes changes. */
 export interface QueueEvent {
   readonly tenantId: string;
@@ -114,11 +124,7 @@ export interface QueueEvent {
  * cover 97 % of its own recent waits (WorstCaseCalibration).
  */
 export class BackendEstimator {
-  readonly #levels = new Map<number, ClockTrack>();
-  /** Per level, the tenants seen within RECENT_MS and their weights: who may compete. */
-  readonly #seen = new Map<number, RecentWeights>();
-  /** Each level's share per unit of weight (1 / the weight waiting) over time. */
-  readonly #shares = new Map<number, TimeSmoothed>();
+  readonly #levels = new Map<number, LevelState>();
   readonly #tenants = new Map<string, ClockTrack>();
   /** All levels together, in tokens dispatched: the fallback clock. */
   readonly #all: ClockTrack = newTrack(0, 0, 0);
@@ -155,7 +161,7 @@ export class BackendEstimator {
   queued(now: number, event: QueueEvent): void {
     this.#touch(now, event, 1);
     for (const track of [
-      this.#levelTrack(event.level, now, event.levelClock),
+      this.#level(event.level, now, event.levelClock).track,
       this.#tenantTrack(event.tenantId, event.level, now),
     ])
       if (track.queued++ === 0) track.backlogSince = now;
@@ -295,7 +301,8 @@ export class BackendEstimator {
     // waits with two light competitors; a competitor that keeps waiting counts within
     // that stretch). The stretch is no longer than the track's backlog so far: before it,
     // the share left out the track's own weight.
-    const shares = this.#shares.get(standing.level);
+    const levelState = this.#levels.get(standing.level);
+    const shares = levelState?.shares;
     const shareOver = (waitMs: number, track: ClockTrack) =>
       shares?.valueAt(now, Math.min(waitMs, now - (track.backlogSince ?? now)) * HORIZON_FRACTION) ??
       standing.progressPerToken;
@@ -304,7 +311,7 @@ export class BackendEstimator {
     // clock once the level has had requests waiting (scaled to the share now as well),
     // else by the backend's tokens divided among the tenants waiting. A tenant with nothing
     // waiting has no pace of its own; what stands before it is the tokens others are owed.
-    const level = this.#levels.get(standing.level);
+    const level = levelState?.track;
     const rawLevelRate = level?.meter.rate(now) ?? null;
     const levelRate =
       level && rawLevelRate !== null
@@ -423,7 +430,7 @@ export class BackendEstimator {
    * the backend's dispatches (one per `gapMs`).
    */
   #fairDispatchRate(now: number, standing: QueueStanding, gapMs: number): number | undefined {
-    const seen = this.#seen.get(standing.level);
+    const seen = this.#levels.get(standing.level)?.seen;
     if (!seen || standing.weight === undefined || !(standing.weight > 0) || !(gapMs > 0)) return undefined;
     return standing.weight / seen.totalWith(now, standing.tenantId, standing.weight) / gapMs;
   }
@@ -460,21 +467,13 @@ export class BackendEstimator {
    * changes the requests waiting at its level by `levelQueuedChange`.
    */
   #touch(now: number, event: QueueEvent, levelQueuedChange: number): void {
-    let shares = this.#shares.get(event.level);
-    if (!shares) {
-      shares = new TimeSmoothed(SHARE_SMOOTHING_MS);
-      this.#shares.set(event.level, shares);
-    }
+    const state = this.#level(event.level, now, event.levelClock);
+    const { track: level, shares } = state;
     if (event.weight !== undefined) {
-      let seen = this.#seen.get(event.level);
-      if (!seen) {
-        seen = new RecentWeights(RECENT_MS);
-        this.#seen.set(event.level, seen);
-      }
-      seen.seen(now, event.tenantId, event.weight);
+      state.seen ??= new RecentWeights(RECENT_MS);
+      state.seen.seen(now, event.tenantId, event.weight);
     }
     const shareIntegral = shares.integralAt(now);
-    const level = this.#levelTrack(event.level, now, event.levelClock);
     // With nothing waiting at the level its share means nothing: the last event's divisor
     // (a departing tenant's weight) must not stand in for it while the level is idle.
     shares.set(now, level.queued + levelQueuedChange > 0 ? 1 / event.divisor : undefined);
@@ -496,7 +495,7 @@ export class BackendEstimator {
   }
 
   #release(event: QueueEvent): void {
-    for (const track of [this.#levels.get(event.level), this.#tenants.get(event.tenantId)]) {
+    for (const track of [this.#levels.get(event.level)?.track, this.#tenants.get(event.tenantId)]) {
       if (!track) continue;
       track.queued = Math.max(0, track.queued - 1);
       if (track.queued === 0) track.backlogSince = undefined;
@@ -505,20 +504,20 @@ export class BackendEstimator {
     if (this.#all.queued === 0) this.#fill.backlogEnded();
   }
 
-  #levelTrack(level: number, now: number, clock: number): ClockTrack {
-    let track = this.#levels.get(level);
-    if (!track) {
-      track = newTrack(level, now, clock);
-      this.#levels.set(level, track);
+  #level(level: number, now: number, clock: number): LevelState {
+    let state = this.#levels.get(level);
+    if (!state) {
+      state = { track: newTrack(level, now, clock), shares: new TimeSmoothed(SHARE_SMOOTHING_MS) };
+      this.#levels.set(level, state);
     }
-    return track;
+    return state;
   }
 
   #tenantTrack(tenantId: string, level: number, now: number): ClockTrack {
     let track = this.#tenants.get(tenantId);
     if (!track) {
       track = newTrack(level, now, 0);
-      track.lastShareIntegral = this.#shares.get(level)?.integralAt(now) ?? 0;
+      track.lastShareIntegral = this.#levels.get(level)?.shares.integralAt(now) ?? 0;
       this.#tenants.set(tenantId, track);
     }
     return track;
