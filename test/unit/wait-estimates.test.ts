@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { BackendEstimator } from "../../extproc/src/estimate/backend-estimator.ts";
+import { BackendEstimator, type QueueEvent } from "../../extproc/src/estimate/backend-estimator.ts";
 import { ProgressMeter } from "../../extproc/src/estimate/progress-meter.ts";
 import { RecentValues } from "../../extproc/src/estimate/recent-values.ts";
 import { WorstCaseCalibration } from "../../extproc/src/estimate/worst-case-calibration.ts";
@@ -67,17 +67,28 @@ describe("BackendEstimator", () => {
     for (let i = 0; i < requests; i++) estimator.dispatched(0, event("x"), false);
   };
   /**
-   * Tenant a keeps 10 waiting and gets one dispatched every `everyMs` until `untilMs`, on a
-   * full backend (each dispatch takes the place of a completion) or, `filling`, on one
-   * still filling up (nothing completes).
+   * From `fromMs` to `untilMs`, every `everyMs` one of the tenant's waiting requests goes
+   * and another joins, on a full backend (each dispatch takes the place of a completion)
+   * or, `filling`, on one still filling up (nothing completes).
    */
+  const keepPace = (
+    estimator: BackendEstimator,
+    queueEvent: QueueEvent,
+    fromMs: number,
+    everyMs: number,
+    untilMs: number,
+    filling = false,
+  ) => {
+    for (let t = fromMs; t <= untilMs; t += everyMs) {
+      if (!filling) estimator.completed(t, 100, 1_000);
+      estimator.dispatched(t, queueEvent, true);
+      estimator.queued(t, queueEvent);
+    }
+  };
+  /** Tenant a keeps 10 waiting and gets one dispatched every `everyMs` until `untilMs`. */
   const backlog = (estimator: BackendEstimator, everyMs: number, untilMs: number, filling = false) => {
     for (let i = 0; i < 10; i++) estimator.queued(0, event("a"));
-    for (let t = everyMs; t <= untilMs; t += everyMs) {
-      if (!filling) estimator.completed(t, 100, 1_000);
-      estimator.dispatched(t, event("a"), true);
-      estimator.queued(t, event("a"));
-    }
+    keepPace(estimator, event("a"), everyMs, everyMs, untilMs, filling);
   };
 
   it("a backlogged tenant waits for its queued requests at its own measured pace", () => {
@@ -105,11 +116,7 @@ describe("BackendEstimator", () => {
     // now, its worst case is no wider than the full backend's.
     for (let i = 0; i < 11; i++) filling.dispatched(3_100, event("a"), true);
     for (let i = 0; i < 10; i++) filling.queued(3_100, event("a"));
-    for (let t = 3_200; t <= 6_100; t += 100) {
-      filling.completed(t, 100, 1_000);
-      filling.dispatched(t, event("a"), true);
-      filling.queued(t, event("a"));
-    }
+    keepPace(filling, event("a"), 3_200, 100, 6_100);
     assert.ok(filling.estimate(6_100, backlogged, 100, load).worstCaseMs <= onFull.worstCaseMs);
   });
 
@@ -126,11 +133,7 @@ describe("BackendEstimator", () => {
     assert.equal(estimator.estimate(3_000, half, 100, load).expectedMs, 1_050);
     // It keeps waiting and a gets one dispatch every 200 ms: over a stretch as long as the
     // wait, a's share has halved, and the pace measured at both shares says so exactly.
-    for (let t = 3_200; t <= 5_000; t += 200) {
-      estimator.completed(t, 100, 1_000);
-      estimator.dispatched(t, shared("a"), true);
-      estimator.queued(t, shared("a"));
-    }
+    keepPace(estimator, shared("a"), 3_200, 200, 5_000);
     const expected = estimator.estimate(5_000, half, 100, load).expectedMs;
     assert.ok(Math.abs(expected - 2_100) <= 2, `expected ${expected} ms`);
   });
@@ -145,22 +148,14 @@ describe("BackendEstimator", () => {
     for (let t = 100; t <= 500; t += 100) estimator.dispatched(t, big, true);
     // A minute later tenant a (weight 1) waits alone and gets one dispatch per 100 ms.
     for (let i = 0; i < 10; i++) estimator.queued(60_000, event("a"));
-    for (let t = 60_100; t <= 62_000; t += 100) {
-      estimator.completed(t, 100, 1_000);
-      estimator.dispatched(t, event("a"), true);
-      estimator.queued(t, event("a"));
-    }
+    keepPace(estimator, event("a"), 60_100, 100, 62_000);
     // With 100 queued its wait spans seconds: the share averaged over them is a's alone.
     const expected = estimator.estimate(62_000, { ...backlogged, tenantQueued: 100 }, 100, load).expectedMs;
     assert.ok(Math.abs(expected - 10_050) <= 100, `expected ${expected} ms`);
     // A reload moves a to level 1, where it waits beside b (divisor 2) and gets one
     // dispatch per 200 ms: its pace and share from level 0 are not carried over.
     const moved = { ...event("a", 1), divisor: 2 };
-    for (let t = 62_200; t <= 66_000; t += 200) {
-      estimator.completed(t, 100, 1_000);
-      estimator.dispatched(t, moved, true);
-      estimator.queued(t, moved);
-    }
+    keepPace(estimator, moved, 62_200, 200, 66_000);
     const atLevel1 = estimator.estimate(
       66_000,
       { ...backlogged, level: 1, progressPerToken: 0.5 },
@@ -204,11 +199,7 @@ describe("BackendEstimator", () => {
       if (seenAt !== undefined) estimator.dispatched(seenAt, { ...event("x"), weight: 3 }, false);
       const a = { ...event("a"), weight: 1 };
       for (let i = 0; i < 10; i++) estimator.queued(1_000, a);
-      for (let t = 1_100; t <= 4_000; t += 100) {
-        estimator.completed(t, 100, 1_000);
-        estimator.dispatched(t, a, true);
-        estimator.queued(t, a);
-      }
+      keepPace(estimator, a, 1_100, 100, 4_000);
       return estimator.estimate(4_000, { ...backlogged, weight: 1 }, 100, load);
     };
     const alone = estimate(undefined);
