@@ -5,12 +5,8 @@
  * closed loops or Poisson streams below and above capacity, from a cold start. Virtual
  * time: every run is the same for a seed.
  */
-import { ManualClock } from "../../extproc/src/clock.ts";
-import { FairQueueScheduler } from "../../extproc/src/queue/fair-queue.ts";
-import { fairnessPolicyFor } from "../../extproc/src/queue/policies/index.ts";
-import type { SchedulingRequest } from "../../extproc/src/scheduler/types.ts";
 import { exponential, seededRandom } from "../../extproc/src/sim/random.ts";
-import { policyFrom } from "./policy.ts";
+import { vtcQueue } from "./vtc-queue.ts";
 
 export interface SlotScenario {
   readonly slots: number;
@@ -41,18 +37,20 @@ const TENANTS = [
 ] as const;
 
 export async function runSlotScenario(s: SlotScenario): Promise<TenantAccuracy[]> {
-  const policy = policyFrom({
-    tiers: { one: { priority: 0, weight: 1 }, two: { priority: 0, weight: 2 } },
-    tenants: TENANTS.map((t) => ({ id: t.id, tier: t.weight === 2 ? "two" : "one" })),
-    backends: [{ name: "b", maxInFlightRequests: s.slots }],
-    defaults: { tier: "one", limits: { maxQueued: 100_000, maxQueueWaitMs: 3_600_000 } },
-  } as never);
-  const clock = new ManualClock(0);
-  const scheduler = new FairQueueScheduler({
-    policy: () => policy,
+  const {
     clock,
-    fairness: fairnessPolicyFor({ policy: "vtc", starvationBound: 10 }),
-  });
+    scheduler,
+    request: requestOf,
+    flush,
+  } = vtcQueue(
+    { maxInFlightRequests: s.slots },
+    { prompt: 20, output: 16 },
+    {
+      tiers: { one: { priority: 0, weight: 1 }, two: { priority: 0, weight: 2 } },
+      tenants: TENANTS.map((t) => ({ id: t.id, tier: t.weight === 2 ? "two" : "one" })),
+      defaults: { tier: "one", limits: { maxQueued: 100_000, maxQueueWaitMs: 3_600_000 } },
+    },
+  );
   const random = seededRandom(s.seed);
   const serviceMs = () =>
     s.service === "fixed"
@@ -65,17 +63,9 @@ export async function runSlotScenario(s: SlotScenario): Promise<TenantAccuracy[]
   let waiting = 0;
   let dispatched = 0;
   let firstDispatchAt: number | undefined;
-  let next = 0;
   let lastArrival = 0;
   const send = (tenantId: string, resend: boolean) => {
-    const request: SchedulingRequest = {
-      id: `r${next++}`,
-      tenant: policy.tenantFor(tenantId),
-      backend: "b",
-      promptTokens: 20,
-      expectedOutputTokens: 16,
-      maxWaitMs: 3_600_000,
-    };
+    const request = requestOf(tenantId);
     lastArrival = clock.now();
     const estimate = scheduler.estimate(request);
     const perDispatch = dispatched > 1 ? (clock.now() - (firstDispatchAt as number)) / (dispatched - 1) : 0;
@@ -113,7 +103,6 @@ export async function runSlotScenario(s: SlotScenario): Promise<TenantAccuracy[]
       clock.setTimeout(arrive, exponential(random, 1 / rate));
     }
   }
-  const flush = () => new Promise((resolve) => setImmediate(resolve));
   while (clock.now() < s.durationMs + 60_000) {
     clock.advance(1);
     await flush();

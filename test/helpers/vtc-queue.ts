@@ -12,8 +12,10 @@ import { policyFrom, standardPolicyInput } from "./policy.ts";
 export function vtcQueue(
   backend: Omit<NonNullable<PolicyInput["backends"]>[number], "name">,
   tokens: { prompt: number; output: number } = { prompt: 20, output: 16 },
+  /** Tiers, tenants or defaults in place of the standard policy's. */
+  overrides: Partial<PolicyInput> = {},
 ) {
-  const policy = policyFrom(standardPolicyInput({ backends: [{ ...backend, name: "b" }] }));
+  const policy = policyFrom(standardPolicyInput({ ...overrides, backends: [{ ...backend, name: "b" }] }));
   const clock = new ManualClock(0);
   const scheduler = new FairQueueScheduler({
     policy: () => policy,
