@@ -18,7 +18,7 @@ import { GatewayMetrics, virtualCountersOf } from "./metrics/gateway-metrics.ts"
 import { createTokenCounter, type TokenCounter } from "./openai/tokens.ts";
 import { FairQueueScheduler } from "./queue/fair-queue.ts";
 import { OutputPredictor } from "./queue/output-predictor.ts";
-import { fairnessPolicyFor } from "./queue/policies/index.ts";
+import { queuePolicyFor } from "./queue/policies/index.ts";
 import { SharedQueueState } from "./queue/shared-state.ts";
 import type { Scheduler } from "./scheduler/types.ts";
 import { type StoreHealth, storeHealthFor } from "./store/store-health.ts";
@@ -127,13 +127,14 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       predictor: outputPredictor,
       policy: options.policy,
       clock,
-      fairness: fairnessPolicyFor(scheduling),
+      fairness: queuePolicyFor(scheduling, () => clock.now()),
       gate: new EngineAwareGate({
         maxEngineWaiting: scheduling.maxEngineWaiting,
         engineSignals,
       }),
       maxBypass: scheduling.maxBypass,
-      headroom: scheduling.headroom,
+      reservationWindowMs: scheduling.reservationWindowMs,
+      cost: scheduling.cost,
       engineSignals,
     });
   const metrics = new GatewayMetrics({

@@ -14,7 +14,7 @@ import { ManualClock } from "../../extproc/src/clock.ts";
 import { compilePolicy } from "../../extproc/src/config/policy.ts";
 import { policySchema } from "../../extproc/src/config/schema.ts";
 import { FairQueueScheduler } from "../../extproc/src/queue/fair-queue.ts";
-import { fairnessPolicyFor } from "../../extproc/src/queue/policies/index.ts";
+import { queuePolicyFor } from "../../extproc/src/queue/policies/index.ts";
 import type { Dispatch, SchedulingRequest } from "../../extproc/src/scheduler/types.ts";
 
 const { values } = parseArgs({
@@ -74,7 +74,7 @@ async function measure(name: "vtc" | "fcfs"): Promise<Result> {
   const scheduler = new FairQueueScheduler({
     policy: () => policy,
     clock: new ManualClock(),
-    fairness: fairnessPolicyFor({ policy: name, starvationBound: 10 }),
+    fairness: queuePolicyFor({ policy: name, starvationBound: 10 }),
     gate: new EngineAwareGate(),
   });
   const never = new AbortController().signal;

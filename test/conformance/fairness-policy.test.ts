@@ -2,16 +2,11 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
 import { FAIRNESS_POLICY_NAMES } from "../../extproc/src/config/schema.ts";
-import { fairnessPolicyFor } from "../../extproc/src/queue/policies/index.ts";
-import {
-  type FairnessPolicy,
-  type QueuedRequest,
-  serviceTokens,
-  type WorkProbe,
-} from "../../extproc/src/queue/policy.ts";
+import { queuePolicyFor } from "../../extproc/src/queue/policies/index.ts";
+import type { QueuedRequest, QueuePolicy, WorkProbe } from "../../extproc/src/queue/policy.ts";
 
 /**
- * The contract every FairnessPolicy keeps, whatever order it chooses. Tenants keep one
+ * The contract every QueuePolicy keeps, whatever order it chooses. Tenants keep one
  * priority and weight each (a tenant has one tier), as in the running service.
  */
 
@@ -28,7 +23,13 @@ function makeRequests() {
   let seq = 0;
   return (tenantId: TenantId, promptTokens = 60, predictedOutputTokens = 40): QueuedRequest => {
     const n = seq++;
-    return { id: `r${n}`, tenantId, ...TENANTS[tenantId], promptTokens, predictedOutputTokens, seq: n };
+    return {
+      id: `r${n}`,
+      tenantId,
+      ...TENANTS[tenantId],
+      cost: promptTokens + predictedOutputTokens,
+      seq: n,
+    };
   };
 }
 
@@ -40,7 +41,7 @@ function probes(tokens = 100): WorkProbe[] {
   ];
 }
 
-function assertWorkAheadSane(policy: FairnessPolicy): void {
+function assertWorkAheadSane(policy: QueuePolicy): void {
   for (const probe of probes()) {
     const ahead = policy.workAhead(probe);
     assert.equal(typeof ahead, "number");
@@ -56,9 +57,9 @@ it("the suite covers every configurable policy name", () => {
 });
 
 for (const name of POLICIES) {
-  const factory = fairnessPolicyFor({ policy: name, starvationBound: 10 });
+  const factory = queuePolicyFor({ policy: name, starvationBound: 10 });
 
-  describe(`FairnessPolicy conformance: ${name}`, () => {
+  describe(`QueuePolicy conformance: ${name}`, () => {
     it("names itself after the configured policy", () => {
       assert.equal(factory().name, name);
     });
@@ -295,13 +296,13 @@ for (const name of POLICIES) {
           tenantId: next.tenantId,
           priority: next.priority,
           weight: next.weight,
-          tokens: serviceTokens(next),
+          tokens: next.cost,
         });
         policy.dispatch(next);
         const moved = policy.progress(next.priority) - before;
         assert.ok(
-          Math.abs(moved - serviceTokens(next) * perToken) < 1e-9,
-          `dispatching ${serviceTokens(next)} tokens of ${next.tenantId} moved the clock ${moved}, not ${serviceTokens(next) * perToken}`,
+          Math.abs(moved - next.cost * perToken) < 1e-9,
+          `dispatching ${next.cost} tokens of ${next.tenantId} moved the clock ${moved}, not ${next.cost * perToken}`,
         );
         check();
         policy.complete(next, 5);

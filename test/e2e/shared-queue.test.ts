@@ -11,7 +11,7 @@ import { createBudgetRedisClient } from "../../extproc/src/budget/redis-client.t
 import { ManualClock } from "../../extproc/src/clock.ts";
 import { silentLogger } from "../../extproc/src/log.ts";
 import { FairQueueScheduler } from "../../extproc/src/queue/fair-queue.ts";
-import { fairnessPolicyFor } from "../../extproc/src/queue/policies/index.ts";
+import { queuePolicyFor } from "../../extproc/src/queue/policies/index.ts";
 import { SharedQueueState } from "../../extproc/src/queue/shared-state.ts";
 import type { Dispatch, SchedulingRequest } from "../../extproc/src/scheduler/types.ts";
 import { policyFrom } from "../helpers/policy.ts";
@@ -58,7 +58,7 @@ async function replica(redis: TestRedis, prefix: string): Promise<Replica> {
   const scheduler = new FairQueueScheduler({
     policy: () => policy,
     clock: new ManualClock(),
-    fairness: fairnessPolicyFor({ policy: "vtc", starvationBound: 10 }),
+    fairness: queuePolicyFor({ policy: "vtc", starvationBound: 10 }),
     gate: new EngineAwareGate(),
     shared,
   });

@@ -1,7 +1,7 @@
 import { ManualClock } from "../../extproc/src/clock.ts";
 import type { PolicyInput } from "../../extproc/src/config/schema.ts";
 import { FairQueueScheduler } from "../../extproc/src/queue/fair-queue.ts";
-import { fairnessPolicyFor } from "../../extproc/src/queue/policies/index.ts";
+import { queuePolicyFor } from "../../extproc/src/queue/policies/index.ts";
 import type { SchedulingRequest } from "../../extproc/src/scheduler/types.ts";
 import { policyFrom, standardPolicyInput } from "./policy.ts";
 
@@ -20,7 +20,7 @@ export function vtcQueue(
   const scheduler = new FairQueueScheduler({
     policy: () => policy,
     clock,
-    fairness: fairnessPolicyFor({ policy: "vtc", starvationBound: 10 }),
+    fairness: queuePolicyFor({ policy: "vtc", starvationBound: 10 }),
   });
   let next = 0;
   const request = (tenantId: string): SchedulingRequest => ({

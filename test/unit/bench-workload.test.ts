@@ -1,13 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
-import {
-  type ArrivalProcess,
-  nextArrival,
-  parseTrace,
-  sampleLength,
-  TraceError,
-} from "../../extproc/src/bench/workload.ts";
+import { parseTrace, TraceError } from "../../extproc/src/bench/traces.ts";
+import { type ArrivalProcess, nextArrival, sampleLength } from "../../extproc/src/bench/workload.ts";
 import { seededRandom } from "../../extproc/src/sim/random.ts";
 
 const lines = (...rows: unknown[]) =>

@@ -2,10 +2,10 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
 import { ManualClock } from "../../extproc/src/clock.ts";
-import { FairgateError } from "../../extproc/src/errors.ts";
 import { FairQueueScheduler } from "../../extproc/src/queue/fair-queue.ts";
 import { FcfsPolicy } from "../../extproc/src/queue/policies/fcfs.ts";
 import type { Dispatch, SchedulingRequest } from "../../extproc/src/scheduler/types.ts";
+import { QueueRefusal } from "../../extproc/src/scheduler/types.ts";
 import { policyFrom, standardPolicyInput } from "../helpers/policy.ts";
 
 const policy = policyFrom(
@@ -32,7 +32,6 @@ const fcfs = (clock: ManualClock) =>
     clock,
     fairness: () => new FcfsPolicy(),
     maxBypass: 0,
-    tenantKvShares: false,
   });
 
 describe("FairQueueScheduler with the FCFS policy", () => {
@@ -71,7 +70,7 @@ describe("FairQueueScheduler with the FCFS policy", () => {
     clock.advance(1);
     await assert.rejects(
       late.dispatch,
-      (e: unknown) => e instanceof FairgateError && e.code === "queue_timeout",
+      (e: unknown) => e instanceof QueueRefusal && e.code === "queue_timeout",
     );
     assert.equal(scheduler.snapshot().backends[0]?.queued, 0);
     assert.equal(clock.pendingTimers, 0);
@@ -87,7 +86,7 @@ describe("FairQueueScheduler with the FCFS policy", () => {
     const second = scheduler.submit(request("d", "initech"), signal);
     await assert.rejects(
       second.dispatch,
-      (e: unknown) => e instanceof FairgateError && e.code === "queue_full",
+      (e: unknown) => e instanceof QueueRefusal && e.code === "queue_full",
     );
   });
 
@@ -121,7 +120,7 @@ describe("FairQueueScheduler with the FCFS policy", () => {
     scheduler.refuseQueued();
     await assert.rejects(
       held.dispatch,
-      (e: unknown) => e instanceof FairgateError && e.code === "shutting_down",
+      (e: unknown) => e instanceof QueueRefusal && e.code === "shutting_down",
     );
   });
 

@@ -1,10 +1,20 @@
 import type { BackendConfig } from "../config/schema.ts";
 
-/** What fairgate itself has sent to a backend and not yet seen finish. */
+/** What fairgate itself has sent to a backend and not yet seen finish (every replica's). */
 export interface BackendLoad {
   readonly inFlight: number;
-  /** Prompt + max output tokens of the requests in flight: their KV footprint. */
+  /** KV the requests in flight are expected to hold at most: prompt + reserved output. */
   readonly inFlightTokens: number;
+  /** Prompt tokens sent whose prefill has not finished yet (this replica's). */
+  readonly prefillTokens: number;
+}
+
+/** What one request needs of a backend besides a request slot. */
+export interface RequestNeed {
+  /** KV it reserves: prompt + reserved output. */
+  readonly kvTokens: number;
+  /** Prompt tokens to prefill. */
+  readonly prefillTokens: number;
 }
 
 /** The engine's own view, from its /metrics (poller) or, in the simulator, its model. */
@@ -28,38 +38,109 @@ export interface EngineSignals {
   readonly loadingRemainingMs?: { readonly expected: number; readonly worst: number };
 }
 
-/**
- * "admit": it may go now. "full": nothing more may go (request cap, KV watermark, engine
- * queue, stale engine data). "too-large": this request does not fit the KV room left, but
- * a smaller one might.
- */
-export type AdmissionVerdict = "admit" | "full" | "too-large";
-
-export interface AdmissionGate {
-  /** May one more request of `tokens` KV footprint go to this backend now? */
+/** What a backend can take: its caps and, when it is watched, its engine's state. */
+export interface BackendCapacity {
+  /** Requests it may have in flight (maxInFlightRequests). */
+  readonly slots: number;
+  /** KV tokens the requests in flight may reserve (engine capacity, else maxInFlightTokens). */
+  readonly kvBudget: number | undefined;
+  /** Fraction of the engine's KV cache in use above which nothing more goes. */
+  readonly kvWatermark: number;
   /**
-   * `share.reserve` (0..0.5): the fraction of the capacity this request may not use —
-   * headroom kept for tenants below their share. `share.below`: the request's tenant is
-   * below its share of the in-flight requests, so the engine-queue bound does not hold it
-   * (it joins vLLM's short queue at once instead of waiting for the next engine step).
+   * Prompt tokens that may be waiting for their prefill in the engine (maxPrefillTokensInFlight):
+   * vLLM finishes a started prefill before it starts the next request's, so what is queued
+   * ahead of a short prompt is what it waits for.
    */
-  check(
-    backend: Readonly<BackendConfig> | undefined,
-    load: BackendLoad,
-    tokens: number,
-    share?: { reserve?: number; below?: boolean },
-  ): AdmissionVerdict;
-  /** The KV tokens the backend can hold (engine capacity, else the in-flight token cap). */
-  kvBudgetTokens(backend: Readonly<BackendConfig> | undefined): number | undefined;
-  /**
-   * The requests the gate lets the backend have in flight for a request that must leave
-   * `reserve` of the capacity free (unbounded when it does not count requests).
-   */
-  requestSlots?(backend: Readonly<BackendConfig> | undefined, reserve: number): number;
+  readonly prefillBudget: number | undefined;
+  /** Requests allowed to sit in the engine's own queue (as the engine reports it). */
+  readonly maxEngineWaiting: number;
+  readonly engine: EngineSignals | undefined;
 }
 
+/** Room held back from a request for other tenants (their reservations, share-rules.ts). */
+export interface HeldBack {
+  readonly slots: number;
+  readonly kvTokens: number;
+  readonly prefillTokens: number;
+}
+
+export const NOTHING_HELD: HeldBack = Object.freeze({ slots: 0, kvTokens: 0, prefillTokens: 0 });
+
+/**
+ * "admit": it may go now. "full": nothing more may go for this request (request cap, KV
+ * watermark, engine queue, stale engine data). "too-large": this request does not fit the
+ * KV room left, but a smaller one might. "prefill-full": its prompt does not fit the
+ * prefill room left; that room frees within an engine step or two, so it is kept for this
+ * request rather than given to later, smaller prompts.
+ */
+export type AdmissionVerdict = "admit" | "full" | "too-large" | "prefill-full";
+
+/**
+ * Work-conserving admission, a pure function: a request goes while the backend has room
+ * for it. The request cap and the KV budget always apply, and the prefill budget: a
+ * request whose prompt does not fit the prefill room left waits (one larger than the whole
+ * budget goes when nothing else is prefilling). With engine signals, also the KV-cache
+ * watermark and the engine's own queue. `held` is room kept for other tenants. A `light`
+ * request keeps its tenant within its share of every budget (share-rules.ts): it needs
+ * only the room to be there, so others' overshoot (KV their requests grew into past the
+ * watermark, up to halfway to a full cache; a prompt longer than the prefill budget; the
+ * engine's queue) does not hold it.
+ * An idle backend always takes one request, however large, so nothing waits forever.
+ */
+export function admission(
+  capacity: BackendCapacity,
+  load: BackendLoad,
+  need: RequestNeed,
+  held: HeldBack = NOTHING_HELD,
+  light = false,
+): AdmissionVerdict {
+  if (load.inFlight + held.slots >= capacity.slots) return "full";
+  const engine = capacity.engine;
+  // A loading, dead or unobserved engine gets nothing, not even one request.
+  if (engine && !engine.fresh) return "full";
+  if (load.inFlight === 0) return "admit";
+  if (engine) {
+    // The watermark keeps the engine's real usage, which grows as requests generate, off
+    // the ceiling. What others' requests grew into does not hold a light request back, up
+    // to halfway from the watermark to a full cache.
+    const heldFraction = engine.kvCapacityTokens ? held.kvTokens / engine.kvCapacityTokens : 0;
+    const ceiling = light ? (capacity.kvWatermark + 1) / 2 : capacity.kvWatermark;
+    if (engine.kvCacheUsage + heldFraction >= ceiling) return "full";
+    if (engine.waiting > capacity.maxEngineWaiting && !light) return "full";
+  }
+  const budget = capacity.kvBudget;
+  if (budget !== undefined && load.inFlightTokens + held.kvTokens + need.kvTokens > budget)
+    return "too-large";
+  const prefill = capacity.prefillBudget;
+  // A prompt longer than the room left goes once the backlog is down to half the budget,
+  // so the longest prompts neither wait for an empty engine nor queue behind a full one.
+  if (
+    prefill !== undefined &&
+    !light &&
+    load.prefillTokens > 0 &&
+    load.prefillTokens + held.prefillTokens + need.prefillTokens > prefill &&
+    load.prefillTokens + held.prefillTokens > prefill / 2
+  )
+    return "prefill-full";
+  return "admit";
+}
+
+/** Tells the fair queue what each backend can take now. */
+export interface AdmissionGate {
+  capacity(backend: Readonly<BackendConfig> | undefined): BackendCapacity;
+}
+
+const UNBOUNDED: BackendCapacity = Object.freeze({
+  slots: Number.POSITIVE_INFINITY,
+  kvBudget: undefined,
+  kvWatermark: 1,
+  prefillBudget: undefined,
+  maxEngineWaiting: Number.POSITIVE_INFINITY,
+  engine: undefined,
+});
+
 /** Admits everything: what a gateway without admission control does. */
-export const OPEN_GATE: AdmissionGate = { check: () => "admit", kvBudgetTokens: () => undefined };
+export const OPEN_GATE: AdmissionGate = { capacity: () => UNBOUNDED };
 
 export interface EngineAwareGateOptions {
   /** Engine state per backend name; undefined (no poller) leaves the decision to the caps. */
@@ -68,12 +149,7 @@ export interface EngineAwareGateOptions {
   maxEngineWaiting?: number;
 }
 
-/**
- * Work-conserving admission: dispatch while the backend has headroom. In-flight request
- * and token caps always apply; with engine signals, also the KV-cache watermark, the KV
- * budget and a short engine queue. An idle backend always takes one request, however
- * large, so nothing waits forever.
- */
+/** The backend's caps, and its engine's state when a poller watches it. */
 export class EngineAwareGate implements AdmissionGate {
   readonly #signals: EngineAwareGateOptions["engineSignals"];
   readonly #maxEngineWaiting: number;
@@ -83,57 +159,18 @@ export class EngineAwareGate implements AdmissionGate {
     this.#maxEngineWaiting = options.maxEngineWaiting ?? 2;
   }
 
-  check(
-    backend: Readonly<BackendConfig> | undefined,
-    load: BackendLoad,
-    tokens: number,
-    share: { reserve?: number; below?: boolean } = {},
-  ): AdmissionVerdict {
-    const reserve = share.reserve ?? 0;
-    const keep = 1 - Math.min(Math.max(reserve, 0), 0.5);
-    if (load.inFlight >= requestSlots(backend, reserve)) return "full";
+  capacity(backend: Readonly<BackendConfig> | undefined): BackendCapacity {
     const engine = backend ? this.#signals?.(backend.name) : undefined;
-    // A loading, dead or unobserved engine gets nothing, not even one request.
-    if (engine && !engine.fresh) return "full";
-    if (load.inFlight === 0) return "admit";
-    if (engine) {
-      if (engine.kvCacheUsage >= (backend?.kvCacheHighWatermark ?? 1) - (1 - keep)) return "full";
-      // Requests we sent that the engine is not running yet sit in its queue, seen or not.
-      const engineQueue = Math.max(engine.waiting, load.inFlight - engine.running);
-      if (engineQueue > this.#maxEngineWaiting && !share.below) return "full";
-    }
-    const budget = kvBudget(backend, engine);
-    if (budget !== undefined && load.inFlightTokens + tokens > budget * keep) return "too-large";
-    return "admit";
+    const engineTokens = engine?.kvCapacityTokens;
+    const cap = backend?.maxInFlightTokens;
+    return {
+      slots: backend?.maxInFlightRequests ?? Number.POSITIVE_INFINITY,
+      kvBudget:
+        engineTokens === undefined ? cap : cap === undefined ? engineTokens : Math.min(cap, engineTokens),
+      kvWatermark: backend?.kvCacheHighWatermark ?? 1,
+      prefillBudget: backend?.maxPrefillTokensInFlight,
+      maxEngineWaiting: this.#maxEngineWaiting,
+      engine,
+    };
   }
-
-  kvBudgetTokens(backend: Readonly<BackendConfig> | undefined): number | undefined {
-    return kvBudget(backend, backend ? this.#signals?.(backend.name) : undefined);
-  }
-
-  requestSlots(backend: Readonly<BackendConfig> | undefined, reserve: number): number {
-    return requestSlots(backend, reserve);
-  }
-}
-
-/**
- * The requests a backend may have in flight for a request that must leave `reserve`
- * (0..0.5) of the capacity free: unbounded without maxInFlightRequests. At least one slot
- * is kept back however small the cap (5 % of 8 would round to none).
- */
-function requestSlots(backend: Readonly<BackendConfig> | undefined, reserve = 0): number {
-  const cap = backend?.maxInFlightRequests ?? Number.POSITIVE_INFINITY;
-  const keep = 1 - Math.min(Math.max(reserve, 0), 0.5);
-  return reserve > 0 && Number.isFinite(cap) ? Math.max(1, Math.min(cap - 1, Math.floor(cap * keep))) : cap;
-}
-
-/** The engine's KV capacity and the backend's in-flight token cap, whichever is smaller. */
-function kvBudget(
-  backend: Readonly<BackendConfig> | undefined,
-  engine: EngineSignals | undefined,
-): number | undefined {
-  const capacity = engine?.kvCapacityTokens;
-  const cap = backend?.maxInFlightTokens;
-  if (capacity === undefined) return cap;
-  return cap === undefined ? capacity : Math.min(cap, capacity);
 }

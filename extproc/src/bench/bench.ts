@@ -86,13 +86,11 @@ export async function runBench(options: BenchOptions): Promise<BenchResult> {
   for (const scenario of scenarios) {
     let solo: Map<string, Percentiles> | undefined;
     if (scenario.soloTenants?.length) {
-      // Alone on the engine the policy does not matter; FCFS passthrough is "vLLM alone".
-      const run = await runScenario(scenario, contender("fcfs"), {
-        ...runOptions,
-        onlyTenants: scenario.soloTenants,
-      });
+      // Each tenant alone on the engine, where the policy does not matter: FCFS passthrough
+      // is "vLLM alone".
       solo = new Map();
       for (const tenant of scenario.soloTenants) {
+        const run = await runScenario(scenario, contender("fcfs"), { ...runOptions, onlyTenants: [tenant] });
         const ttft = run.records
           .filter(
             (r) =>
@@ -125,17 +123,22 @@ export async function runBench(options: BenchOptions): Promise<BenchResult> {
   };
 }
 
+/** Traces with at most this many tenants measure each of them alone too. */
+const SOLO_TENANTS_MAX = 16;
+
 /** A scenario replaying a trace: every tenant in it, with the policy's weights. */
 export function traceScenario(name: string, trace: readonly TraceRecord[], ttftSloMs = 2_000): Scenario {
   const last = trace.at(-1)?.atMs ?? 0;
+  const tenants = [...new Set(trace.map((r) => r.tenant))];
   return {
     name: `TRACE ${name}`,
-    description: `${trace.length} requests from ${new Set(trace.map((r) => r.tenant)).size} tenants over ${Math.round(last / 1000)} s, replayed`,
+    description: `${trace.length} requests from ${tenants.length} tenants over ${Math.round(last / 1000)} s, replayed`,
     durationMs: Math.max(1, last),
     warmupMs: 0,
     ttftSloMs,
     tenants: [],
     trace,
+    ...(tenants.length <= SOLO_TENANTS_MAX ? { soloTenants: tenants.sort() } : {}),
   };
 }
 
@@ -158,6 +161,8 @@ export function formatBench(result: BenchResult, options: { perTenant?: boolean 
           "policy",
           "jain",
           "min svc/ent",
+          "jain (cost)",
+          "min (cost)",
           "total tok/s",
           "vs fcfs",
           `goodput req/s (ttft<=${fmtMs(scenario.ttftSloMs)})`,
@@ -177,10 +182,15 @@ export function formatBench(result: BenchResult, options: { perTenant?: boolean 
           const minRatio = Math.min(
             ...run.tenants.filter((t) => t.entitlement > 0).map((t) => t.serviceVsEntitlement),
           );
+          const minCostRatio = Math.min(
+            ...run.tenants.filter((t) => t.costEntitlement > 0).map((t) => t.costVsEntitlement),
+          );
           return [
             run.policy,
             fmtNumber(run.jain, 3),
             fmtNumber(minRatio, 2),
+            fmtNumber(run.jainCost, 3),
+            fmtNumber(minCostRatio, 2),
             fmtNumber(run.totalServiceTokensPerSec),
             fcfs ? `${fmtNumber(run.totalServiceTokensPerSec / fcfs.totalServiceTokensPerSec, 2)}x` : "-",
             fmtNumber(run.goodputRps, 2),
@@ -217,6 +227,7 @@ export function formatBench(result: BenchResult, options: { perTenant?: boolean 
               "share",
               "entitled",
               "svc/ent",
+              "svc/ent (cost)",
               "ttft p50",
               "ttft p90",
               "ttft p99",
@@ -236,6 +247,7 @@ export function formatBench(result: BenchResult, options: { perTenant?: boolean 
               fmtPct(t.share),
               fmtPct(t.entitlement),
               fmtNumber(t.serviceVsEntitlement, 2),
+              fmtNumber(t.costVsEntitlement, 2),
               fmtMs(t.ttftMs.p50),
               fmtMs(t.ttftMs.p90),
               fmtMs(t.ttftMs.p99),

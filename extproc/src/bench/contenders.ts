@@ -9,7 +9,7 @@ import type { FAIRNESS_POLICY_NAMES } from "../config/schema.ts";
 import { FairgateError } from "../errors.ts";
 import { FairQueueScheduler } from "../queue/fair-queue.ts";
 import { FcfsPolicy } from "../queue/policies/fcfs.ts";
-import { fairnessPolicyFor } from "../queue/policies/index.ts";
+import { queuePolicyFor } from "../queue/policies/index.ts";
 import type { Scheduler } from "../scheduler/types.ts";
 import { LocalRateLimiter } from "./rate-limiter.ts";
 
@@ -100,16 +100,20 @@ function fairQueue(
   return new FairQueueScheduler({
     policy: context.policy,
     clock: context.clock,
-    fairness: fairnessPolicyFor({ policy, starvationBound: scheduling.starvationBound }),
+    fairness: queuePolicyFor({ ...scheduling, policy }, () => context.clock.now()),
     gate: new EngineAwareGate({
       engineSignals: context.engineSignals,
       maxEngineWaiting: scheduling.maxEngineWaiting,
     }),
-    // Context-window scheduling (bounded bypass, per-tenant KV shares) is fairgate's own;
-    // the baselines keep only the admission gate.
+    // Context-window scheduling (bounded bypass, shares, reservations) and the cost model
+    // are fairgate's own; the baselines keep only the admission gate and count tokens.
     ...(policy === "vtc"
-      ? { maxBypass: scheduling.maxBypass, headroom: scheduling.headroom }
-      : { maxBypass: 0, tenantKvShares: false }),
+      ? {
+          maxBypass: scheduling.maxBypass,
+          reservationWindowMs: scheduling.reservationWindowMs,
+          cost: scheduling.cost,
+        }
+      : { maxBypass: 0 }),
     name: policy === "vtc" ? "fairgate" : policy,
     engineSignals: context.engineSignals,
   });

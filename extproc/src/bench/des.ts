@@ -9,11 +9,13 @@ import type { EngineSignals } from "../admission/gate.ts";
 import { compilePolicy, type Policy } from "../config/policy.ts";
 import { type ParsedPolicy, type PolicyInput, policySchema } from "../config/schema.ts";
 import { CounterRate } from "../engine/engine-state.ts";
-import { FairgateError } from "../errors.ts";
+import type { FairgateError } from "../errors.ts";
+import { outputTokensCost, requestCost } from "../queue/cost.ts";
 import { deadlineRefusal } from "../scheduler/deadline.ts";
+import { httpRefusal } from "../scheduler/refusal.ts";
 import type { SchedulingRequest } from "../scheduler/types.ts";
 import { EngineModel } from "../sim/engine-model.ts";
-import { EngineRunner } from "../sim/engine-runner.ts";
+import { type EngineObserver, EngineRunner } from "../sim/engine-runner.ts";
 import type { EnginePreset } from "../sim/presets.ts";
 import { deriveSeed, seededRandom } from "../sim/random.ts";
 import { VirtualClock } from "../sim/virtual-clock.ts";
@@ -62,8 +64,12 @@ export interface TenantService {
   /** Prompt + output tokens served inside the measurement window. */
   serviceTokens: number;
   outputTokens: number;
+  /** The same service in the policy's cost (queue/cost.ts). */
+  serviceCost: number;
   /** Prompt + output tokens requested inside the window (open loop), for entitlements. */
   offeredTokens: number;
+  /** What they would cost. */
+  offeredCost: number;
   /** Closed-loop tenants are always backlogged: their demand is unbounded. */
   backlogged: boolean;
   weight: number;
@@ -95,6 +101,8 @@ export interface RunOptions {
   readonly basePolicy?: ParsedPolicy;
   /** Only these tenants send (solo measurements). */
   readonly onlyTenants?: readonly string[];
+  /** Watches the engine (every step and request), e.g. to measure what requests cost it. */
+  readonly engineObserver?: EngineObserver;
 }
 
 const DEFAULT_MAX_TOKENS = 1024;
@@ -174,9 +182,12 @@ export async function runScenario(
   const seed = options.seed ?? 1;
   const clock = new VirtualClock(0);
   const policy = scenarioPolicy(scenario, options.policyOverrides, options.basePolicy);
+  // Service is also measured in the policy's cost, whatever the contender charges.
+  const cost = policy.source.scheduling.cost;
   const backend = policy.backends[0]?.name ?? "default";
-  const model = new EngineModel(options.preset);
+  const model = new EngineModel(options.preset, { recordBatch: options.engineObserver !== undefined });
   const runner = new EngineRunner(model, clock);
+  if (options.engineObserver) runner.addObserver(options.engineObserver);
   const kvCapacityTokens = options.preset.numGpuBlocks * options.preset.blockSize;
   let signals: EngineSignals = { running: 0, waiting: 0, kvCacheUsage: 0, kvCapacityTokens, fresh: true };
   const instance = contender.build({
@@ -202,7 +213,9 @@ export async function runScenario(
     service.set(tenant.id, {
       serviceTokens: 0,
       outputTokens: 0,
+      serviceCost: 0,
       offeredTokens: 0,
+      offeredCost: 0,
       backlogged: workload?.arrival.kind === "closed",
       weight: tenant.weight,
     });
@@ -234,7 +247,10 @@ export async function runScenario(
     };
     records.push(record);
     const account = service.get(tenant);
-    if (account && inWindow(now)) account.offeredTokens += promptTokens + record.outputTokens;
+    if (account && inWindow(now)) {
+      account.offeredTokens += promptTokens + record.outputTokens;
+      account.offeredCost += requestCost(cost, promptTokens, record.outputTokens);
+    }
     const tenantPolicy = policy.tenantFor(tenant);
     const refusal = instance.admit?.(tenant, tenantPolicy.weight, promptTokens + maxTokens, now);
     if (refusal) {
@@ -275,15 +291,20 @@ export async function runScenario(
           {
             onFirstToken: (t) => {
               record.firstTokenMs = t;
+              dispatch.firstToken?.();
               prefill.observe(t - (record.dispatchedMs ?? t), promptTokens);
-              if (account && inWindow(t)) account.serviceTokens += promptTokens;
+              if (account && inWindow(t)) {
+                account.serviceTokens += promptTokens;
+                account.serviceCost += cost.promptToken * promptTokens;
+              }
             },
             onTokens: (count, t) => {
-              record.generated += count;
               if (account && inWindow(t)) {
                 account.serviceTokens += count;
                 account.outputTokens += count;
+                account.serviceCost += outputTokensCost(cost, promptTokens, record.generated, count);
               }
+              record.generated += count;
             },
             onFinish: (usage, t) => {
               record.finishedMs = t;
@@ -296,8 +317,9 @@ export async function runScenario(
       },
       (error: unknown) => {
         outstanding--;
-        record.refused = error instanceof FairgateError ? error.code : "error";
-        done?.(error instanceof FairgateError ? retryAfterMs(error) : 1_000);
+        const refusal = httpRefusal(error);
+        record.refused = refusal?.code ?? "error";
+        done?.(refusal ? retryAfterMs(refusal) : 1_000);
       },
     );
   };

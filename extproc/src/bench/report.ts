@@ -4,7 +4,7 @@
  * throughput, goodput under the TTFT objective and the accuracy of fairgate's wait
  * estimates. Rendered as text tables or JSON.
  */
-import type { RequestRecord, RunResult, Scenario } from "./des.ts";
+import type { RequestRecord, RunResult, Scenario, TenantService } from "./des.ts";
 import { jainIndex, percentile, weightedMaxMin } from "./stats.ts";
 
 export interface TenantReport {
@@ -25,6 +25,11 @@ export interface TenantReport {
   entitlement: number;
   /** share / entitlement: 1 is exactly fair, below 1 is shortchanged. */
   serviceVsEntitlement: number;
+  /** The same in the policy's cost (queue/cost.ts): what the fair queue counts. */
+  serviceCostPerSec: number;
+  costShare: number;
+  costEntitlement: number;
+  costVsEntitlement: number;
   /** Requests whose TTFT met the scenario's objective, per second. */
   goodputRps: number;
   /** TTFT alone (solo run), when the scenario measures one. */
@@ -66,6 +71,8 @@ export interface RunReport {
   scenario: string;
   policy: string;
   jain: number;
+  /** Jain's index over service ÷ entitlement counted in cost. */
+  jainCost: number;
   totalServiceTokensPerSec: number;
   totalOutputTokensPerSec: number;
   goodputRps: number;
@@ -88,14 +95,18 @@ export function reportRun(
   const windowSec = run.windowMs / 1000;
   const inWindow = (r: RequestRecord) => r.arrivalMs >= warmup && r.arrivalMs <= scenario.durationMs;
   const totalService = [...run.service.values()].reduce((sum, s) => sum + s.serviceTokens, 0);
-  const entitlements = weightedMaxMin(
-    totalService,
-    [...run.service].map(([id, s]) => ({
-      id,
-      weight: s.weight,
-      demand: s.backlogged ? Number.POSITIVE_INFINITY : s.offeredTokens,
-    })),
-  );
+  const totalCost = [...run.service.values()].reduce((sum, s) => sum + s.serviceCost, 0);
+  const entitlementsIn = (total: number, offered: (s: TenantService) => number) =>
+    weightedMaxMin(
+      total,
+      [...run.service].map(([id, s]) => ({
+        id,
+        weight: s.weight,
+        demand: s.backlogged ? Number.POSITIVE_INFINITY : offered(s),
+      })),
+    );
+  const entitlements = entitlementsIn(totalService, (s) => s.offeredTokens);
+  const costEntitlements = entitlementsIn(totalCost, (s) => s.offeredCost);
   const byTenant = new Map<string, RequestRecord[]>();
   for (const record of run.records) {
     if (!inWindow(record)) continue;
@@ -124,6 +135,8 @@ export function reportRun(
     refusedTotal += refused;
     const entitlement = totalService > 0 ? (entitlements.get(tenant) ?? 0) / totalService : 0;
     const share = totalService > 0 ? account.serviceTokens / totalService : 0;
+    const costEntitlement = totalCost > 0 ? (costEntitlements.get(tenant) ?? 0) / totalCost : 0;
+    const costShare = totalCost > 0 ? account.serviceCost / totalCost : 0;
     const report: TenantReport = {
       tenant,
       weight: account.weight,
@@ -138,6 +151,10 @@ export function reportRun(
       share,
       entitlement,
       serviceVsEntitlement: entitlement > 0 ? share / entitlement : Number.NaN,
+      serviceCostPerSec: account.serviceCost / windowSec,
+      costShare,
+      costEntitlement,
+      costVsEntitlement: costEntitlement > 0 ? costShare / costEntitlement : Number.NaN,
       goodputRps: goodCount / windowSec,
     };
     const soloTtft = solo?.get(tenant);
@@ -145,12 +162,16 @@ export function reportRun(
     tenants.push(report);
   }
   const ratios = tenants.filter((t) => t.entitlement > 0).map((t) => Math.min(t.serviceVsEntitlement, 1));
+  const costRatios = tenants
+    .filter((t) => t.costEntitlement > 0)
+    .map((t) => Math.min(t.costVsEntitlement, 1));
   return {
     scenario: scenario.name,
     policy: run.contender,
     // Service beyond entitlement is not unfairness to anyone else when others got theirs,
     // so ratios are capped at 1 before Jain's index.
     jain: jainIndex(ratios),
+    jainCost: jainIndex(costRatios),
     totalServiceTokensPerSec: totalService / windowSec,
     totalOutputTokensPerSec: tenants.reduce((sum, t) => sum + t.outputTokensPerSec, 0),
     goodputRps: good / windowSec,

@@ -170,6 +170,7 @@ export const SCENARIOS: Readonly<Record<string, ScenarioBuilder>> = Object.freez
     warmupMs: d * 0.05,
     ttftSloMs: 2_000,
     clientMaxWaitMs: 2_000 / 2,
+    soloTenants: ["steady-1", "steady-2", "bursty-1", "bursty-2"],
     tenants: [
       chat("steady-1", 0.3 * c.requestsPerSecond),
       chat("steady-2", 0.3 * c.requestsPerSecond),
@@ -192,6 +193,7 @@ export const SCENARIOS: Readonly<Record<string, ScenarioBuilder>> = Object.freez
     warmupMs: d * 0.1,
     ttftSloMs: 2_000,
     clientMaxWaitMs: 2_000 / 2,
+    soloTenants: ["short-1", "short-2"],
     tenants: [
       {
         ...chat("short-1", 0.3 * c.requestsPerSecond),
@@ -262,6 +264,7 @@ export const SCENARIOS: Readonly<Record<string, ScenarioBuilder>> = Object.freez
     warmupMs: d * 0.1,
     ttftSloMs: 2_000,
     clientMaxWaitMs: 2_000 / 2,
+    soloTenants: Array.from({ length: 12 }, (_, i) => `tenant-${String(i + 1).padStart(2, "0")}`),
     tenants: Array.from({ length: 12 }, (_, i) => ({
       tenant: `tenant-${String(i + 1).padStart(2, "0")}`,
       arrival: {

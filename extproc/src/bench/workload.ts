@@ -1,10 +1,9 @@
 /**
  * What the simulated clients send: per-tenant arrival processes and length distributions,
  * or a replayed JSONL trace. Everything random draws from a seeded generator, so a run is
- * reproducible from its seed.
+ * reproducible from its seed. Replayed traces are read by traces.ts.
  */
-import { readFile } from "node:fs/promises";
-import { exponential, logNormal, seededRandom } from "../sim/random.ts";
+import { exponential, logNormal } from "../sim/random.ts";
 
 export type LengthDistribution =
   | { readonly kind: "fixed"; readonly tokens: number }
@@ -154,129 +153,4 @@ export function nextArrival(
       return undefined;
   }
   return at < endMs ? at : undefined;
-}
-
-/** Reads a JSONL trace: one {"timestamp"|"at_ms", "tenant", "prompt_tokens", "output_tokens"} per line. */
-export async function readTrace(path: string, options: TraceOptions = {}): Promise<TraceRecord[]> {
-  return parseTrace(await readFile(path, "utf8"), path, options);
-}
-
-/**
- * How a trace is read. The Azure LLM inference traces (TIMESTAMP,ContextTokens,
- * GeneratedTokens) name no tenants: each request goes to one of `tenants` tenants with
- * Zipf (s = 1) probabilities, drawn from `seed`. `speedup` compresses time, so a trace
- * recorded on a larger deployment loads a single simulated engine.
- */
-export interface TraceOptions {
-  readonly tenants?: number;
-  readonly seed?: number;
-  readonly speedup?: number;
-}
-
-const AZURE_HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens";
-
-export function parseTrace(text: string, name = "trace", options: TraceOptions = {}): TraceRecord[] {
-  const speedup = options.speedup ?? 1;
-  if (!(speedup > 0) || !Number.isFinite(speedup))
-    throw new TraceError("the speedup must be a positive number");
-  const records = text.trimStart().startsWith(AZURE_HEADER)
-    ? parseAzureTrace(text, name, options)
-    : parseJsonlTrace(text, name);
-  return speedup === 1 ? records : records.map((r) => ({ ...r, atMs: r.atMs / speedup }));
-}
-
-function parseAzureTrace(text: string, name: string, options: TraceOptions): TraceRecord[] {
-  const tenants = options.tenants ?? 12;
-  if (!Number.isInteger(tenants) || tenants < 1)
-    throw new TraceError("the tenant count must be a positive integer");
-  const random = seededRandom(options.seed ?? 1);
-  const weights = Array.from({ length: tenants }, (_, i) => 1 / (i + 1));
-  const total = weights.reduce((a, b) => a + b, 0);
-  const pickTenant = () => {
-    let u = random() * total;
-    for (let i = 0; i < tenants; i++) {
-      u -= weights[i] as number;
-      if (u < 0) return i;
-    }
-    return tenants - 1;
-  };
-  const rows: Array<Omit<TraceRecord, "atMs"> & { at: number }> = [];
-  let header = true;
-  text.split("\n").forEach((line, index) => {
-    const trimmed = line.trim();
-    if (trimmed === "") return;
-    if (header) {
-      header = false;
-      return;
-    }
-    const where = `${name}:${index + 1}`;
-    const [timestamp, context, generated] = trimmed.split(",");
-    // "2023-11-16 18:15:46.6805900": UTC, with more fraction digits than Date.parse takes.
-    const at = Date.parse(`${(timestamp ?? "").replace(" ", "T").slice(0, 23)}Z`);
-    if (Number.isNaN(at)) throw new TraceError(`${where}: TIMESTAMP "${timestamp}" is not a date`);
-    const promptTokens = positiveInteger(Number(context), `${where}: ContextTokens`);
-    const outputTokens = positiveInteger(Number(generated), `${where}: GeneratedTokens`);
-    rows.push({
-      at,
-      tenant: `tenant-${String(pickTenant() + 1).padStart(2, "0")}`,
-      promptTokens,
-      outputTokens,
-    });
-  });
-  const origin = rows.reduce((min, r) => Math.min(min, r.at), Number.POSITIVE_INFINITY);
-  return rows.map(({ at, ...record }) => ({ atMs: at - origin, ...record })).sort((a, b) => a.atMs - b.atMs);
-}
-
-function parseJsonlTrace(text: string, name: string): TraceRecord[] {
-  // Timestamps are made relative to the earliest record, not the first line: logs written
-  // when requests finish are out of order by start time.
-  const rows: Array<{ at: number; relative: boolean; record: Omit<TraceRecord, "atMs"> }> = [];
-  text.split("\n").forEach((line, index) => {
-    const trimmed = line.trim();
-    if (trimmed === "" || trimmed.startsWith("#")) return;
-    const where = `${name}:${index + 1}`;
-    let row: Record<string, unknown>;
-    try {
-      row = JSON.parse(trimmed) as Record<string, unknown>;
-    } catch (error) {
-      throw new TraceError(`${where}: not JSON (${(error as Error).message})`);
-    }
-    if (row === null || typeof row !== "object" || Array.isArray(row))
-      throw new TraceError(`${where}: expected an object`);
-    const tenant = row.tenant;
-    if (typeof tenant !== "string" || tenant === "")
-      throw new TraceError(`${where}: "tenant" must be a non-empty string`);
-    const prompt = positiveInteger(row.prompt_tokens, `${where}: "prompt_tokens"`);
-    const output = positiveInteger(row.output_tokens, `${where}: "output_tokens"`);
-    const maxTokens =
-      row.max_tokens === undefined ? undefined : positiveInteger(row.max_tokens, `${where}: "max_tokens"`);
-    const record = {
-      tenant,
-      promptTokens: prompt,
-      outputTokens: output,
-      ...(maxTokens ? { maxTokens } : {}),
-    };
-    if (typeof row.at_ms === "number" && Number.isFinite(row.at_ms)) {
-      if (row.at_ms < 0) throw new TraceError(`${where}: "at_ms" must not be negative`);
-      rows.push({ at: row.at_ms, relative: true, record });
-    } else if (typeof row.timestamp === "number" && Number.isFinite(row.timestamp)) {
-      rows.push({ at: row.timestamp * 1000, relative: false, record });
-    } else if (typeof row.timestamp === "string" && !Number.isNaN(Date.parse(row.timestamp))) {
-      rows.push({ at: Date.parse(row.timestamp), relative: false, record });
-    } else throw new TraceError(`${where}: needs "timestamp" (seconds or ISO 8601) or "at_ms"`);
-  });
-  const absolute = rows.filter((r) => !r.relative).map((r) => r.at);
-  const origin = absolute.length > 0 ? Math.min(...absolute) : 0;
-  return rows
-    .map((r) => ({ atMs: r.relative ? r.at : r.at - origin, ...r.record }))
-    .sort((a, b) => a.atMs - b.atMs);
-}
-
-export class TraceError extends Error {}
-
-function positiveInteger(value: unknown, what: string): number {
-  if (typeof value !== "number" || !Number.isInteger(value) || value < 1) {
-    throw new TraceError(`${what} must be a positive integer`);
-  }
-  return value;
 }

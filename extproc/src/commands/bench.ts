@@ -4,9 +4,15 @@ import { writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { benchToJson, DEFAULT_COMPARE, formatBench, runBench, traceScenario } from "../bench/bench.ts";
 import { CONTENDERS } from "../bench/contenders.ts";
-import type { RequestRecord } from "../bench/des.ts";
+import type { RequestRecord, Scenario } from "../bench/des.ts";
+import {
+  DEFAULT_TRACE_DIR,
+  MIXED_SERVICES,
+  MissingTracesError,
+  mixedServicesScenario,
+} from "../bench/mixed-services.ts";
 import { SCENARIO_NAMES } from "../bench/scenarios.ts";
-import { readTrace, TraceError } from "../bench/workload.ts";
+import { mergeTraces, readTrace, TraceError } from "../bench/traces.ts";
 import { formatPolicyErrors, loadPolicyFile } from "../config/load.ts";
 import type { ParsedPolicy } from "../config/schema.ts";
 import { getPreset, PRESETS } from "../sim/presets.ts";
@@ -20,12 +26,18 @@ throughput, TTFT / end-to-end / queue-wait percentiles, service vs entitlement, 
 index, total throughput, goodput under a TTFT objective and estimate accuracy.
 
   --scenario NAME      a built-in scenario (repeatable, or comma-separated; default: all)
-                       ${SCENARIO_NAMES.join(", ")}
-  --trace FILE         replay a JSONL trace: one {"timestamp"|"at_ms", "tenant",
-                       "prompt_tokens", "output_tokens"[, "max_tokens"]} per line, or an
-                       Azure LLM inference trace CSV (TIMESTAMP,ContextTokens,GeneratedTokens)
-                       (without --scenario, only the trace runs)
-  --trace-tenants N    tenants an Azure trace's requests are spread over, Zipf (default 12)
+                       ${[...SCENARIO_NAMES, MIXED_SERVICES].join(", ")}
+                       (${MIXED_SERVICES} replays published traces: see --trace-dir)
+  --trace [TENANT=]FILE  replay a trace (repeatable: the traces are merged, each from its
+                       start): fairgate JSONL, one {"timestamp"|"at_ms", "tenant",
+                       "prompt_tokens", "output_tokens"[, "max_tokens"]} per line; an Azure
+                       LLM inference trace CSV (TIMESTAMP,ContextTokens,GeneratedTokens); or
+                       a Mooncake trace (JSONL with timestamp ms, input_length, output_length).
+                       TENANT= gives all its requests to that tenant. Without --scenario,
+                       only the traces run
+  --trace-dir DIR      where ${MIXED_SERVICES} finds its published traces (default
+                       ${DEFAULT_TRACE_DIR}/; scripts/fetch-traces.sh downloads them)
+  --trace-tenants N    tenants a trace that names none is spread over, Zipf (default 12)
   --trace-speedup X    replay the trace X times faster (default 1)
   --config FILE        run under this policy file (tiers, weights, limits, scheduling):
                        what-if for a candidate policy
@@ -55,9 +67,9 @@ export async function runBenchCommand(args: string[], io: CommandIo): Promise<nu
     .flatMap((s) => s.split(","))
     .map((s) => s.trim().toUpperCase())
     .filter(Boolean);
+  const known = [...SCENARIO_NAMES, MIXED_SERVICES];
   for (const name of scenarios)
-    if (!SCENARIO_NAMES.includes(name))
-      problems.push(`unknown scenario "${name}" (known: ${SCENARIO_NAMES.join(", ")})`);
+    if (!known.includes(name)) problems.push(`unknown scenario "${name}" (known: ${known.join(", ")})`);
   const policies = values.compare ? [...DEFAULT_COMPARE] : (values.policy ?? ["fairgate"]);
   for (const name of policies)
     if (!(name in CONTENDERS))
@@ -99,24 +111,52 @@ export async function runBenchCommand(args: string[], io: CommandIo): Promise<nu
     }
     basePolicy = loaded.policy.source;
   }
-  const extraScenarios = [];
-  if (values.trace) {
+  const extraScenarios: Array<() => Scenario> = [];
+  const traceArgs = values.trace ?? [];
+  if (traceArgs.length > 0) {
     try {
-      const trace = await readTrace(values.trace, { tenants: traceTenants, seed, speedup: traceSpeedup });
+      const traces = await Promise.all(
+        traceArgs.map((arg) => {
+          const { tenant, file } = traceArgument(arg);
+          return readTrace(file, {
+            ...(tenant ? { tenant } : {}),
+            tenants: traceTenants,
+            seed,
+            speedup: traceSpeedup,
+          });
+        }),
+      );
+      const trace = mergeTraces(traces);
       if (trace.length === 0) {
-        io.stderr(`fairgate bench: ${values.trace} holds no requests\n`);
+        io.stderr(`fairgate bench: ${traceArgs.join(", ")} holds no requests\n`);
         return 2;
       }
-      const name = values.trace;
+      const name = traceArgs.join(" + ");
       extraScenarios.push(() => traceScenario(name, trace, slo));
     } catch (error) {
       io.stderr(
-        `fairgate bench: ${error instanceof TraceError ? error.message : `cannot read ${values.trace}: ${(error as Error).message}`}\n`,
+        `fairgate bench: ${error instanceof TraceError ? error.message : `cannot read ${traceArgs.join(", ")}: ${(error as Error).message}`}\n`,
       );
       return 2;
     }
   }
-  const chosen = scenarios.length > 0 ? scenarios : values.trace ? [] : SCENARIO_NAMES;
+  const everything = scenarios.length === 0 && traceArgs.length === 0;
+  if (everything || scenarios.includes(MIXED_SERVICES)) {
+    const dir = values["trace-dir"] ?? DEFAULT_TRACE_DIR;
+    try {
+      const mixed = await mixedServicesScenario(dir);
+      extraScenarios.unshift(() => mixed);
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      // Run without it only when nobody asked for it by name.
+      if (!everything || !(error instanceof MissingTracesError)) {
+        io.stderr(`fairgate bench: ${message}\n`);
+        return 2;
+      }
+      io.stderr(`fairgate bench: skipping ${message}\n`);
+    }
+  }
+  const chosen = everything ? SCENARIO_NAMES : scenarios.filter((s) => s !== MIXED_SERVICES);
   const jsonToStdout = values.json === "-";
   const text = jsonToStdout ? io.stderr : io.stdout;
   const progress = values.quiet ? undefined : progressPrinter(io);
@@ -161,7 +201,8 @@ function parse(args: string[]) {
     allowPositionals: false,
     options: {
       scenario: { type: "string", multiple: true },
-      trace: { type: "string" },
+      trace: { type: "string", multiple: true },
+      "trace-dir": { type: "string" },
       "trace-tenants": { type: "string" },
       "trace-speedup": { type: "string" },
       config: { type: "string" },
@@ -179,6 +220,12 @@ function parse(args: string[]) {
       help: { type: "boolean", short: "h" },
     },
   }).values;
+}
+
+/** `--trace [TENANT=]FILE`: a tenant name is letters, digits and . _ @ : - before the first "=". */
+function traceArgument(arg: string): { tenant: string | undefined; file: string } {
+  const match = /^([A-Za-z0-9][A-Za-z0-9._@:-]{0,127})=(.+)$/.exec(arg);
+  return match ? { tenant: match[1], file: match[2] as string } : { tenant: undefined, file: arg };
 }
 
 /** A progress bar on a terminal; one line per finished run otherwise. */

@@ -10,6 +10,8 @@ const listenAddress = z
   .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):\d{1,5}$/, "must be HOST:PORT, e.g. 0.0.0.0:9002 or :9002");
 
 const positiveInt = z.number().int().positive();
+/** Fitted to the simulated engine: docs/benchmarks.md, "What a request costs". */
+const DEFAULT_CONTEXT_PER_OUTPUT_TOKEN = 0.006;
 const nonNegativeInt = z.number().int().nonnegative();
 
 export const limitsSchema = z.strictObject({
@@ -73,6 +75,9 @@ const backendSchema = z.strictObject({
   maxInFlightRequests: positiveInt.default(256),
   maxInFlightTokens: positiveInt.optional(),
   kvCacheHighWatermark: z.number().gt(0).lte(1).default(0.85),
+  /** Prompt tokens that may wait for their prefill in the engine at once (about one engine
+   * step's worth: vLLM's max_num_batched_tokens); a longer prompt goes alone. */
+  maxPrefillTokensInFlight: positiveInt.default(16_384),
   /** How often the engine poller scrapes each `metrics` URL (and its /health). */
   scrapeIntervalMs: positiveInt.default(200),
   /** The engine runs vLLM with --scheduling-policy priority: pass each request's tier
@@ -136,10 +141,21 @@ const schedulingSchema = z.strictObject({
   /** How many later, smaller requests may overtake one too large for the KV room left,
    * before it blocks the queue until the room frees. */
   maxBypass: nonNegativeInt.default(16),
-  /** Fraction of a backend's capacity (request cap, KV budget, KV watermark) a tenant at or
-   * above its share of the in-flight requests may not use while others are active: room
-   * kept so a light tenant's request starts at once. */
-  headroom: z.number().min(0).max(0.5).default(0.05),
+  /** What a request costs the engine, the unit fairness is counted in (queue/cost.ts). */
+  cost: z
+    .strictObject({
+      promptToken: z.number().nonnegative().default(1),
+      outputToken: z.number().nonnegative().default(1),
+      contextPerOutputToken: z.number().nonnegative().default(DEFAULT_CONTEXT_PER_OUTPUT_TOKEN),
+    })
+    .prefault({}),
+  /** A tenant active within this window that used less than its share may get ahead of
+   * the others by up to this many ms of a unit weight's recent service when it bursts
+   * (VTC only; 0: no credit; a newcomer has none). */
+  burstCreditMs: nonNegativeInt.max(600_000).default(120_000),
+  /** How long a tenant's recent peak of in-flight work stays reserved for it while it has
+   * nothing queued, so its next request starts at once (0: no reservations). */
+  reservationWindowMs: nonNegativeInt.max(600_000).default(10_000),
 });
 
 export const policySchema = z.strictObject({

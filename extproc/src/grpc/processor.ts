@@ -15,7 +15,7 @@ import {
 import { hasBudgetLimits } from "../budget/store.ts";
 import type { Clock } from "../clock.ts";
 import type { Policy, TenantPolicy } from "../config/policy.ts";
-import { FairgateError, isFairgateError } from "../errors.ts";
+import { FairgateError } from "../errors.ts";
 import { identify } from "../identity/identify.ts";
 import type { Logger } from "../log.ts";
 import type { GatewayMetrics } from "../metrics/gateway-metrics.ts";
@@ -23,6 +23,7 @@ import { type ApiKind, classifyRequest, type ParsedRequest, parseRequestBody } f
 import type { TokenCounter } from "../openai/tokens.ts";
 import { deadlineRefusal } from "../scheduler/deadline.ts";
 import { ESTIMATE_HEADERS, estimateHeaders } from "../scheduler/estimate-headers.ts";
+import { httpRefusal } from "../scheduler/refusal.ts";
 import type { Dispatch, Scheduler } from "../scheduler/types.ts";
 import type {
   CommonResponse,
@@ -471,7 +472,7 @@ export class StreamProcessor {
   }
 
   #refuse(error: unknown): void {
-    const refusal = isFairgateError(error) ? error : internalError(error, this.#ctx.logger, this.#id);
+    const refusal = httpRefusal(error) ?? internalError(error, this.#ctx.logger, this.#id);
     this.#ctx.metrics.countRequest(this.#tenant, "refused", refusal.code);
     const extra: Record<string, string> = this.#ticket ? rateLimitHeaders(this.#ticket.snapshot) : {};
     if (this.#tenant) extra[HEADERS.tenant] = this.#tenant.id;

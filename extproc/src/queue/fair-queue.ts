@@ -1,38 +1,46 @@
 import {
   type AdmissionGate,
   type AdmissionVerdict,
+  admission,
+  type BackendCapacity,
   EngineAwareGate,
   type EngineSignals,
+  type HeldBack,
+  NOTHING_HELD,
+  type RequestNeed,
 } from "../admission/gate.ts";
 import type { Clock, TimerHandle } from "../clock.ts";
 import type { Policy } from "../config/policy.ts";
-import { FairgateError } from "../errors.ts";
 import { BackendEstimator, type QueueEvent, type QueueWaitEstimate } from "../estimate/backend-estimator.ts";
-import { refusalHeaders } from "../scheduler/estimate-headers.ts";
 import { ServiceRate } from "../scheduler/service-rate.ts";
-import type {
-  Dispatch,
-  DispatchOutcome,
-  Scheduler,
-  SchedulerSnapshot,
-  SchedulingRequest,
-  Submission,
-  TenantQueueState,
-  WaitEstimate,
-} from "../scheduler/types.ts";
-import { OutputPredictor } from "./output-predictor.ts";
 import {
-  type FairnessPolicy,
-  type FairnessPolicyFactory,
-  type QueuedRequest,
-  type SharedCounters,
-  serviceTokens,
-} from "./policy.ts";
+  type Dispatch,
+  type DispatchOutcome,
+  QueueRefusal,
+  type Scheduler,
+  type SchedulerSnapshot,
+  type SchedulingRequest,
+  type Submission,
+  type TenantQueueState,
+  type WaitEstimate,
+} from "../scheduler/types.ts";
+import { type CostWeights, requestCost, TOKEN_COUNTING } from "./cost.ts";
+import { BackendLedger, type LedgerTenant } from "./ledger.ts";
+import { OutputPredictor } from "./output-predictor.ts";
+import type { QueuedRequest, QueuePolicy, QueuePolicyFactory, SharedCounters } from "./policy.ts";
+import { type OwedAtLeast, ReservationBook } from "./reservations.ts";
 import type { SharedQueueState } from "./shared-state.ts";
 
-interface Waiter {
+/** A request as the queue holds it, waiting or in flight. */
+interface Held {
   readonly item: QueuedRequest;
   readonly request: SchedulingRequest;
+  /** The KV it reserves (prompt + the output reserved for it, OutputPredictor.reserve) and its prompt to prefill. */
+  readonly need: RequestNeed;
+  readonly predictedOutputTokens: number;
+}
+
+interface Waiter extends Held {
   readonly enqueuedAt: number;
   readonly estimate: WaitEstimate;
   /**
@@ -49,64 +57,48 @@ interface Waiter {
   bypassed: number;
 }
 
-/** One tenant's footprint on one backend, for KV shares. */
-interface TenantOnBackend {
-  weight: number;
-  queued: number;
-  inFlight: number;
-  inFlightTokens: number;
-}
-
 interface BackendState {
   readonly name: string;
-  readonly policy: FairnessPolicy;
+  readonly policy: QueuePolicy;
+  readonly ledger: BackendLedger;
+  readonly reservations: ReservationBook;
   readonly waiters: Map<QueuedRequest, Waiter>;
-  inFlight: number;
-  inFlightTokens: number;
   readonly rate: ServiceRate;
   readonly estimator: BackendEstimator;
-  readonly tenants: Map<string, TenantOnBackend>;
-  /** Sum of the weights of tenants with requests queued or in flight here. */
-  activeWeight: number;
+  /** Cost per token of recent dispatches, to turn token rates into cost rates. */
+  costPerToken: number;
   /** The policy's counters when shared with other replicas. */
   sharing: SharedCounters | undefined;
   /** A request too large for the KV room left that has used up its bypass allowance. */
   heldBy: Waiter | undefined;
-  /** The other replicas' load on this backend and their best waiting request (shared state). */
-  others: {
-    inFlight: number;
-    inFlightTokens: number;
-    best: { priority: number; counter: number } | undefined;
-  };
-}
-
-interface TenantCounters {
-  tier: string;
-  queued: number;
-  inFlight: number;
-  queuedTokens: number;
-  inFlightTokens: number;
+  /** The other replicas' best waiting request (shared state). */
+  othersBest: { priority: number; counter: number } | undefined;
 }
 
 /** Used for estimates until a backend has completed anything, when its engine's counters say nothing. */
 const PRIOR_TOKENS_PER_SEC = 2_000;
 /** How far down the policy's order one dispatch attempt looks for a request that fits. */
 const MAX_CANDIDATES = 16;
+/** Prefill time per prompt token assumed when the engine's is unknown, ms. */
+const FALLBACK_PREFILL_MS_PER_TOKEN = 0.25;
+/** A prefill never seen to end counts as done after this slack on its estimated time. */
+const PREFILL_DEADLINE_FACTOR = 3;
+const PREFILL_DEADLINE_SLACK_MS = 250;
 
 export interface FairQueueOptions {
   policy: () => Policy;
   clock: Clock;
   /** Builds the ordering policy of one backend's queue. */
-  fairness: FairnessPolicyFactory;
+  fairness: QueuePolicyFactory;
   gate?: AdmissionGate;
   /** The scheduler's name in /v1/queue and benchmark reports; defaults to the policy's. */
   name?: string;
   /** Later requests allowed to overtake one too large for the KV room left (default 16). */
   maxBypass?: number;
-  /** Hold each tenant to its weighted share of the KV budget while others wait (default true). */
-  tenantKvShares?: boolean;
-  /** Capacity fraction kept free for tenants below their share of in-flight requests (default 0). */
-  headroom?: number;
+  /** How long a tenant's recent peak stays reserved for it while it is below its share, ms (default 0: no reservations). */
+  reservationWindowMs?: number;
+  /** What a request costs, the unit charged and estimated in (default: tokens counted alike). */
+  cost?: CostWeights;
   /** Counters, load and candidates shared with the other gateway replicas (Redis store). */
   shared?: SharedQueueState;
   /** Learns each tenant's output lengths from completions; pass one to share it (budgets). */
@@ -116,23 +108,23 @@ export interface FairQueueOptions {
 }
 
 /**
- * Holds requests per backend until the admission gate has room, and lets the fairness
+ * Holds requests per backend until the admission gate has room, and lets the ordering
  * policy choose which goes next. Owns everything around the order: queue caps, queue
- * timeouts, cancellation (an aborted request leaves at once and is charged nothing),
- * in-flight accounting and the service rate behind estimates.
+ * timeouts, cancellation (an aborted request leaves at once and is charged nothing), and
+ * the service rate behind estimates; the counts of what waits and runs live in one
+ * BackendLedger per backend, and the sharing rules are pure functions (share-rules.ts).
  */
 export class FairQueueScheduler implements Scheduler {
   readonly name: string;
   readonly #policy: () => Policy;
   readonly #clock: Clock;
-  readonly #fairness: FairnessPolicyFactory;
+  readonly #fairness: QueuePolicyFactory;
   readonly #gate: AdmissionGate;
   readonly #backends = new Map<string, BackendState>();
-  readonly #tenants = new Map<string, TenantCounters>();
   readonly #predictor: OutputPredictor;
   readonly #maxBypass: number;
-  readonly #tenantKvShares: boolean;
-  readonly #headroom: number;
+  readonly #reservationWindowMs: number;
+  readonly #cost: CostWeights;
   readonly #shared: SharedQueueState | undefined;
   readonly #engineSignals: FairQueueOptions["engineSignals"];
   #seq = 0;
@@ -144,8 +136,8 @@ export class FairQueueScheduler implements Scheduler {
     this.#gate = options.gate ?? new EngineAwareGate();
     this.name = options.name ?? options.fairness().name;
     this.#maxBypass = options.maxBypass ?? 16;
-    this.#tenantKvShares = options.tenantKvShares ?? true;
-    this.#headroom = options.headroom ?? 0;
+    this.#reservationWindowMs = options.reservationWindowMs ?? 0;
+    this.#cost = options.cost ?? TOKEN_COUNTING;
     this.#shared = options.shared;
     this.#predictor = options.predictor ?? new OutputPredictor();
     this.#engineSignals = options.engineSignals;
@@ -157,33 +149,35 @@ export class FairQueueScheduler implements Scheduler {
   submit(request: SchedulingRequest, signal: AbortSignal): Submission {
     if (signal.aborted) return { queued: false, dispatch: Promise.reject(signal.reason) };
     const backend = this.#backend(request.backend);
-    const tenant = this.#tenant(request);
-    const item = this.#item(request);
-    const { estimate, modelWorstCaseMs } = this.#estimate(request);
+    const held = this.#hold(request);
+    const { estimate, modelWorstCaseMs } = this.#estimate(request, held);
+    const now = this.#clock.now();
 
-    if (backend.policy.size === 0 && this.#verdict(backend, request) === "admit") {
-      backend.policy.add(item);
-      backend.policy.dispatch(item);
-      this.#observeDispatch(backend, item, false);
+    if (backend.policy.size === 0 && this.#verdict(backend, held) === "admit") {
+      const charge = held.item.cost;
+      backend.policy.add(held.item);
+      backend.policy.dispatch(held.item, charge);
+      this.#observeDispatch(backend, held.item, false);
       return {
         queued: false,
-        dispatch: Promise.resolve(this.#start(backend, item, request, undefined, estimate)),
+        dispatch: Promise.resolve(this.#start(backend, held, charge, undefined, estimate)),
       };
     }
     const maxQueued = request.tenant.limits.maxQueued;
-    if (maxQueued !== undefined && tenant.queued >= maxQueued) {
-      const refusal = new FairgateError("queue_full", {
-        message: `Tenant ${request.tenant.id} already has ${tenant.queued} requests queued (maxQueued ${maxQueued}).`,
-        headers: refusalHeaders(estimate),
-      });
+    const queued = this.#queuedOf(request.tenant.id);
+    if (maxQueued !== undefined && queued >= maxQueued) {
+      const refusal = new QueueRefusal(
+        "queue_full",
+        `Tenant ${request.tenant.id} already has ${queued} requests queued (maxQueued ${maxQueued}).`,
+        estimate,
+      );
       return { queued: false, dispatch: Promise.reject(refusal) };
     }
 
     const dispatch = new Promise<Dispatch>((resolve, reject) => {
       const waiter: Waiter = {
-        item,
-        request,
-        enqueuedAt: this.#clock.now(),
+        ...held,
+        enqueuedAt: now,
         estimate,
         modelWorstCaseMs,
         resolve,
@@ -205,21 +199,20 @@ export class FairQueueScheduler implements Scheduler {
         this.#calibrate(backend, waiter);
         if (this.#remove(backend, waiter)) {
           reject(
-            new FairgateError("queue_timeout", {
-              message: `The request waited ${request.maxWaitMs} ms in the queue without reaching the engine.`,
+            new QueueRefusal(
+              "queue_timeout",
+              `The request waited ${request.maxWaitMs} ms in the queue without reaching the engine.`,
               // What a request sent now would wait: the honest retry-after.
-              headers: refusalHeaders(this.estimate(request)),
-            }),
+              this.estimate(request),
+            ),
           );
           this.#pump(backend);
         }
       }, request.maxWaitMs);
-      backend.waiters.set(item, waiter);
-      backend.policy.add(item);
-      backend.estimator.queued(this.#clock.now(), this.#queueEvent(backend, item));
-      this.#onBackend(backend, request).queued += 1;
-      tenant.queued += 1;
-      tenant.queuedTokens += tokensOf(request);
+      backend.waiters.set(held.item, waiter);
+      backend.policy.add(held.item);
+      backend.ledger.enqueue(ledgerTenant(request), held.need, now);
+      backend.estimator.queued(now, this.#queueEvent(backend, held.item));
     });
     // It may fit past a head that is waiting for KV room.
     this.#pump(backend);
@@ -227,16 +220,16 @@ export class FairQueueScheduler implements Scheduler {
   }
 
   estimate(request: Omit<SchedulingRequest, "id" | "maxWaitMs">): WaitEstimate {
-    return this.#estimate(request).estimate;
+    return this.#estimate(request, this.#hold({ ...request, id: "", maxWaitMs: 0 }, false)).estimate;
   }
 
-  #estimate(request: Omit<SchedulingRequest, "id" | "maxWaitMs">): {
-    estimate: WaitEstimate;
-    modelWorstCaseMs: number | undefined;
-  } {
+  #estimate(
+    request: Omit<SchedulingRequest, "id" | "maxWaitMs">,
+    held: Held,
+  ): { estimate: WaitEstimate; modelWorstCaseMs: number | undefined } {
     const engine = this.#engineSignals?.(request.backend);
     const prefillMs = (engine?.prefillMsPerPromptToken ?? 0) * request.promptTokens;
-    const wait = this.#queueWait(request);
+    const wait = this.#queueWait(request, held);
     // A loading engine admits nothing until it serves: the time left comes first.
     const loading = engine && !engine.fresh ? engine.loadingRemainingMs : undefined;
     const expectedMs = wait.expectedMs + Math.round(loading?.expected ?? 0);
@@ -251,29 +244,23 @@ export class FairQueueScheduler implements Scheduler {
     };
   }
 
-  #queueWait(request: Omit<SchedulingRequest, "id" | "maxWaitMs">): QueueWaitEstimate {
+  #queueWait(request: Omit<SchedulingRequest, "id" | "maxWaitMs">, held: Held): QueueWaitEstimate {
     const backend = this.#backend(request.backend);
-    const tokens = tokensOf(request);
-    const capacityShare = this.#shareOf(backend, request);
-    const verdict = this.#verdict(backend, request, capacityShare);
-    const admits = verdict === "admit";
+    const verdict = this.#verdict(backend, held);
     const heldForTokens = this.#heldFor(backend);
+    const mine = backend.ledger.tenant(request.tenant.id);
     // The queue dispatches until nothing waiting may go, so a request the gate admits,
     // with nothing of its tenant queued before it, goes at once, unless a request too
     // large for the room left holds the queue.
-    if (
-      admits &&
-      heldForTokens === 0 &&
-      (backend.policy.size === 0 || !backend.tenants.get(request.tenant.id)?.queued)
-    )
+    if (verdict === "admit" && heldForTokens === 0 && (backend.policy.size === 0 || !mine?.queued))
       return { expectedMs: 0, worstCaseMs: 0 };
     const probe = {
       tenantId: request.tenant.id,
       priority: request.tenant.priority,
       weight: request.tenant.weight,
-      tokens,
-      passes: this.#passesTied(backend, request),
+      tokens: held.item.cost,
     };
+    const capacity = this.#capacity(backend);
     return backend.estimator.estimate(
       this.#clock.now(),
       {
@@ -282,29 +269,35 @@ export class FairQueueScheduler implements Scheduler {
         distance: backend.policy.distance(probe),
         tenantPaced: backend.policy.tenantPaced,
         aheadTokens: backend.policy.workAhead(probe),
-        tenantQueued: backend.tenants.get(probe.tenantId)?.queued ?? 0,
+        tenantQueued: mine?.queued ?? 0,
         weight: probe.weight,
         progressPerToken: backend.policy.progressPerToken(probe),
         overtakers:
-          verdict === "too-large"
-            ? Math.min(
-                this.#maxBypass,
-                backend.policy.size - (backend.tenants.get(probe.tenantId)?.queued ?? 0),
-              )
-            : 0,
+          verdict === "too-large" ? Math.min(this.#maxBypass, backend.policy.size - (mine?.queued ?? 0)) : 0,
         heldForTokens,
       },
-      tokens,
+      held.need.kvTokens,
       {
-        inFlight: backend.inFlight + backend.others.inFlight,
+        inFlight: backend.ledger.load(this.#clock.now()).inFlight,
         priorTokensPerMs: this.#priorTokensPerMs(backend),
-        completionsToOpen: this.#completionsToOpen(backend, capacityShare.reserve),
+        completionsToOpen: this.#completionsToOpen(
+          backend,
+          capacity,
+          this.#reservationWindowMs > 0
+            ? backend.reservations.heldFrom(
+                probe.tenantId,
+                this.#owedAtLeast(backend, probe),
+                capacity,
+                this.#clock.now(),
+              )
+            : NOTHING_HELD,
+        ),
       },
     );
   }
 
   /**
-   * The token rate to assume before the queue has measured its own. What the engine's
+   * The cost rate to assume before the queue has measured its own. What the engine's
    * counters say it has been processing is a floor under what it can (a lightly used or
    * just-woken engine processes little and can do far more), so it raises the prior and
    * never lowers it.
@@ -312,18 +305,17 @@ export class FairQueueScheduler implements Scheduler {
   #priorTokensPerMs(backend: BackendState): number {
     const engineRate = this.#engineSignals?.(backend.name)?.tokensPerSecond;
     const measured = engineRate !== undefined && Number.isFinite(engineRate) ? engineRate : 0;
-    return Math.max(measured, PRIOR_TOKENS_PER_SEC) / 1000;
+    return (Math.max(measured, PRIOR_TOKENS_PER_SEC) * backend.costPerToken) / 1000;
   }
 
   /** KV room that must free before the request holding the queue fits (0 if none holds it). */
   #heldFor(backend: BackendState): number {
     const holder = backend.heldBy;
     if (!holder || !backend.waiters.has(holder.item)) return 0;
-    const config = this.#config(backend);
-    const budget = this.#gate.kvBudgetTokens(config);
+    const budget = this.#capacity(backend).kvBudget;
     if (budget === undefined) return 0;
-    const room = budget - backend.inFlightTokens - backend.others.inFlightTokens;
-    return Math.max(0, tokensOf(holder.request) - Math.max(0, room));
+    const room = budget - backend.ledger.load(this.#clock.now()).inFlightTokens;
+    return Math.max(0, holder.need.kvTokens - Math.max(0, room));
   }
 
   /** Re-checks the gate of every backend: call when engine state changed. */
@@ -338,6 +330,7 @@ export class FairQueueScheduler implements Scheduler {
     // One pass over the waiting requests: the longest remaining expected and worst-case
     // wait per tenant.
     const waits = new Map<string, { expected: number; worst: number }>();
+    const counts = new Map<string, Omit<TenantQueueState, "estimatedWaitMs" | "worstCaseWaitMs">>();
     for (const backend of this.#backends.values()) {
       for (const waiter of backend.waiters.values()) {
         const waited = now - waiter.enqueuedAt;
@@ -347,26 +340,42 @@ export class FairQueueScheduler implements Scheduler {
         entry.worst = Math.max(entry.worst, waiter.estimate.worstCaseMs - waited);
         waits.set(id, entry);
       }
+      for (const t of backend.ledger.tenants()) {
+        if (t.queued === 0 && t.inFlight === 0) continue;
+        const sum = counts.get(t.tenantId) ?? {
+          tenant: t.tenantId,
+          tier: t.tier,
+          queued: 0,
+          inFlight: 0,
+          queuedTokens: 0,
+          inFlightTokens: 0,
+        };
+        counts.set(t.tenantId, {
+          ...sum,
+          queued: sum.queued + t.queued,
+          inFlight: sum.inFlight + t.inFlight,
+          queuedTokens: sum.queuedTokens + t.queuedKv,
+          inFlightTokens: sum.inFlightTokens + t.inFlightKv,
+        });
+      }
     }
-    const tenants: TenantQueueState[] = [];
-    for (const [id, counters] of this.#tenants) {
-      if (counters.queued === 0 && counters.inFlight === 0) continue;
-      const wait = waits.get(id);
-      tenants.push({
-        tenant: id,
+    const tenants: TenantQueueState[] = [...counts.values()].map((counters) => {
+      const wait = waits.get(counters.tenant);
+      return {
         ...counters,
         estimatedWaitMs: Math.max(0, wait?.expected ?? 0),
         worstCaseWaitMs: Math.max(0, wait?.worst ?? 0),
-      });
-    }
+      };
+    });
     tenants.sort((a, b) => a.tenant.localeCompare(b.tenant));
     return {
       policy: this.name,
       backends: [...this.#backends.values()].map((b) => ({
         backend: b.name,
         queued: b.policy.size,
-        inFlight: b.inFlight,
-        inFlightTokens: b.inFlightTokens,
+        inFlight: b.ledger.local.inFlight,
+        inFlightTokens: b.ledger.local.inFlightTokens,
+        prefillTokens: b.ledger.local.prefillTokens,
         serviceRateTokensPerSec: b.rate.expected(now),
       })),
       tenants,
@@ -383,160 +392,130 @@ export class FairQueueScheduler implements Scheduler {
   refuseQueued(): void {
     for (const backend of this.#backends.values()) {
       for (const waiter of [...backend.waiters.values()]) {
-        if (this.#remove(backend, waiter)) waiter.reject(new FairgateError("shutting_down"));
+        if (this.#remove(backend, waiter))
+          waiter.reject(new QueueRefusal("shutting_down", "fairgate is shutting down."));
       }
     }
   }
 
-  /** The gate's verdict, plus the tenant's KV share when others are waiting for the room. */
-  #verdict(
-    backend: BackendState,
-    request: Omit<SchedulingRequest, "id" | "maxWaitMs">,
-    capacityShare = this.#shareOf(backend, request),
-  ): AdmissionVerdict | "over-share" {
-    const config = this.#config(backend);
-    const tokens = tokensOf(request);
-    const mine = backend.tenants.get(request.tenant.id);
-    const verdict = this.#gate.check(config, this.#load(backend), tokens, capacityShare);
-    if (verdict !== "admit" || !this.#tenantKvShares) return verdict;
-    const contended = backend.policy.size > (mine?.queued ?? 0);
-    if (!contended || !mine || mine.inFlight === 0) return "admit";
-    const budget = this.#gate.kvBudgetTokens(config);
-    if (budget === undefined) return "admit";
-    // With others waiting, one tenant may hold no more than its weighted share of the KV
-    // budget, so a tenant's long contexts cannot crowd everyone else out of the cache.
-    const share = (budget * mine.weight) / Math.max(backend.activeWeight, mine.weight);
-    return mine.inFlightTokens + tokens > share ? "over-share" : "admit";
-  }
-
-  #config(backend: BackendState) {
-    return this.#policy().backends.find((b) => b.name === backend.name);
-  }
-
-  /** Every replica's requests count against the backend's caps. */
-  #load(backend: BackendState): { inFlight: number; inFlightTokens: number } {
+  /** The request as the queue holds it: its cost, its KV reservation and its place in line. */
+  #hold(request: SchedulingRequest, numbered = true): Held {
+    const tenantId = request.tenant.id;
+    const maxOutput = request.expectedOutputTokens;
+    const predictedOutputTokens = this.#predictor.predict(tenantId, maxOutput);
     return {
-      inFlight: backend.inFlight + backend.others.inFlight,
-      inFlightTokens: backend.inFlightTokens + backend.others.inFlightTokens,
+      item: {
+        id: request.id,
+        tenantId,
+        priority: request.tenant.priority,
+        weight: request.tenant.weight,
+        cost: requestCost(this.#cost, request.promptTokens, predictedOutputTokens),
+        seq: numbered ? this.#seq++ : this.#seq,
+      },
+      request,
+      need: {
+        kvTokens: request.promptTokens + this.#predictor.reserve(tenantId, maxOutput),
+        prefillTokens: request.promptTokens,
+      },
+      predictedOutputTokens,
     };
   }
 
-  /** The capacity the request must leave free, and whether its tenant is below its share. */
-  #shareOf(
-    backend: BackendState,
-    request: Omit<SchedulingRequest, "id" | "maxWaitMs">,
-  ): { reserve: number; below: boolean } {
-    const mine = backend.tenants.get(request.tenant.id);
-    // While other tenants are active, one holding at least its weighted share of the
-    // in-flight requests may not use the last `headroom` of the capacity: that room stays
-    // free for tenants below their share, whose requests then start without waiting for a
-    // slot to free at the end of an engine step.
-    const othersActive = mine !== undefined && backend.activeWeight > mine.weight;
-    const fairShare = mine
-      ? (backend.inFlight * mine.weight) / Math.max(backend.activeWeight, mine.weight)
-      : 0;
-    const atShare = this.#atShare(backend, request.tenant.id, backend.activeWeight);
-    // The kept room is for light tenants of the highest priority level waiting: a lower
-    // level must not use it to pass a backlogged higher one.
-    const topPriority = backend.policy.peek()?.priority;
-    const belowShare =
-      this.#headroom > 0 &&
-      othersActive &&
-      mine.inFlight < fairShare &&
-      (topPriority === undefined || request.tenant.priority <= topPriority);
-    return { reserve: atShare ? this.#headroom : 0, below: belowShare };
+  /**
+   * The gate's verdict for the request. A light request keeps its tenant within its share
+   * of every budget, so it needs only the room to be there; otherwise the room that quiet
+   * tenants below their share (and owed at least as much) keep is held back from it
+   * (share-rules.ts).
+   */
+  #verdict(backend: BackendState, held: Held): AdmissionVerdict {
+    const { tenantId, weight } = held.item;
+    const capacity = this.#capacity(backend);
+    const now = this.#clock.now();
+    const load = backend.ledger.load(now);
+    if (this.#reservationWindowMs === 0) return admission(capacity, load, held.need);
+    const light = backend.reservations.within(tenantId, weight, held.need, capacity);
+    const heldBack = light
+      ? NOTHING_HELD
+      : backend.reservations.heldFrom(tenantId, this.#owedAtLeast(backend, held.item), capacity, now);
+    return admission(capacity, load, held.need, heldBack, light);
+  }
+
+  /** Whether another tenant is owed at least as much as the request's tenant (a higher level, or no larger a standing in its own). */
+  #owedAtLeast(backend: BackendState, request: Pick<QueuedRequest, "tenantId" | "priority">): OwedAtLeast {
+    const policy = backend.policy;
+    if (!policy.standing) return () => true;
+    const mine = policy.standing(request.tenantId, request.priority);
+    return (otherId, otherPriority) =>
+      otherPriority < request.priority ||
+      (otherPriority === request.priority && (policy.standing?.(otherId, otherPriority) ?? 0) <= mine);
+  }
+
+  #capacity(backend: BackendState): BackendCapacity {
+    return this.#gate.capacity(this.#policy().backends.find((b) => b.name === backend.name));
   }
 
   /**
-   * Which tenants tied with the request in the policy's order it goes before: those held
-   * to the capacity less the headroom (at their share), when its own tenant, with what it
-   * already has queued gone out, would still be below its share and may use the headroom.
+   * With every request slot the request may use taken, the requests in flight that must
+   * finish before it may go (undefined when the cap is not what holds it).
    */
-  #passesTied(
-    backend: BackendState,
-    request: Omit<SchedulingRequest, "id" | "maxWaitMs">,
-  ): ((tenantId: string) => boolean) | undefined {
-    if (this.#headroom <= 0) return undefined;
-    const mine = backend.tenants.get(request.tenant.id);
-    const weight = request.tenant.weight;
-    const activeWeight = backend.activeWeight + (mine ? 0 : weight);
-    if (activeWeight <= weight) return undefined;
-    const ahead = (mine?.inFlight ?? 0) + (mine?.queued ?? 0);
-    if (ahead >= (backend.inFlight * weight) / activeWeight) return undefined;
-    return (tenantId) => this.#atShare(backend, tenantId, activeWeight);
-  }
-
-  /**
-   * The tenant holds at least its weighted share of the in-flight requests while others
-   * are active (`activeWeight`: the weight of the active tenants, the request's included).
-   */
-  #atShare(backend: BackendState, tenantId: string, activeWeight: number): boolean {
-    const tenant = backend.tenants.get(tenantId);
-    if (!tenant || activeWeight <= tenant.weight || tenant.inFlight === 0) return false;
-    return tenant.inFlight >= (backend.inFlight * tenant.weight) / activeWeight;
-  }
-
-  /**
-   * With every request slot a request leaving `reserve` free may use taken, the requests
-   * in flight that must finish before it may go (undefined when the cap is not what holds
-   * it).
-   */
-  #completionsToOpen(backend: BackendState, reserve: number): number | undefined {
-    const slots = this.#gate.requestSlots?.(this.#config(backend), reserve) ?? Number.POSITIVE_INFINITY;
-    const excess = this.#load(backend).inFlight - slots + 1;
+  #completionsToOpen(backend: BackendState, capacity: BackendCapacity, held: HeldBack): number | undefined {
+    const slots = capacity.slots - held.slots;
+    const excess = backend.ledger.load(this.#clock.now()).inFlight - slots + 1;
     return Number.isFinite(slots) && excess >= 1 ? excess : undefined;
   }
 
-  #item(request: SchedulingRequest): QueuedRequest {
-    return {
-      id: request.id,
-      tenantId: request.tenant.id,
-      priority: request.tenant.priority,
-      weight: request.tenant.weight,
-      promptTokens: request.promptTokens,
-      predictedOutputTokens: this.#predictor.predict(request.tenant.id, request.expectedOutputTokens),
-      seq: this.#seq++,
-    };
+  #queuedOf(tenantId: string): number {
+    let queued = 0;
+    for (const backend of this.#backends.values()) queued += backend.ledger.tenant(tenantId)?.queued ?? 0;
+    return queued;
   }
 
   #start(
     backend: BackendState,
-    item: QueuedRequest,
-    request: SchedulingRequest,
+    held: Held,
+    /** What its tenant was charged at dispatch. */
+    charged: number,
     /** When it joined the queue; undefined when it went at once (it waited 0 ms). */
     enqueuedAt: number | undefined,
     estimate: WaitEstimate,
   ): Dispatch {
-    const tokens = tokensOf(request);
-    const tenant = this.#tenant(request);
-    const onBackend = this.#onBackend(backend, request);
-    backend.inFlight += 1;
-    backend.inFlightTokens += tokens;
-    tenant.inFlight += 1;
-    tenant.inFlightTokens += tokens;
-    onBackend.inFlight += 1;
-    onBackend.inFlightTokens += tokens;
-    let released = false;
+    const { item, request } = held;
+    const kvTokens = held.need.kvTokens;
     const dispatchedAt = this.#clock.now();
+    const msPerToken =
+      this.#engineSignals?.(backend.name)?.prefillMsPerPromptToken ?? FALLBACK_PREFILL_MS_PER_TOKEN;
+    const prefill = backend.ledger.start(
+      ledgerTenant(request),
+      held.need,
+      dispatchedAt + PREFILL_DEADLINE_SLACK_MS + PREFILL_DEADLINE_FACTOR * msPerToken * request.promptTokens,
+      dispatchedAt,
+    );
+    const tokens = request.promptTokens + held.predictedOutputTokens;
+    backend.costPerToken += 0.05 * (item.cost / Math.max(1, tokens) - backend.costPerToken);
+    let released = false;
     return {
       waitedMs: enqueuedAt === undefined ? 0 : Math.max(0, dispatchedAt - enqueuedAt),
       estimate,
+      firstToken: () => {
+        if (released) return;
+        backend.ledger.prefilled(prefill);
+        // The prefill room it held is free now.
+        this.#pump(backend);
+      },
       release: (outcome?: DispatchOutcome) => {
         if (released) return;
         released = true;
-        backend.inFlight -= 1;
-        backend.inFlightTokens -= tokens;
-        tenant.inFlight -= 1;
-        tenant.inFlightTokens -= tokens;
-        onBackend.inFlight -= 1;
-        onBackend.inFlightTokens -= tokens;
-        this.#leaveBackendIfIdle(backend, request.tenant.id);
+        const now = this.#clock.now();
+        backend.ledger.finish(request.tenant.id, held.need, prefill, now);
         const output = outcome?.completionTokens;
         if (output !== undefined) this.#predictor.observe(request.tenant.id, output);
-        backend.policy.complete(item, output);
-        backend.rate.record(this.#clock.now(), request.promptTokens + (output ?? item.predictedOutputTokens));
-        backend.estimator.completed(this.#clock.now(), tokens, this.#clock.now() - dispatchedAt);
-        this.#forgetIdle(request.tenant.id);
+        backend.policy.complete(
+          item,
+          output === undefined ? undefined : requestCost(this.#cost, request.promptTokens, output),
+          charged,
+        );
+        backend.rate.record(now, request.promptTokens + (output ?? held.predictedOutputTokens));
+        backend.estimator.completed(now, kvTokens, now - dispatchedAt);
         this.#pump(backend);
       },
     };
@@ -546,48 +525,48 @@ export class FairQueueScheduler implements Scheduler {
     backend.heldBy = undefined;
     for (;;) {
       // Walk the policy's order: the first request that may go, goes. A request too large
-      // for the KV room left may be overtaken by smaller ones, up to maxBypass times; a
-      // tenant over its KV share is passed over while others wait.
+      // for the KV room left may be overtaken by smaller ones, up to maxBypass times. One
+      // that must wait for room (the backend is full for it, or its prompt does not fit
+      // the prefill room left) keeps its place: nothing after it in its priority level
+      // goes, so room is never handed to a tenant owed less than one waiting for it.
       const overtaken: Waiter[] = [];
       let chosen: Waiter | undefined;
-      let overShare: Waiter | undefined;
       let blockedPriority = Number.POSITIVE_INFINITY;
       let examined = 0;
       for (const candidate of backend.policy.candidates()) {
         if (++examined > MAX_CANDIDATES) break;
         const waiter = backend.waiters.get(candidate);
         if (!waiter) continue;
-        // Never pass a higher priority level that is waiting for room.
-        if (candidate.priority > blockedPriority) continue;
-        const verdict = this.#verdict(backend, waiter.request);
-        // "full" may be this tenant's alone (its share of the capacity is used up, see
-        // #verdict): a tenant further down, of the same or a higher level, may still go.
-        if (verdict === "full") {
-          blockedPriority = Math.min(blockedPriority, candidate.priority);
-          continue;
-        }
+        // Never pass a level (or a higher one) that is waiting for room.
+        if (candidate.priority >= blockedPriority) continue;
+        const verdict = this.#verdict(backend, waiter);
         if (verdict === "admit") {
           chosen = waiter;
           break;
         }
-        if (verdict === "too-large") {
-          if (waiter.bypassed >= this.#maxBypass) {
-            backend.heldBy = waiter;
-            return;
-          }
-          overtaken.push(waiter);
-        } else overShare ??= waiter;
+        if (verdict === "full" || verdict === "prefill-full") {
+          blockedPriority = candidate.priority;
+          continue;
+        }
+        if (waiter.bypassed >= this.#maxBypass) {
+          backend.heldBy = waiter;
+          return;
+        }
+        overtaken.push(waiter);
       }
-      // Work-conserving: a tenant over its KV share still goes when nobody else is waiting
-      // for the room (only tenants over their share are queued).
-      if (!chosen && overtaken.length === 0) chosen = overShare;
       if (!chosen || this.#owedElsewhere(backend, chosen)) return;
       for (const waiter of overtaken) waiter.bypassed++;
       this.#calibrate(backend, chosen);
       this.#detach(backend, chosen);
-      backend.policy.dispatch(chosen.item);
+      // What it is predicted to cost now: completions while it waited taught the predictor.
+      const charge = requestCost(
+        this.#cost,
+        chosen.request.promptTokens,
+        this.#predictor.predict(chosen.item.tenantId, chosen.request.expectedOutputTokens),
+      );
+      backend.policy.dispatch(chosen.item, charge);
       this.#observeDispatch(backend, chosen.item, true);
-      chosen.resolve(this.#start(backend, chosen.item, chosen.request, chosen.enqueuedAt, chosen.estimate));
+      chosen.resolve(this.#start(backend, chosen, charge, chosen.enqueuedAt, chosen.estimate));
     }
   }
 
@@ -597,13 +576,13 @@ export class FairQueueScheduler implements Scheduler {
    * by more than this request's own charge); that replica takes it at its next exchange.
    */
   #owedElsewhere(backend: BackendState, chosen: Waiter): boolean {
-    const best = backend.others.best;
+    const best = backend.othersBest;
     if (!best) return false;
     const mine = chosen.item;
     if (best.priority !== mine.priority) return best.priority < mine.priority;
     const counter = backend.sharing?.counterOf(mine.tenantId);
     if (counter === undefined) return false;
-    return best.counter + serviceTokens(mine) / mine.weight < counter;
+    return best.counter + mine.cost / mine.weight < counter;
   }
 
   /** Tells the estimator how long a waiter waited against the model's worst case for it. */
@@ -622,8 +601,8 @@ export class FairQueueScheduler implements Scheduler {
       tenantId: item.tenantId,
       level: item.priority,
       levelClock: backend.policy.progress(item.priority),
-      tokens: serviceTokens(item),
-      divisor: 1 / backend.policy.progressPerToken({ ...item, tokens: serviceTokens(item) }),
+      tokens: item.cost,
+      divisor: 1 / backend.policy.progressPerToken({ ...item, tokens: item.cost }),
       weight: item.weight,
     };
   }
@@ -633,7 +612,6 @@ export class FairQueueScheduler implements Scheduler {
     this.#detach(backend, waiter);
     backend.policy.remove(waiter.item);
     backend.estimator.left(this.#clock.now(), this.#queueEvent(backend, waiter.item));
-    this.#forgetIdle(waiter.request.tenant.id);
     return true;
   }
 
@@ -641,31 +619,7 @@ export class FairQueueScheduler implements Scheduler {
     backend.waiters.delete(waiter.item);
     if (waiter.timer) this.#clock.clearTimeout(waiter.timer);
     waiter.detach();
-    const tenant = this.#tenant(waiter.request);
-    tenant.queued -= 1;
-    tenant.queuedTokens -= tokensOf(waiter.request);
-    const onBackend = this.#onBackend(backend, waiter.request);
-    onBackend.queued -= 1;
-    this.#leaveBackendIfIdle(backend, waiter.request.tenant.id);
-  }
-
-  /** The tenant's footprint on the backend, created (and counted as active) on first use. */
-  #onBackend(backend: BackendState, request: Pick<SchedulingRequest, "tenant">): TenantOnBackend {
-    let entry = backend.tenants.get(request.tenant.id);
-    if (!entry) {
-      entry = { weight: request.tenant.weight, queued: 0, inFlight: 0, inFlightTokens: 0 };
-      backend.tenants.set(request.tenant.id, entry);
-      backend.activeWeight += entry.weight;
-    }
-    return entry;
-  }
-
-  #leaveBackendIfIdle(backend: BackendState, tenantId: string): void {
-    const entry = backend.tenants.get(tenantId);
-    if (entry && entry.queued === 0 && entry.inFlight === 0) {
-      backend.tenants.delete(tenantId);
-      backend.activeWeight -= entry.weight;
-    }
+    backend.ledger.dequeue(waiter.request.tenant.id, waiter.need, this.#clock.now());
   }
 
   #share(backend: BackendState): void {
@@ -674,7 +628,10 @@ export class FairQueueScheduler implements Scheduler {
     this.#shared?.register(backend.name, {
       takeUpdates: () => sharing?.takeUpdates() ?? { deltas: new Map(), lifts: new Map() },
       restoreUpdates: (updates) => sharing?.restoreUpdates(updates),
-      localLoad: () => ({ inFlight: backend.inFlight, inFlightTokens: backend.inFlightTokens }),
+      localLoad: () => {
+        const { inFlight, inFlightTokens } = backend.ledger.local;
+        return { inFlight, inFlightTokens };
+      },
       candidate: () => {
         if (backend.policy.size === 0) return undefined;
         return sharing?.candidateCounter() ?? { priority: backend.policy.peek()?.priority ?? 0, counter: 0 };
@@ -682,11 +639,11 @@ export class FairQueueScheduler implements Scheduler {
       tenants: () => sharing?.sharedTenants() ?? [],
       apply: (view) => {
         sharing?.applyCounters(view.counters);
-        backend.others = {
+        backend.ledger.setOthers({
           inFlight: view.othersInFlight,
           inFlightTokens: view.othersInFlightTokens,
-          best: view.othersBest,
-        };
+        });
+        backend.othersBest = view.othersBest;
         this.#pump(backend);
       },
     });
@@ -695,42 +652,28 @@ export class FairQueueScheduler implements Scheduler {
   #backend(name: string): BackendState {
     let state = this.#backends.get(name);
     if (!state) {
+      const ledger = new BackendLedger(this.#reservationWindowMs);
       state = {
         name,
         policy: this.#fairness(),
+        ledger,
+        reservations: new ReservationBook(ledger),
         waiters: new Map(),
-        inFlight: 0,
-        inFlightTokens: 0,
         rate: new ServiceRate(),
         estimator: new BackendEstimator(),
-        tenants: new Map(),
-        activeWeight: 0,
+        costPerToken: 1,
         sharing: undefined,
         heldBy: undefined,
-        others: { inFlight: 0, inFlightTokens: 0, best: undefined },
+        othersBest: undefined,
       };
       if (this.#shared) this.#share(state);
       this.#backends.set(name, state);
     }
     return state;
   }
-
-  #tenant(request: Pick<SchedulingRequest, "tenant">): TenantCounters {
-    let counters = this.#tenants.get(request.tenant.id);
-    if (!counters) {
-      counters = { tier: request.tenant.tier, queued: 0, inFlight: 0, queuedTokens: 0, inFlightTokens: 0 };
-      this.#tenants.set(request.tenant.id, counters);
-    }
-    return counters;
-  }
-
-  // Unlisted tenants come and go; idle ones must not accumulate.
-  #forgetIdle(id: string): void {
-    const counters = this.#tenants.get(id);
-    if (counters && counters.queued === 0 && counters.inFlight === 0) this.#tenants.delete(id);
-  }
 }
 
-function tokensOf(request: Pick<SchedulingRequest, "promptTokens" | "expectedOutputTokens">): number {
-  return request.promptTokens + request.expectedOutputTokens;
+function ledgerTenant(request: SchedulingRequest): LedgerTenant {
+  const tenant = request.tenant;
+  return { id: tenant.id, weight: tenant.weight, priority: tenant.priority, tier: tenant.tier };
 }

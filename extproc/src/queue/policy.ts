@@ -1,7 +1,7 @@
 /**
- * Who goes next, as a small interface. The fair queue (fair-queue.ts) owns waiting,
- * timeouts, cancellation and the admission gate; a FairnessPolicy only orders what waits
- * and keeps the accounts that ordering needs. Every policy passes one conformance suite
+ * The queue's policies as two small interfaces, the way the Gateway API Inference
+ * Extension's flow control splits them: an ordering policy (who goes next) and a progress
+ * view (what the wait estimates read). Every policy passes one conformance suite
  * (test/conformance/fairness-policy.test.ts).
  */
 export interface QueuedRequest {
@@ -11,21 +11,19 @@ export interface QueuedRequest {
   readonly priority: number;
   /** Tenant weight (tenant override, else tier weight). */
   readonly weight: number;
-  readonly promptTokens: number;
-  /** Output tokens the request is predicted to generate (charged at dispatch). */
-  readonly predictedOutputTokens: number;
+  /** What serving it is predicted to cost the engine (cost.ts), charged at dispatch. */
+  readonly cost: number;
   /** Arrival order, the tie-breaker everywhere. */
   readonly seq: number;
 }
 
-export interface FairnessPolicy {
+/**
+ * Who goes next among the requests waiting for one backend. The fair queue owns waiting,
+ * timeouts, cancellation, the counts of what waits and runs, and the admission gate; an
+ * ordering policy orders what waits and keeps the accounts that ordering needs.
+ */
+export interface OrderingPolicy {
   readonly name: string;
-  /**
-   * True when distance() counts in the tenant's own weighted service (tokens / weight), so
-   * a backlogged tenant's wait follows from how fast its own service has been going; false
-   * when it counts the level's tokens (FCFS, round-robin).
-   */
-  readonly tenantPaced: boolean;
   /** Requests waiting. */
   readonly size: number;
   add(request: QueuedRequest): void;
@@ -37,16 +35,47 @@ export interface FairnessPolicy {
    * Requests in the order the policy would serve them, starting with peek()'s answer, at
    * most one per tenant for tenant-aware policies (a tenant's requests keep their order).
    * The queue walks this when the first choice cannot go now (too large for the KV room
-   * left, or its tenant is over its KV share), so it must be lazy: O(log n) per step.
+   * left, or its tenant is over its share), so it must be lazy: O(log n) per step.
    */
   candidates(): Iterable<QueuedRequest>;
-  /** Serves `request` (normally peek()'s answer): takes it out and charges its tenant. */
-  dispatch(request: QueuedRequest): void;
-  /** A dispatched request finished; outputTokens is what it really generated, when known. */
-  complete(request: QueuedRequest, outputTokens: number | undefined): void;
   /**
-   * Tokens of work already waiting that this policy would serve before a new request of
-   * `tokens` tokens from the tenant: the basis of wait estimates.
+   * Serves `request` (normally peek()'s answer): takes it out and charges its tenant
+   * `charge` (default: its cost when it was queued; the fair queue re-prices it with what
+   * is predicted at dispatch).
+   */
+  dispatch(request: QueuedRequest, charge?: number): void;
+  /**
+   * A dispatched request finished; `cost` is what it really cost, once its output is known,
+   * and `charged` what dispatch charged (default: its cost when queued).
+   */
+  complete(request: QueuedRequest, cost: number | undefined, charged?: number): void;
+  /** Per-tenant accounting the policy keeps (virtual counters), for metrics and /v1/queue. */
+  tenantCounters(): ReadonlyMap<string, number>;
+  /**
+   * How much the tenant is owed within its priority level, as the order counts it: lower
+   * is owed more (VTC: the counter its next request would be ordered by, lifted as it
+   * would be). Undefined for policies that do not weigh tenants against each other.
+   */
+  standing?(tenantId: string, priority: number): number;
+  /** Counters this policy can share with other gateway replicas (VTC does; FCFS has none). */
+  sharedCounters?(): SharedCounters | undefined;
+}
+
+/**
+ * What the wait estimates read of a policy's order: how much work it serves before a new
+ * request, and a clock of each priority level's progress whose pace the estimator
+ * measures. Work and clocks count in cost (cost.ts).
+ */
+export interface ProgressView {
+  /**
+   * True when distance() counts in the tenant's own weighted service (cost / weight), so
+   * a backlogged tenant's wait follows from how fast its own service has been going; false
+   * when it counts the level's work (FCFS, round-robin).
+   */
+  readonly tenantPaced: boolean;
+  /**
+   * Work already waiting that this policy would serve before a new request of `tokens`
+   * cost from the tenant: the basis of wait estimates.
    */
   workAhead(probe: WorkProbe): number;
   /**
@@ -66,11 +95,10 @@ export interface FairnessPolicy {
    * rate, the clock's pace before it has been measured.
    */
   progressPerToken(probe: WorkProbe): number;
-  /** Per-tenant accounting the policy keeps (virtual counters), for metrics and /v1/queue. */
-  tenantCounters(): ReadonlyMap<string, number>;
-  /** Counters this policy can share with other gateway replicas (VTC does; FCFS has none). */
-  sharedCounters?(): SharedCounters | undefined;
 }
+
+/** Every policy is both: one object keeps the order and shows its progress. */
+export interface QueuePolicy extends OrderingPolicy, ProgressView {}
 
 /** A policy's virtual counters, exchanged with the other replicas (shared-state.ts). */
 export interface SharedCounters {
@@ -96,17 +124,8 @@ export interface WorkProbe {
   readonly tenantId: string;
   readonly priority: number;
   readonly weight: number;
-  /** Prompt + predicted output of the probe request. */
+  /** The probe request's predicted cost. */
   readonly tokens: number;
-  /**
-   * The tenants tied with the probe in the policy's order that it goes before: it may use
-   * room they may not (the headroom kept for tenants below their share). Otherwise ties go
-   * to the earlier request, theirs.
-   */
-  readonly passes?: (tenantId: string) => boolean;
 }
 
-export const serviceTokens = (request: QueuedRequest): number =>
-  request.promptTokens + request.predictedOutputTokens;
-
-export type FairnessPolicyFactory = () => FairnessPolicy;
+export type QueuePolicyFactory = () => QueuePolicy;

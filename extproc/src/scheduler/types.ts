@@ -41,6 +41,12 @@ export interface DispatchOutcome {
 export interface Dispatch {
   readonly waitedMs: number;
   readonly estimate: WaitEstimate;
+  /**
+   * The response's first output arrived: the engine finished the request's prefill (its
+   * prompt no longer counts against the backend's prefill budget). Without the call the
+   * queue assumes it done after an estimate of the prefill time.
+   */
+  firstToken?(): void;
   release(outcome?: DispatchOutcome): void;
 }
 
@@ -60,6 +66,8 @@ export interface BackendQueueState {
   readonly queued: number;
   readonly inFlight: number;
   readonly inFlightTokens: number;
+  /** Prompt tokens sent to the engine whose prefill has not finished (as far as fairgate knows). */
+  readonly prefillTokens?: number;
   /** Tokens per second the backend has been completing, or null before any measurement. */
   readonly serviceRateTokensPerSec: number | null;
 }
@@ -70,9 +78,28 @@ export interface SchedulerSnapshot {
   readonly tenants: readonly TenantQueueState[];
 }
 
+/** Why the queue let a request go without dispatching it; the error catalog's code. */
+export type QueueRefusalCode = "queue_full" | "queue_timeout" | "shutting_down";
+
+/**
+ * The queue's refusal, a domain error: the wait a request sent now would see rides along,
+ * and the edge (refusal.ts) turns it into the HTTP answer and its headers.
+ */
+export class QueueRefusal extends Error {
+  readonly code: QueueRefusalCode;
+  readonly estimate: WaitEstimate | undefined;
+
+  constructor(code: QueueRefusalCode, message: string, estimate?: WaitEstimate) {
+    super(message);
+    this.name = "QueueRefusal";
+    this.code = code;
+    this.estimate = estimate;
+  }
+}
+
 /**
  * Decides when a request may go to its backend. Implementations: FIFO (vLLM's own order,
- * the baseline) and the weighted fair queue. Refusals are FairgateErrors (queue_full,
+ * the baseline) and the weighted fair queue. Refusals are QueueRefusals (queue_full,
  * queue_timeout, shutting_down); an aborted signal rejects with the signal's reason and
  * leaves nothing behind.
  */

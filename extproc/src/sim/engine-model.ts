@@ -44,6 +44,12 @@ export interface StepOutcome {
   batchSize: number;
   /** Prompt tokens of the requests whose first token came in this step (vLLM's iteration num_prompt_tokens). */
   promptTokensCounted: number;
+  /**
+   * Every running request: the tokens it was scheduled for in this step (0 when the
+   * budget ran out before it), the context its attention read and the KV it holds. Only
+   * with `recordBatch` (it costs an allocation per request and step).
+   */
+  batch?: Array<{ id: string; newTokens: number; contextTokens: number; kvTokens: number }>;
 }
 
 export interface EngineStats {
@@ -206,8 +212,14 @@ export class EngineModel {
   #generationTokensTotal = 0;
   #preemptionsTotal = 0;
 
-  constructor(preset: EnginePreset, options: { schedulingPolicy?: SchedulingPolicy } = {}) {
+  readonly #recordBatch: boolean;
+
+  constructor(
+    preset: EnginePreset,
+    options: { schedulingPolicy?: SchedulingPolicy; recordBatch?: boolean } = {},
+  ) {
     this.preset = preset;
+    this.#recordBatch = options.recordBatch ?? false;
     this.schedulingPolicy = options.schedulingPolicy ?? "fcfs";
     if (this.schedulingPolicy !== "fcfs" && this.schedulingPolicy !== "priority") {
       throw new RangeError(`unknown scheduling policy "${String(this.schedulingPolicy)}"`);
@@ -348,6 +360,17 @@ export class EngineModel {
       batchSize: scheduled.size,
       promptTokensCounted: 0,
     };
+    if (this.#recordBatch) {
+      outcome.batch = this.#running.map((seq) => {
+        const newTokens = scheduled.get(seq) ?? 0;
+        return {
+          id: seq.request.id,
+          newTokens,
+          contextTokens: newTokens > 0 ? seq.numComputed + newTokens : 0,
+          kvTokens: seq.numComputed + newTokens,
+        };
+      });
+    }
     const finished: Sequence[] = [];
     for (const [seq, numNew] of scheduled) {
       seq.numComputed += numNew;

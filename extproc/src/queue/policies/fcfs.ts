@@ -1,9 +1,9 @@
 import { LinkedQueue, type QueueNode } from "../linked-queue.ts";
-import { type FairnessPolicy, type QueuedRequest, serviceTokens, type WorkProbe } from "../policy.ts";
+import type { QueuedRequest, QueuePolicy, WorkProbe } from "../policy.ts";
 import { TokenPacedPolicy } from "./token-paced.ts";
 
 /** First come, first served across all tenants: vLLM's own order, the baseline. */
-export class FcfsPolicy extends TokenPacedPolicy implements FairnessPolicy {
+export class FcfsPolicy extends TokenPacedPolicy implements QueuePolicy {
   readonly name = "fcfs";
   readonly #queue = new LinkedQueue<QueuedRequest>();
   readonly #nodes = new Map<QueuedRequest, QueueNode<QueuedRequest>>();
@@ -15,7 +15,7 @@ export class FcfsPolicy extends TokenPacedPolicy implements FairnessPolicy {
 
   add(request: QueuedRequest): void {
     this.#nodes.set(request, this.#queue.push(request));
-    this.#queuedTokens += serviceTokens(request);
+    this.#queuedTokens += request.cost;
   }
 
   remove(request: QueuedRequest): boolean {
@@ -23,7 +23,7 @@ export class FcfsPolicy extends TokenPacedPolicy implements FairnessPolicy {
     if (!node) return false;
     this.#nodes.delete(request);
     this.#queue.remove(node);
-    this.#queuedTokens -= serviceTokens(request);
+    this.#queuedTokens -= request.cost;
     return true;
   }
 
@@ -35,8 +35,8 @@ export class FcfsPolicy extends TokenPacedPolicy implements FairnessPolicy {
     return this.#queue;
   }
 
-  dispatch(request: QueuedRequest): void {
-    if (this.remove(request)) this.countDispatched(request);
+  dispatch(request: QueuedRequest, charge = request.cost): void {
+    if (this.remove(request)) this.countDispatched(charge);
   }
 
   workAhead(_probe: WorkProbe): number {

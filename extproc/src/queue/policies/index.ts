@@ -1,20 +1,22 @@
 import type { SchedulingConfig } from "../../config/schema.ts";
-import type { FairnessPolicyFactory } from "../policy.ts";
+import type { QueuePolicyFactory } from "../policy.ts";
 import { FcfsPolicy } from "./fcfs.ts";
 import { PriorityLevelsPolicy } from "./priority-levels.ts";
 import { RoundRobinPolicy } from "./round-robin.ts";
 import { VtcPolicy } from "./vtc.ts";
 
-/** The ordering policy a `scheduling` section names. */
-export function fairnessPolicyFor(
-  config: Pick<SchedulingConfig, "policy" | "starvationBound">,
-): FairnessPolicyFactory {
+/** The ordering policy a `scheduling` section names; `now` is the clock VTC's burst credit is measured on. */
+export function queuePolicyFor(
+  config: Pick<SchedulingConfig, "policy" | "starvationBound"> &
+    Partial<Pick<SchedulingConfig, "burstCreditMs">>,
+  now?: () => number,
+): QueuePolicyFactory {
   switch (config.policy) {
     case "vtc":
       return () =>
         new PriorityLevelsPolicy({
           name: "vtc",
-          inner: () => new VtcPolicy(),
+          inner: () => new VtcPolicy({ ...(now ? { now } : {}), creditMs: config.burstCreditMs ?? 0 }),
           starvationBound: config.starvationBound,
         });
     case "strict-priority":

@@ -1,22 +1,22 @@
 import type {
   CounterUpdates,
-  FairnessPolicy,
-  FairnessPolicyFactory,
   QueuedRequest,
+  QueuePolicy,
+  QueuePolicyFactory,
   SharedCounters,
   WorkProbe,
 } from "../policy.ts";
 
 interface Level {
   readonly priority: number;
-  readonly policy: FairnessPolicy;
+  readonly policy: QueuePolicy;
   /** Dispatches from higher levels since this level, backlogged, was last served. */
   skipped: number;
 }
 
 export interface PriorityLevelsOptions {
   /** Orders requests inside one priority level. */
-  inner: FairnessPolicyFactory;
+  inner: QueuePolicyFactory;
   /**
    * Anti-starvation bound: a backlogged level is served after this many consecutive
    * dispatches from higher levels. Infinity gives strict priority.
@@ -29,10 +29,10 @@ export interface PriorityLevelsOptions {
  * Strict order between tier priority levels (0 first), with an anti-starvation bound, and
  * an inner policy (VTC for fairgate, FCFS for the strict-priority baseline) inside a level.
  */
-export class PriorityLevelsPolicy implements FairnessPolicy {
+export class PriorityLevelsPolicy implements QueuePolicy {
   readonly name: string;
   readonly tenantPaced: boolean;
-  readonly #inner: FairnessPolicyFactory;
+  readonly #inner: QueuePolicyFactory;
   readonly #bound: number;
   /** Levels sorted by priority, highest (lowest number) first. */
   #levels: Level[] = [];
@@ -78,10 +78,10 @@ export class PriorityLevelsPolicy implements FairnessPolicy {
       if (level !== first && level.policy.size > 0) yield* level.policy.candidates();
   }
 
-  dispatch(request: QueuedRequest): void {
+  dispatch(request: QueuedRequest, charge?: number): void {
     const level = this.#levels.find((l) => l.priority === request.priority);
     if (!level) return;
-    level.policy.dispatch(request);
+    level.policy.dispatch(request, charge);
     this.#dispatchedFrom.set(request, level);
     for (const other of this.#levels) {
       if (other === level) other.skipped = 0;
@@ -89,11 +89,11 @@ export class PriorityLevelsPolicy implements FairnessPolicy {
     }
   }
 
-  complete(request: QueuedRequest, outputTokens: number | undefined): void {
+  complete(request: QueuedRequest, cost: number | undefined, charged?: number): void {
     const level = this.#dispatchedFrom.get(request);
     if (!level) return;
     this.#dispatchedFrom.delete(request);
-    level.policy.complete(request, outputTokens);
+    level.policy.complete(request, cost, charged);
   }
 
   workAhead(probe: WorkProbe): number {
@@ -118,6 +118,11 @@ export class PriorityLevelsPolicy implements FairnessPolicy {
     // A level nobody has used yet divides its service as a fresh one of its policy would.
     const policy = this.#levels.find((l) => l.priority === probe.priority)?.policy ?? this.#inner();
     return policy.progressPerToken(probe);
+  }
+
+  standing(tenantId: string, priority: number): number {
+    const level = this.#levels.find((l) => l.priority === priority)?.policy ?? this.#inner();
+    return level.standing?.(tenantId, priority) ?? 0;
   }
 
   tenantCounters(): ReadonlyMap<string, number> {

@@ -1,4 +1,4 @@
-import type { FairnessPolicy, QueuedRequest, WorkProbe } from "../policy.ts";
+import type { QueuedRequest, QueuePolicy, WorkProbe } from "../policy.ts";
 import { type TenantQueue, TenantQueues } from "./tenant-queues.ts";
 import { TokenPacedPolicy } from "./token-paced.ts";
 
@@ -6,7 +6,7 @@ import { TokenPacedPolicy } from "./token-paced.ts";
  * One request per backlogged tenant in turn, regardless of size or weight: the Gateway API
  * Inference Extension's round-robin fairness, a baseline.
  */
-export class RoundRobinPolicy extends TokenPacedPolicy implements FairnessPolicy {
+export class RoundRobinPolicy extends TokenPacedPolicy implements QueuePolicy {
   readonly name = "round-robin";
   readonly #queues = new TenantQueues();
   /** Backlogged tenants in turn order; the head is served next. */
@@ -39,10 +39,10 @@ export class RoundRobinPolicy extends TokenPacedPolicy implements FairnessPolicy
     }
   }
 
-  dispatch(request: QueuedRequest): void {
+  dispatch(request: QueuedRequest, charge = request.cost): void {
     const tenant = this.#queues.remove(request);
     if (!tenant) return;
-    this.countDispatched(request);
+    this.countDispatched(charge);
     this.#turn = this.#turn.filter((t) => t !== tenant);
     if (tenant.queue.size > 0) this.#turn.push(tenant);
   }

@@ -1,7 +1,7 @@
 import { LinkedQueue, type QueueNode } from "../linked-queue.ts";
-import { type QueuedRequest, serviceTokens } from "../policy.ts";
+import type { QueuedRequest } from "../policy.ts";
 
-/** One tenant's waiting requests, in arrival order, with their token total. */
+/** One tenant's waiting requests, in arrival order, with their total cost. */
 export class TenantQueue {
   readonly tenantId: string;
   readonly queue = new LinkedQueue<QueuedRequest>();
@@ -19,7 +19,7 @@ export class TenantQueue {
 export class TenantQueues {
   readonly #tenants = new Map<string, TenantQueue>();
   readonly #nodes = new Map<QueuedRequest, QueueNode<QueuedRequest>>();
-  /** Prompt + predicted output of everything queued. */
+  /** Predicted cost of everything queued. */
   queuedTokens = 0;
 
   get size(): number {
@@ -43,8 +43,8 @@ export class TenantQueues {
     }
     const becameBacklogged = tenant.queue.size === 0;
     this.#nodes.set(request, tenant.queue.push(request));
-    tenant.queuedTokens += serviceTokens(request);
-    this.queuedTokens += serviceTokens(request);
+    tenant.queuedTokens += request.cost;
+    this.queuedTokens += request.cost;
     return { tenant, becameBacklogged };
   }
 
@@ -55,8 +55,8 @@ export class TenantQueues {
     if (!node || !tenant) return undefined;
     this.#nodes.delete(request);
     tenant.queue.remove(node);
-    tenant.queuedTokens -= serviceTokens(request);
-    this.queuedTokens -= serviceTokens(request);
+    tenant.queuedTokens -= request.cost;
+    this.queuedTokens -= request.cost;
     if (tenant.queue.size === 0) this.#tenants.delete(request.tenantId);
     return tenant;
   }

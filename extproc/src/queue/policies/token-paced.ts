@@ -1,9 +1,9 @@
-import { type QueuedRequest, serviceTokens, type WorkProbe } from "../policy.ts";
+import type { WorkProbe } from "../policy.ts";
 
 /**
  * What FCFS and round-robin share: no per-tenant accounts, and a progress clock that is
- * the tokens dispatched, so the work ahead of a request is the distance that clock must
- * move, one unit per token.
+ * the cost dispatched, so the work ahead of a request is the distance that clock must
+ * move, one unit per unit of cost.
  */
 export abstract class TokenPacedPolicy {
   readonly tenantPaced = false;
@@ -11,9 +11,9 @@ export abstract class TokenPacedPolicy {
 
   abstract workAhead(probe: WorkProbe): number;
 
-  /** Moves the progress clock by a request just dispatched. */
-  protected countDispatched(request: QueuedRequest): void {
-    this.#dispatchedTokens += serviceTokens(request);
+  /** Moves the progress clock by the cost of a request just dispatched. */
+  protected countDispatched(cost: number): void {
+    this.#dispatchedTokens += cost;
   }
 
   complete(): void {}

@@ -1,33 +1,50 @@
 import { IndexedHeap } from "../indexed-heap.ts";
-import {
-  type CounterUpdates,
-  type FairnessPolicy,
-  type QueuedRequest,
-  type SharedCounters,
-  serviceTokens,
-  type WorkProbe,
-} from "../policy.ts";
+import type { CounterUpdates, QueuedRequest, QueuePolicy, SharedCounters, WorkProbe } from "../policy.ts";
 import { type TenantQueue, TenantQueues } from "./tenant-queues.ts";
 
 interface Account {
   readonly tenantId: string;
-  /** Weighted virtual service: tokens served / weight. */
+  /** Weighted virtual service: cost served / weight. */
   counter: number;
   weight: number;
   /** Dispatched, unfinished requests (an account with work in flight is never forgotten). */
   inFlight: number;
   queue: TenantQueue | undefined;
+  /** Never served yet: a tenant new here earns no credit. */
+  fresh: boolean;
+  /** When it last had nothing queued or in flight (ms), while idle. */
+  idleSince: number;
 }
+
+export interface VtcOptions {
+  /** The clock the burst credit is measured on (required with creditMs). */
+  now?: () => number;
+  /**
+   * Burst credit: a tenant that becomes backlogged after using less than its share is
+   * lifted only to this many ms of a unit weight's recent service below the current
+   * virtual time, so it may get ahead of the others by that much (0: VTC's lift to the
+   * virtual time, where idling earns no credit at all). Only a tenant active here within
+   * the last creditMs has any: a newcomer, or one back after a longer silence, starts
+   * level with the others.
+   */
+  creditMs?: number;
+}
+
+/** Time constant of the measured pace of virtual time that credit is counted in, ms. */
+const PACE_WINDOW_MS = 10_000;
 
 /**
  * Virtual Token Counter (Sheng et al., "Fairness in Serving Large Language Models",
- * OSDI'24), weighted. Each tenant's counter is the service it received divided by its
- * weight; the backlogged tenant with the smallest counter goes next. A tenant that becomes
- * backlogged is lifted to the current virtual time (the smallest backlogged counter, or
- * the last served one when nobody waits), so idling earns no credit. Dispatch charges
- * prompt + predicted output; completion corrects the output part.
+ * OSDI'24), weighted and counted in cost (cost.ts). Each tenant's counter is the cost it
+ * was served divided by its weight; the backlogged tenant with the smallest counter goes
+ * next. A tenant that becomes backlogged is lifted towards the current virtual time (the
+ * smallest backlogged counter, or the last served one when nobody waits): to it exactly
+ * in the paper, so idling earns no credit; here to at most `creditMs` of recent service
+ * below it, so a tenant that stayed under its share can absorb a burst (bounded: the
+ * others fall behind by at most that much). Dispatch charges the predicted cost;
+ * completion corrects it to the real one.
  */
-export class VtcPolicy implements FairnessPolicy {
+export class VtcPolicy implements QueuePolicy {
   readonly name = "vtc";
   readonly tenantPaced = true;
   readonly #queues = new TenantQueues();
@@ -47,6 +64,18 @@ export class VtcPolicy implements FairnessPolicy {
   #backloggedWeight = 0;
   /** Charges and lifts not yet sent to the other replicas (only once sharing is asked for). */
   #updates: CounterUpdates | undefined;
+  readonly #now: (() => number) | undefined;
+  readonly #creditMs: number;
+  /** Fluid time gained per ms, smoothed over PACE_WINDOW_MS (as of #paceAt). */
+  #pace = 0;
+  #paceAt = 0;
+  /** Idle accounts kept for the credit they hold, oldest first, forgotten after creditMs. */
+  readonly #idle = new Set<Account>();
+
+  constructor(options: VtcOptions = {}) {
+    this.#now = options.now;
+    this.#creditMs = options.now ? Math.max(0, options.creditMs ?? 0) : 0;
+  }
 
   get size(): number {
     return this.#queues.size;
@@ -60,12 +89,13 @@ export class VtcPolicy implements FairnessPolicy {
     account.weight = request.weight;
     account.queue = tenant;
     if (becameBacklogged) {
-      const floor = this.#backlogged.peek()?.counter ?? this.#virtualTime;
-      if (floor > account.counter) {
-        account.counter = floor;
+      this.#idle.delete(account);
+      const lifted = this.#lift(account);
+      if (lifted > account.counter) {
+        account.counter = lifted;
         this.#updates?.lifts.set(
           account.tenantId,
-          Math.max(this.#updates.lifts.get(account.tenantId) ?? 0, floor),
+          Math.max(this.#updates.lifts.get(account.tenantId) ?? 0, lifted),
         );
       }
       this.#backlogged.push(account);
@@ -91,24 +121,28 @@ export class VtcPolicy implements FairnessPolicy {
     }
   }
 
-  dispatch(request: QueuedRequest): void {
+  dispatch(request: QueuedRequest, charge = request.cost): void {
     const tenant = this.#queues.remove(request);
     if (!tenant) return;
     const account = this.#account(request);
-    this.#fluidTime += serviceTokens(request) / Math.max(this.#backloggedWeight, account.weight);
+    const fluid = charge / Math.max(this.#backloggedWeight, account.weight);
+    this.#fluidTime += fluid;
+    this.#measurePace(fluid);
     this.#virtualTime = Math.max(this.#virtualTime, account.counter);
-    account.counter += serviceTokens(request) / account.weight;
-    this.#addDelta(account.tenantId, serviceTokens(request) / account.weight);
+    account.counter += charge / account.weight;
+    this.#addDelta(account.tenantId, charge / account.weight);
     account.inFlight++;
+    account.fresh = false;
     this.#afterRemoval(request.tenantId, tenant);
+    this.#sweepIdle();
   }
 
-  complete(request: QueuedRequest, outputTokens: number | undefined): void {
+  complete(request: QueuedRequest, cost: number | undefined, charged = request.cost): void {
     const account = this.#accounts.get(request.tenantId);
     if (!account) return;
     account.inFlight = Math.max(0, account.inFlight - 1);
-    if (outputTokens !== undefined) {
-      const correction = (outputTokens - request.predictedOutputTokens) / account.weight;
+    if (cost !== undefined) {
+      const correction = (cost - charged) / account.weight;
       account.counter += correction;
       this.#addDelta(account.tenantId, correction);
       this.#backlogged.update(account);
@@ -139,7 +173,7 @@ export class VtcPolicy implements FairnessPolicy {
       // tie), unless the probe may use room that tenant may not.
       if (account.counter > start) break;
       const head = account.queue?.queue.peek();
-      const overshoot = head ? serviceTokens(head) : 0;
+      const overshoot = head ? head.cost : 0;
       if (++walked > WALK_LIMIT) {
         const restTokens = this.#queues.queuedTokens - countedTokens;
         const restWeight = this.#backloggedWeight - countedWeight;
@@ -150,7 +184,6 @@ export class VtcPolicy implements FairnessPolicy {
       if (account.tenantId === probe.tenantId || !account.queue) continue;
       countedTokens += account.queue.queuedTokens;
       countedWeight += account.weight;
-      if (account.counter === start && probe.passes?.(account.tenantId)) continue;
       ahead += Math.min(account.queue.queuedTokens, (start - account.counter) * account.weight + overshoot);
     }
     return ahead;
@@ -173,14 +206,39 @@ export class VtcPolicy implements FairnessPolicy {
 
   /**
    * The counter at which a new request of the probe's tenant becomes the one to serve:
-   * the tenant's counter (lifted to the floor, the smallest backlogged counter, if it is
-   * not backlogged) plus what it already has queued, per unit of weight.
+   * the tenant's counter (lifted as it would be, if it is not backlogged) plus what it
+   * already has queued, per unit of weight.
    */
   #startTag(probe: WorkProbe): { mine: Account | undefined; floor: number; start: number } {
     const mine = this.#accounts.get(probe.tenantId);
-    const floor = this.#backlogged.peek()?.counter ?? this.#virtualTime;
-    const myCounter = mine?.queue ? mine.counter : Math.max(mine?.counter ?? 0, floor);
+    const floor = this.#floor();
+    const myCounter = mine?.queue ? mine.counter : mine ? this.#lift(mine) : Math.max(0, floor);
     return { mine, floor, start: myCounter + (mine?.queue?.queuedTokens ?? 0) / probe.weight };
+  }
+
+  /** The smallest backlogged counter, or virtual time when nobody waits. */
+  #floor(): number {
+    return this.#backlogged.peek()?.counter ?? this.#virtualTime;
+  }
+
+  /** Where a tenant's counter is lifted to when it becomes backlogged. */
+  #lift(account: Account): number {
+    return Math.max(account.counter, this.#floor() - (account.fresh ? 0 : this.#credit()));
+  }
+
+  /** The burst credit in counter units: creditMs of a unit weight's recent service. */
+  #credit(): number {
+    if (this.#creditMs === 0 || !this.#now) return 0;
+    const now = this.#now();
+    return this.#creditMs * this.#pace * Math.exp(-Math.max(0, now - this.#paceAt) / PACE_WINDOW_MS);
+  }
+
+  #measurePace(fluid: number): void {
+    if (!this.#now) return;
+    const now = this.#now();
+    this.#pace =
+      this.#pace * Math.exp(-Math.max(0, now - this.#paceAt) / PACE_WINDOW_MS) + fluid / PACE_WINDOW_MS;
+    this.#paceAt = now;
   }
 
   sharedCounters(): SharedCounters {
@@ -224,6 +282,12 @@ export class VtcPolicy implements FairnessPolicy {
     updates.deltas.set(tenantId, (updates.deltas.get(tenantId) ?? 0) + delta);
   }
 
+  standing(tenantId: string): number {
+    const mine = this.#accounts.get(tenantId);
+    if (mine?.queue) return mine.counter;
+    return mine ? this.#lift(mine) : this.#floor();
+  }
+
   tenantCounters(): ReadonlyMap<string, number> {
     const counters = new Map<string, number>();
     for (const account of this.#accounts.values()) counters.set(account.tenantId, account.counter);
@@ -239,6 +303,8 @@ export class VtcPolicy implements FairnessPolicy {
         weight: request.weight,
         inFlight: 0,
         queue: undefined,
+        fresh: true,
+        idleSince: 0,
       };
       this.#accounts.set(request.tenantId, account);
     }
@@ -255,11 +321,29 @@ export class VtcPolicy implements FairnessPolicy {
     } else this.#backlogged.update(account);
   }
 
-  // An idle tenant at or below virtual time would be lifted to it anyway on return, so its
-  // account carries no information; one above it (it was served ahead) must be kept.
+  // An idle tenant at or below virtual time would be lifted to it on return, so without
+  // credit its account carries no information; one above it (it was served ahead) must
+  // be kept. With credit, an idle account is kept for creditMs for the credit it holds.
   #forgetIfIdle(account: Account): void {
     if (account.queue || account.inFlight > 0) return;
-    if (account.counter <= this.#virtualTime) this.#accounts.delete(account.tenantId);
+    if (account.counter > this.#virtualTime) return;
+    if (this.#creditMs === 0) {
+      this.#accounts.delete(account.tenantId);
+      return;
+    }
+    account.idleSince = this.#now?.() ?? 0;
+    this.#idle.delete(account);
+    this.#idle.add(account);
+  }
+
+  /** Forgets idle accounts past creditMs, oldest first: O(1) amortised per dispatch. */
+  #sweepIdle(): void {
+    const now = this.#now?.() ?? 0;
+    for (const account of this.#idle) {
+      if (now - account.idleSince < this.#creditMs) return;
+      this.#idle.delete(account);
+      if (!account.queue && account.inFlight === 0) this.#accounts.delete(account.tenantId);
+    }
   }
 }
 
