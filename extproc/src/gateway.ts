@@ -1,5 +1,4 @@
 import { UsageRegistry } from "./accounting/usage-registry.ts";
-import { EngineAwareGate } from "./admission/gate.ts";
 import { BudgetGate } from "./budget/budget-gate.ts";
 import { createBudgetStore } from "./budget/create.ts";
 import { createBudgetRedisClient } from "./budget/redis-client.ts";
@@ -16,9 +15,9 @@ import { type HttpApi, type Readiness, startHttpApi } from "./http/server.ts";
 import type { Logger } from "./log.ts";
 import { GatewayMetrics, virtualCountersOf } from "./metrics/gateway-metrics.ts";
 import { createTokenCounter, type TokenCounter } from "./openai/tokens.ts";
+import { fairQueueFromPolicy } from "./queue/create.ts";
 import { FairQueueScheduler } from "./queue/fair-queue.ts";
 import { OutputPredictor } from "./queue/output-predictor.ts";
-import { queuePolicyFor } from "./queue/policies/index.ts";
 import { SharedQueueState } from "./queue/shared-state.ts";
 import type { Scheduler } from "./scheduler/types.ts";
 import { type StoreHealth, storeHealthFor } from "./store/store-health.ts";
@@ -62,7 +61,6 @@ export interface Gateway {
 export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const clock = options.clock ?? systemClock;
   const initial = options.policy();
-  const scheduling = initial.source.scheduling;
   // With the Redis store, virtual counters, in-flight load and waiting candidates are
   // exchanged with the other replicas, so weights and backend caps hold cluster-wide.
   const storeConfig = initial.source.store;
@@ -122,19 +120,11 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const outputPredictor = new OutputPredictor();
   const scheduler =
     options.scheduler ??
-    new FairQueueScheduler({
+    fairQueueFromPolicy({
       ...(shared ? { shared } : {}),
       predictor: outputPredictor,
       policy: options.policy,
       clock,
-      fairness: queuePolicyFor(scheduling, () => clock.now()),
-      gate: new EngineAwareGate({
-        maxEngineWaiting: scheduling.maxEngineWaiting,
-        engineSignals,
-      }),
-      maxBypass: scheduling.maxBypass,
-      reservationWindowMs: scheduling.reservationWindowMs,
-      cost: scheduling.cost,
       engineSignals,
     });
   const metrics = new GatewayMetrics({

@@ -5,8 +5,8 @@
 import { EngineAwareGate, type EngineSignals, OPEN_GATE } from "../admission/gate.ts";
 import type { Clock } from "../clock.ts";
 import type { Policy } from "../config/policy.ts";
-import type { FAIRNESS_POLICY_NAMES } from "../config/schema.ts";
 import { FairgateError } from "../errors.ts";
+import { fairQueueFromPolicy } from "../queue/create.ts";
 import { FairQueueScheduler } from "../queue/fair-queue.ts";
 import { FcfsPolicy } from "../queue/policies/fcfs.ts";
 import { queuePolicyFor } from "../queue/policies/index.ts";
@@ -44,7 +44,14 @@ export const CONTENDERS: Readonly<Record<string, Contender>> = Object.freeze({
   fairgate: {
     name: "fairgate",
     description: "weighted VTC fair queue inside priority levels, engine-aware admission gate",
-    build: (context) => ({ scheduler: fairQueue(context, "vtc") }),
+    build: (context) => ({
+      scheduler: fairQueueFromPolicy({
+        policy: context.policy,
+        clock: context.clock,
+        engineSignals: context.engineSignals,
+        name: "fairgate",
+      }),
+    }),
   },
   fcfs: {
     name: "fcfs",
@@ -92,10 +99,8 @@ export const CONTENDERS: Readonly<Record<string, Contender>> = Object.freeze({
 
 export const BASELINES = ["fcfs", "rate-limit", "strict-priority", "round-robin"] as const;
 
-function fairQueue(
-  context: ContenderContext,
-  policy: (typeof FAIRNESS_POLICY_NAMES)[number],
-): FairQueueScheduler {
+/** A baseline on fairgate's queue and admission gate, without its context-window scheduling and cost model. */
+function fairQueue(context: ContenderContext, policy: "strict-priority" | "round-robin"): FairQueueScheduler {
   const scheduling = context.policy().source.scheduling;
   return new FairQueueScheduler({
     policy: context.policy,
@@ -105,16 +110,8 @@ function fairQueue(
       engineSignals: context.engineSignals,
       maxEngineWaiting: scheduling.maxEngineWaiting,
     }),
-    // Context-window scheduling (bounded bypass, shares, reservations) and the cost model
-    // are fairgate's own; the baselines keep only the admission gate and count tokens.
-    ...(policy === "vtc"
-      ? {
-          maxBypass: scheduling.maxBypass,
-          reservationWindowMs: scheduling.reservationWindowMs,
-          cost: scheduling.cost,
-        }
-      : { maxBypass: 0 }),
-    name: policy === "vtc" ? "fairgate" : policy,
+    maxBypass: 0,
+    name: policy,
     engineSignals: context.engineSignals,
   });
 }

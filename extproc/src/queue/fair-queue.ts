@@ -29,7 +29,7 @@ import { BackendLedger, type LedgerTenant } from "./ledger.ts";
 import { OutputPredictor } from "./output-predictor.ts";
 import type { QueuedRequest, QueuePolicy, QueuePolicyFactory, SharedCounters } from "./policy.ts";
 import { type OwedAtLeast, ReservationBook } from "./reservations.ts";
-import type { SharedQueueState } from "./shared-state.ts";
+import type { SharedCandidate, SharedQueueState } from "./shared-state.ts";
 
 /** A request as the queue holds it, waiting or in flight. */
 interface Held {
@@ -72,7 +72,7 @@ interface BackendState {
   /** A request too large for the KV room left that has used up its bypass allowance. */
   heldBy: Waiter | undefined;
   /** The other replicas' best waiting request (shared state). */
-  othersBest: { priority: number; counter: number } | undefined;
+  othersBest: SharedCandidate | undefined;
 }
 
 /** Used for estimates until a backend has completed anything, when its engine's counters say nothing. */
@@ -574,11 +574,14 @@ export class FairQueueScheduler implements Scheduler {
    * With replicas sharing the backend, a freed slot is left to another replica when the
    * request waiting there is owed more (higher priority level, or a virtual counter lower
    * by more than this request's own charge); that replica takes it at its next exchange.
+   * Not when that tenant waits here too: then the order here already weighs it, and the
+   * other replica's view of its counter is older than this one's.
    */
   #owedElsewhere(backend: BackendState, chosen: Waiter): boolean {
     const best = backend.othersBest;
     if (!best) return false;
     const mine = chosen.item;
+    if (best.tenantId !== "" && (backend.ledger.tenant(best.tenantId)?.queued ?? 0) > 0) return false;
     if (best.priority !== mine.priority) return best.priority < mine.priority;
     const counter = backend.sharing?.counterOf(mine.tenantId);
     if (counter === undefined) return false;
@@ -634,7 +637,14 @@ export class FairQueueScheduler implements Scheduler {
       },
       candidate: () => {
         if (backend.policy.size === 0) return undefined;
-        return sharing?.candidateCounter() ?? { priority: backend.policy.peek()?.priority ?? 0, counter: 0 };
+        const head = backend.policy.peek();
+        return (
+          sharing?.candidateCounter() ?? {
+            priority: head?.priority ?? 0,
+            counter: 0,
+            tenantId: head?.tenantId ?? "",
+          }
+        );
       },
       tenants: () => sharing?.sharedTenants() ?? [],
       apply: (view) => {

@@ -109,8 +109,8 @@ export interface SharedCounters {
   applyCounters(counters: ReadonlyMap<string, number>): void;
   /** Tenants whose cluster-wide counters the policy wants. */
   sharedTenants(): string[];
-  /** The counter (and priority level) of the request the policy would serve next. */
-  candidateCounter(): { priority: number; counter: number } | undefined;
+  /** The counter, priority level and tenant of the request the policy would serve next. */
+  candidateCounter(): { priority: number; counter: number; tenantId: string } | undefined;
   /** The counter a request of this tenant is ordered by. */
   counterOf(tenantId: string): number | undefined;
 }

@@ -25,8 +25,8 @@ export interface SharedBackendParticipant {
   restoreUpdates(updates: CounterUpdates): void;
   /** This replica's in-flight requests and tokens on the backend. */
   localLoad(): { inFlight: number; inFlightTokens: number };
-  /** The request this replica would dispatch next: its priority level and virtual counter. */
-  candidate(): { priority: number; counter: number } | undefined;
+  /** The request this replica would dispatch next: its priority level, virtual counter and tenant. */
+  candidate(): SharedCandidate | undefined;
   /** Tenants whose cluster-wide counters this replica needs. */
   tenants(): string[];
   /** The exchange's answer: cluster counters, the other replicas' load and best candidate. */
@@ -38,7 +38,14 @@ export interface SharedView {
   readonly othersInFlight: number;
   readonly othersInFlightTokens: number;
   /** The best candidate waiting on another replica, if any. */
-  readonly othersBest: { priority: number; counter: number } | undefined;
+  readonly othersBest: SharedCandidate | undefined;
+}
+
+export interface SharedCandidate {
+  readonly priority: number;
+  readonly counter: number;
+  /** Its tenant ("" when unknown). */
+  readonly tenantId: string;
 }
 
 export interface SharedQueueStateOptions {
@@ -138,13 +145,14 @@ export class SharedQueueState {
         candidate ? candidate.priority : -1,
         candidate ? candidate.counter : 0,
         JSON.stringify(tenants),
+        candidate?.tenantId ?? "",
       )) as [string[], number, number, string];
       const counters = new Map<string, number>();
       reply[0].forEach((value, i) => {
         const tenant = tenants[i];
         if (tenant !== undefined && value !== "") counters.set(tenant, Number(value));
       });
-      const [bestPriority, bestCounter] = reply[3] === "" ? [] : reply[3].split("|").map(Number);
+      const [bestPriority, bestCounter, ...bestTenant] = reply[3] === "" ? [] : reply[3].split("|");
       if (!this.#healthy) this.#logger.info("shared queue state reachable again", { backend });
       this.#healthy = true;
       participant.apply({
@@ -153,7 +161,7 @@ export class SharedQueueState {
         othersInFlightTokens: Number(reply[2]),
         othersBest:
           bestPriority !== undefined && bestCounter !== undefined
-            ? { priority: bestPriority, counter: bestCounter }
+            ? { priority: Number(bestPriority), counter: Number(bestCounter), tenantId: bestTenant.join("|") }
             : undefined,
       });
     } catch (error) {

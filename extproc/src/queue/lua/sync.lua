@@ -4,7 +4,7 @@
 
   Input:
     KEYS[1] virtual counters   {prefix}q:{backend}:vtc       hash tenant -> counter (weighted tokens)
-    KEYS[2] replica states     {prefix}q:{backend}:replicas  hash replicaId -> "at|inFlight|tokens|priority|counter"
+    KEYS[2] replica states     {prefix}q:{backend}:replicas  hash replicaId -> "at|inFlight|tokens|priority|counter|tenant"
 
     ARGV[1] this replica's id
     ARGV[2] staleness bound ms: states older than this are dropped (a dead replica)
@@ -15,10 +15,11 @@
     ARGV[7] priority of this replica's next candidate, or -1 when nothing waits here
     ARGV[8] virtual counter of that candidate (ignored when ARGV[7] is -1)
     ARGV[9] tenants whose counters to return, JSON array
+    ARGV[10] tenant of that candidate (empty when nothing waits here)
 
   Output: { counters (array of strings, "" for unknown, in ARGV[9] order),
             others' in-flight requests, others' in-flight tokens,
-            best waiting candidate among the other replicas as "priority|counter", or "" }
+            best waiting candidate among the other replicas as "priority|counter|tenant", or "" }
 ]]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -36,14 +37,14 @@ for tenant, delta in pairs(deltas) do
   if tonumber(delta) ~= 0 then redis.call('HINCRBYFLOAT', KEYS[1], tenant, delta) end
 end
 
-redis.call('HSET', KEYS[2], me, now .. '|' .. ARGV[5] .. '|' .. ARGV[6] .. '|' .. ARGV[7] .. '|' .. ARGV[8])
+redis.call('HSET', KEYS[2], me, now .. '|' .. ARGV[5] .. '|' .. ARGV[6] .. '|' .. ARGV[7] .. '|' .. ARGV[8] .. '|' .. (ARGV[10] or ''))
 
 local others_req, others_tok = 0, 0
-local best_p, best_c = nil, nil
+local best_p, best_c, best_t = nil, nil, ''
 local states = redis.call('HGETALL', KEYS[2])
 for i = 1, #states, 2 do
   local id, state = states[i], states[i + 1]
-  local at, req, tok, prio, counter = string.match(state, '^([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]+)$')
+  local at, req, tok, prio, counter, tenant = string.match(state, '^([^|]+)|([^|]+)|([^|]+)|([^|]+)|([^|]+)|?(.*)$')
   if at == nil or now - tonumber(at) > stale then
     redis.call('HDEL', KEYS[2], id)
   elseif id ~= me then
@@ -52,7 +53,7 @@ for i = 1, #states, 2 do
     local p = tonumber(prio)
     if p >= 0 then
       local c = tonumber(counter)
-      if best_p == nil or p < best_p or (p == best_p and c < best_c) then best_p, best_c = p, c end
+      if best_p == nil or p < best_p or (p == best_p and c < best_c) then best_p, best_c, best_t = p, c, tenant end
     end
   end
 end
@@ -69,5 +70,5 @@ redis.call('PEXPIRE', KEYS[1], 86400000)
 redis.call('PEXPIRE', KEYS[2], stale * 10)
 
 local best = ''
-if best_p ~= nil then best = best_p .. '|' .. best_c end
+if best_p ~= nil then best = best_p .. '|' .. best_c .. '|' .. best_t end
 return { counters, others_req, others_tok, best }

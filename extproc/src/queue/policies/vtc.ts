@@ -270,7 +270,9 @@ export class VtcPolicy implements QueuePolicy {
       candidateCounter: () => {
         const top = this.#backlogged.peek();
         const head = top?.queue?.queue.peek();
-        return top && head ? { priority: head.priority, counter: top.counter } : undefined;
+        return top && head
+          ? { priority: head.priority, counter: top.counter, tenantId: top.tenantId }
+          : undefined;
       },
       counterOf: (tenantId) => this.#accounts.get(tenantId)?.counter,
     };
