@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
-import { parseTrace, TraceError } from "../../extproc/src/bench/traces.ts";
+import { mergeTraces, parseTrace, TraceError } from "../../extproc/src/bench/traces.ts";
 import { type ArrivalProcess, nextArrival, sampleLength } from "../../extproc/src/bench/workload.ts";
 import { seededRandom } from "../../extproc/src/sim/random.ts";
 
@@ -233,6 +233,64 @@ describe("parseTrace: Azure LLM inference trace CSV", () => {
     assert.throws(
       () => parseTrace(`${csv}yesterday,5,5\n`, "conv.csv"),
       (error: unknown) => error instanceof TraceError && error.message.includes("not a date"),
+    );
+  });
+});
+
+describe("parseTrace: Mooncake FAST'25 traces and named tenants", () => {
+  const mooncake = [
+    '{"timestamp": 0, "input_length": 6758, "output_length": 500, "hash_ids": [0, 1, 2]}',
+    '{"timestamp": 27482, "input_length": 6955, "output_length": 52, "hash_ids": [46, 47]}',
+    '{"timestamp": 1500, "input_length": 900, "output_length": 3, "hash_ids": []}',
+  ].join("\n");
+
+  it("reads timestamps in ms from the trace's start and the lengths, in time order", () => {
+    const trace = parseTrace(mooncake, "conversation_trace.jsonl", { tenant: "long-context" });
+    assert.deepEqual(trace, [
+      { atMs: 0, tenant: "long-context", promptTokens: 6758, outputTokens: 500 },
+      { atMs: 1500, tenant: "long-context", promptTokens: 900, outputTokens: 3 },
+      { atMs: 27482, tenant: "long-context", promptTokens: 6955, outputTokens: 52 },
+    ]);
+  });
+
+  it("spreads an unnamed Mooncake trace over Zipf tenants like an Azure one", () => {
+    const tenants = new Set(parseTrace(mooncake, "t", { tenants: 2, seed: 3 }).map((r) => r.tenant));
+    for (const t of tenants) assert.match(t, /^tenant-0[12]$/);
+  });
+
+  it("a named tenant takes every request of an Azure trace", () => {
+    const csv = "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.9799600,4808,10\n";
+    assert.deepEqual(
+      parseTrace(csv, "code.csv", { tenant: "code" }).map((r) => r.tenant),
+      ["code"],
+    );
+  });
+
+  it("names the file and line of a malformed Mooncake record", () => {
+    assert.throws(
+      () => parseTrace('{"timestamp": 0, "input_length": 10, "output_length": 0}', "m.jsonl"),
+      (error: unknown) =>
+        error instanceof TraceError && error.message.startsWith('m.jsonl:1: "output_length"'),
+    );
+    assert.throws(
+      () => parseTrace('{"timestamp": -5, "input_length": 10, "output_length": 2}', "m.jsonl"),
+      (error: unknown) => error instanceof TraceError && error.message.includes('"timestamp"'),
+    );
+  });
+
+  it("merges traces read one per tenant, each from its own start", () => {
+    const a = parseTrace(mooncake, "a", { tenant: "a" });
+    const b = parseTrace('{"at_ms": 1000, "tenant": "x", "prompt_tokens": 5, "output_tokens": 5}', "b", {
+      tenant: "b",
+    });
+    assert.deepEqual(
+      mergeTraces([a, b]).map((r) => [r.tenant, r.atMs]),
+      [
+        ["a", 0],
+        ["b", 1000],
+        ["a", 1500],
+        ["a", 27482],
+      ],
     );
   });
 });

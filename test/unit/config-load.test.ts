@@ -41,6 +41,27 @@ describe("loadPolicyText", () => {
     assert.match(error.message, /expected a number, got string "lots"/);
   });
 
+  it("points a policy still setting the removed scheduling.headroom at what replaced it", () => {
+    const error = find(errorsOf("scheduling:\n  headroom: 0.05\n"), "scheduling.headroom");
+    assert.equal(error.line, 2);
+    assert.match(error.message, /was removed: .*scheduling\.reservationWindowMs/);
+  });
+
+  it("checks the cost weights and the prefill budget", () => {
+    assert.ok(
+      find(
+        errorsOf("scheduling:\n  cost: { contextPerOutputToken: -1 }\n"),
+        "scheduling.cost.contextPerOutputToken",
+      ),
+    );
+    assert.ok(
+      find(
+        errorsOf("backends:\n  - name: b\n    maxPrefillTokensInFlight: 0\n"),
+        "backends[0].maxPrefillTokensInFlight",
+      ),
+    );
+  });
+
   it("reports an unknown key at the key itself, listing the allowed keys", () => {
     const error = find(
       errorsOf("tenants:\n  - id: acme\n    limits: { rpm: 5, tmp: 9 }\n"),

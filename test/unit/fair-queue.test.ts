@@ -473,3 +473,93 @@ describe("FairQueueScheduler with VTC and the engine-aware gate", () => {
     assert.equal(scheduler.estimate(request("probe", "globex", 100)).expectedMs, 0);
   });
 });
+
+describe("FairQueueScheduler: reservations and the prefill budget", () => {
+  const twoTenants = (backend: Record<string, unknown>) =>
+    policyFrom({
+      tiers: { one: { priority: 0, weight: 1 } },
+      tenants: [
+        { id: "light", tier: "one" },
+        { id: "heavy", tier: "one" },
+      ],
+      backends: [{ name: "b", ...backend }],
+      defaults: { tier: "one", limits: { maxQueued: 1_000, maxQueueWaitMs: 60_000 } },
+    });
+  const ask = (
+    p: ReturnType<typeof twoTenants>,
+    id: string,
+    tenantId: string,
+    prompt = 50,
+  ): SchedulingRequest => ({
+    id,
+    tenant: p.tenantFor(tenantId),
+    backend: "b",
+    promptTokens: prompt,
+    expectedOutputTokens: 50,
+    maxWaitMs: 60_000,
+  });
+  // The queue serve runs, with its burst credit and cost model; reservations as given.
+  const queue = (p: ReturnType<typeof twoTenants>, reservationWindowMs: number) => {
+    const clock = new ManualClock();
+    return new FairQueueScheduler({
+      policy: () => p,
+      clock,
+      fairness: queuePolicyFor({ policy: "vtc", starvationBound: 10, burstCreditMs: 120_000 }, () =>
+        clock.now(),
+      ),
+      reservationWindowMs,
+    });
+  };
+
+  for (const window of [0, 10_000]) {
+    it(`a quiet light tenant's next request ${window ? "starts at once" : "waits"} while a heavy one floods (reservation window ${window} ms)`, async () => {
+      const p = twoTenants({ maxInFlightRequests: 4 });
+      const h = new Harness(queue(p, window));
+      h.submit(ask(p, "l0", "light"));
+      for (let i = 0; i < 10; i++) h.submit(ask(p, `h${i}`, "heavy"));
+      await flush();
+      // light keeps room for one more request of its size: heavy gets 2 slots, not 3.
+      assert.equal(h.order.filter((id) => id.startsWith("h")).length, window ? 2 : 3);
+      h.submit(ask(p, "l1", "light"));
+      await flush();
+      assert.equal(
+        h.order.includes("l1"),
+        window > 0,
+        window ? "light's request went at once" : "light's request waits for a slot",
+      );
+    });
+  }
+
+  it("a prompt that does not fit the prefill room left waits for the first token of the one prefilling", async () => {
+    const p = twoTenants({ maxInFlightRequests: 4, maxPrefillTokensInFlight: 100 });
+    const h = new Harness(queue(p, 10_000));
+    h.submit(ask(p, "a", "heavy", 60));
+    h.submit(ask(p, "b", "heavy", 60));
+    await flush();
+    assert.deepEqual(h.order, ["a"]);
+    h.dispatches.get("a")?.firstToken?.();
+    await flush();
+    assert.deepEqual(h.order, ["a", "b"], "a's prompt left the prefill budget with its first token");
+  });
+
+  it("counts a prefill as done after an estimate of its time when no first token is seen", async () => {
+    const p = twoTenants({ maxInFlightRequests: 4, maxPrefillTokensInFlight: 100 });
+    const clock = new ManualClock();
+    const scheduler = new FairQueueScheduler({
+      policy: () => p,
+      clock,
+      fairness: queuePolicyFor({ policy: "vtc", starvationBound: 10 }),
+      reservationWindowMs: 10_000,
+    });
+    const h = new Harness(scheduler);
+    h.submit(ask(p, "a", "heavy", 60));
+    h.submit(ask(p, "b", "heavy", 60));
+    await flush();
+    assert.deepEqual(h.order, ["a"]);
+    // 250 ms slack + 3 x 0.25 ms per token x 60 tokens, then the next re-check.
+    clock.advance(300);
+    scheduler.poke();
+    await flush();
+    assert.deepEqual(h.order, ["a", "b"]);
+  });
+});

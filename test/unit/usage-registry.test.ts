@@ -160,6 +160,27 @@ describe("UsageStreamProcessor", () => {
     });
   });
 
+  it("tells the main stream once when the response's first bytes arrive (its prefill is over)", () => {
+    const { registry, processor } = setup();
+    const ticket = registry.register("id-f");
+    let calls = 0;
+    ticket.onFirstOutput(() => calls++);
+    processor.onMessage(
+      observed({ request_headers: { ...headers({ ":path": "/v1/chat", [REQUEST_ID_HEADER]: "id-f" }) } }),
+    );
+    processor.onMessage(
+      observed({ response_headers: headers({ ":status": "200", "content-type": "text/event-stream" }) }),
+    );
+    assert.equal(calls, 0, "headers are not output");
+    processor.onMessage(observed({ response_body: { body: Buffer.from("data: {}\n\n") } }));
+    processor.onMessage(observed({ response_body: { body: Buffer.from("data: {}\n\n") } }));
+    assert.equal(calls, 1);
+    // A callback registered after the first bytes runs at once.
+    let late = 0;
+    ticket.onFirstOutput(() => late++);
+    assert.equal(late, 1);
+  });
+
   it("reports a partial when the stream closes early, zero output for an error status", async () => {
     const { registry, processor } = setup();
     const ticket = registry.register("id-2");

@@ -209,6 +209,80 @@ describe("VtcPolicy", () => {
   });
 });
 
+describe("VtcPolicy burst credit", () => {
+  /**
+   * `heavy` backlogged, one 100-cost dispatch every 10 ms for 100 s (virtual time
+   * 1,000,000); `every` is called each 20 s.
+   */
+  function heavyFor(
+    policy: VtcPolicy,
+    clock: { t: number },
+    make: ReturnType<typeof requestMaker>,
+    every: () => void = () => {},
+  ) {
+    for (let i = 0; i < 3; i++) policy.add(make({ tenantId: "heavy", prompt: 50, output: 50 }));
+    for (let i = 1; i <= 10_000; i++) {
+      clock.t += 10;
+      const next = policy.peek() as QueuedRequest;
+      policy.dispatch(next);
+      policy.complete(next, next.cost);
+      policy.add(make({ tenantId: "heavy", prompt: 50, output: 50 }));
+      if (i % 2_000 === 0) every();
+    }
+  }
+
+  /** One request of `tenantId`, served and completed at once. */
+  function once(policy: VtcPolicy, make: ReturnType<typeof requestMaker>, tenantId: string) {
+    const request = make({ tenantId, prompt: 50, output: 50 });
+    policy.add(request);
+    policy.dispatch(request);
+    policy.complete(request, request.cost);
+  }
+
+  it("a tenant active within the window that used less than its share gets ahead by creditMs of service", () => {
+    const clock = { t: 0 };
+    const policy = new VtcPolicy({ now: () => clock.t, creditMs: 60_000 });
+    const make = requestMaker();
+    // light sends one request every 20 s: active, far below its share.
+    heavyFor(policy, clock, make, () => once(policy, make, "light"));
+    policy.add(make({ tenantId: "light", prompt: 50, output: 50 }));
+    // Virtual time moves 10 per ms: 60 s of credit is 600,000 below it.
+    const heavy = policy.tenantCounters().get("heavy") as number;
+    const lifted = policy.tenantCounters().get("light") as number;
+    assert.ok(Math.abs(heavy - 600_000 - lifted) < 1_000, `light lifted to ${lifted}, heavy at ${heavy}`);
+    assert.equal(policy.peek()?.tenantId, "light");
+  });
+
+  it("a newcomer, or a tenant idle longer than the window, starts level with the others", () => {
+    const clock = { t: 0 };
+    const policy = new VtcPolicy({ now: () => clock.t, creditMs: 60_000 });
+    const make = requestMaker();
+    once(policy, make, "old");
+    heavyFor(policy, clock, make); // 100 s: longer than the window
+    policy.add(make({ tenantId: "new", prompt: 50, output: 50 }));
+    policy.add(make({ tenantId: "old", prompt: 50, output: 50 }));
+    const counters = policy.tenantCounters();
+    const floor = Math.min(counters.get("heavy") as number, counters.get("new") as number);
+    assert.ok((counters.get("new") as number) >= floor - 1e-6);
+    assert.ok(
+      (counters.get("old") as number) >= (counters.get("heavy") as number) - 100,
+      "its credit lapsed",
+    );
+  });
+
+  it("without creditMs, a returning tenant is lifted to virtual time (VTC's rule)", () => {
+    const clock = { t: 0 };
+    const policy = new VtcPolicy({ now: () => clock.t });
+    const make = requestMaker();
+    heavyFor(policy, clock, make, () => once(policy, make, "light"));
+    policy.add(make({ tenantId: "light" }));
+    assert.ok(
+      (policy.tenantCounters().get("light") as number) >=
+        (policy.tenantCounters().get("heavy") as number) - 100,
+    );
+  });
+});
+
 describe("PriorityLevelsPolicy", () => {
   const levels = (starvationBound: number) =>
     new PriorityLevelsPolicy({ inner: () => new VtcPolicy(), starvationBound });

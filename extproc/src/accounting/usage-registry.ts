@@ -24,6 +24,11 @@ import type { Usage } from "./usage.ts";
 
 export interface UsageTicket {
   readonly id: string;
+  /**
+   * Called once when the usage stream sees the response's first body bytes: for a
+   * streamed response, the first token, so the request's prefill is over.
+   */
+  onFirstOutput(callback: () => void): void;
   /** Settles with the usage the response revealed, or undefined when it never will. */
   readonly usage: Promise<Usage | undefined>;
   /**
@@ -52,6 +57,8 @@ export interface UsageRegistryStats {
 
 interface Entry {
   readonly promise: Promise<Usage | undefined>;
+  firstOutput?: () => void;
+  firstOutputSeen?: boolean;
   resolve(usage: Usage | undefined): void;
   snapshot?: () => Usage | undefined;
   ttl: TimerHandle;
@@ -100,6 +107,10 @@ export class UsageRegistry {
     this.stats.registered++;
     return {
       id,
+      onFirstOutput: (callback) => {
+        if (entry.firstOutputSeen) callback();
+        else entry.firstOutput = callback;
+      },
       usage: promise,
       settle: (graceMs) => {
         const current = this.#entries.get(id);
@@ -135,6 +146,16 @@ export class UsageRegistry {
     if (!entry) return false;
     entry.snapshot = snapshot;
     return true;
+  }
+
+  /** The usage stream saw `id`'s first response body bytes. */
+  firstOutput(id: string): void {
+    const entry = this.#entries.get(id);
+    if (!entry || entry.firstOutputSeen) return;
+    entry.firstOutputSeen = true;
+    const callback = entry.firstOutput;
+    entry.firstOutput = undefined;
+    callback?.();
   }
 
   /** The usage stream's final word on `id`. False when nobody waits for it. */

@@ -61,6 +61,7 @@ export class UsageStreamProcessor {
   #parser: UsageParser | undefined;
   /** Response status was not 2xx: the engine generated nothing. */
   #failedStatus = false;
+  #sawOutput = false;
   #done = false;
 
   constructor(ctx: UsageStreamContext) {
@@ -74,7 +75,13 @@ export class UsageStreamProcessor {
       else if (message.response_headers) this.#onResponseHeaders(message.response_headers);
       else if (message.response_body) {
         const { body, end_of_stream } = message.response_body;
-        if (body && body.length > 0) this.#parser?.push(body);
+        if (body && body.length > 0) {
+          if (!this.#sawOutput && this.#local && this.#requestId !== undefined) {
+            this.#sawOutput = true;
+            this.#ctx.registry.firstOutput(this.#requestId);
+          }
+          this.#parser?.push(body);
+        }
         if (end_of_stream) this.#finish(true);
       } else if (message.response_trailers) this.#finish(true);
     } catch (error) {

@@ -156,6 +156,14 @@ const schedulingSchema = z.strictObject({
   /** How long a tenant's recent peak of in-flight work stays reserved for it while it has
    * nothing queued, so its next request starts at once (0: no reservations). */
   reservationWindowMs: nonNegativeInt.max(600_000).default(10_000),
+  /** Removed: named so a policy still setting it gets a pointer, not "unknown key". */
+  headroom: z
+    .unknown()
+    .refine(() => false, {
+      message:
+        "was removed: room is now kept for light tenants by scheduling.reservationWindowMs (docs/policy.md)",
+    })
+    .optional(),
 });
 
 export const policySchema = z.strictObject({

@@ -393,6 +393,8 @@ export class StreamProcessor {
     this.#dispatch = dispatch;
     // usage: from now on the response's usage is expected under this stream's id.
     this.#usageTicket = this.#ctx.usage.register(this.#id);
+    // The first streamed bytes mean the prefill is over: its prompt leaves the prefill budget.
+    this.#usageTicket.onFirstOutput(() => dispatch.firstToken?.());
     this.#chargedTokens = request.promptTokens + request.expectedOutputTokens;
     this.#promptTokens = request.promptTokens;
     this.#ctx.metrics.queueWait.observe(
@@ -438,6 +440,7 @@ export class StreamProcessor {
 
   #onResponseBody(message: HttpBody): void {
     this.#send({ response_body: { response: { status: "CONTINUE" } } });
+    if (message.body && message.body.length > 0) this.#dispatch?.firstToken?.();
     // Seen only when the filter sends response bodies: the end of the body is the true
     // end of generation, so the engine slot is freed here rather than at stream close.
     if (message.end_of_stream) this.#finishRequest();

@@ -325,12 +325,11 @@ export class VtcPolicy implements QueuePolicy {
 
   // An idle tenant at or below virtual time would be lifted to it on return, so without
   // credit its account carries no information; one above it (it was served ahead) must
-  // be kept. With credit, an idle account is kept for creditMs for the credit it holds.
+  // be kept. With credit, an idle account keeps its credit for creditMs.
   #forgetIfIdle(account: Account): void {
     if (account.queue || account.inFlight > 0) return;
-    if (account.counter > this.#virtualTime) return;
     if (this.#creditMs === 0) {
-      this.#accounts.delete(account.tenantId);
+      if (account.counter <= this.#virtualTime) this.#accounts.delete(account.tenantId);
       return;
     }
     account.idleSince = this.#now?.() ?? 0;
@@ -338,13 +337,18 @@ export class VtcPolicy implements QueuePolicy {
     this.#idle.add(account);
   }
 
-  /** Forgets idle accounts past creditMs, oldest first: O(1) amortised per dispatch. */
+  /**
+   * Idle past creditMs, an account loses its credit, and is forgotten unless it was served
+   * ahead of virtual time. Oldest first: O(1) amortised per dispatch.
+   */
   #sweepIdle(): void {
     const now = this.#now?.() ?? 0;
     for (const account of this.#idle) {
       if (now - account.idleSince < this.#creditMs) return;
       this.#idle.delete(account);
-      if (!account.queue && account.inFlight === 0) this.#accounts.delete(account.tenantId);
+      if (account.queue || account.inFlight > 0) continue;
+      account.fresh = true;
+      if (account.counter <= this.#virtualTime) this.#accounts.delete(account.tenantId);
     }
   }
 }
