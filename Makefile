@@ -1,7 +1,9 @@
 # fairgate — the README's two commands are `make demo` and `make test`.
 .PHONY: install build demo test lint typecheck unit bench format
 
-NODE_TEST := node --import tsx --test --test-concurrency=2
+# A test that hangs fails after 5 minutes, and a file whose tests are done ends even if a
+# failed test left a socket open; `timeout` bounds the whole run so CI reports, not hangs.
+NODE_TEST := timeout --kill-after=30 1200 node --import tsx --test --test-force-exit --test-timeout=300000
 
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci
@@ -23,8 +25,8 @@ typecheck: install
 # Timing-sensitive tests (wall-clock estimates through gRPC) run alone, after the rest:
 # beside another test file on a 2-core machine their service times stop being 50 ms.
 unit: build
-	$(NODE_TEST) $(filter-out test/timing/%,$(wildcard test/*/*.test.ts))
-	node --import tsx --test test/timing/*.test.ts
+	$(NODE_TEST) --test-concurrency=2 $(filter-out test/timing/%,$(wildcard test/*/*.test.ts))
+	$(NODE_TEST) test/timing/*.test.ts
 
 test: lint typecheck unit
 

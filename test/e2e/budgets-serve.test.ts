@@ -17,6 +17,11 @@ import { freePort, startRedis, type TestRedis } from "../helpers/redis.ts";
 const root = new URL("../../", import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), "fairgate-budgets-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
+// Whatever a failed test left running is killed, so the file can end.
+const running = new Set<ChildProcess>();
+after(() => {
+  for (const child of running) child.kill("SIGKILL");
+});
 
 interface Serve {
   readonly proxyUrl: string;
@@ -55,6 +60,8 @@ async function startServe(policyYaml: string, upstream: string, name = "policy")
     ],
     { stdio: ["ignore", "pipe", "pipe"] },
   );
+  running.add(child);
+  child.once("exit", () => running.delete(child));
   let output = "";
   child.stdout?.on("data", (d) => (output += d));
   child.stderr?.on("data", (d) => (output += d));
@@ -309,9 +316,11 @@ describe("budgets shared by several serve replicas on one Redis", () => {
       policy(`{ redis: "${redis.url}", onOutage: fail-closed, leaseTtlMs: ${leaseTtlMs} }`, [
         { id: "leases", limits: "{ maxConcurrency: 2 }" },
       ]);
-    const doomed = await startServe(text(2_000), slow.url, "doomed");
-    const survivor = await startServe(text(2_000), fast.url, "survivor");
+    let doomed: Serve | undefined;
+    let survivor: Serve | undefined;
     try {
+      doomed = await startServe(text(2_000), slow.url, "doomed");
+      survivor = await startServe(text(2_000), fast.url, "survivor");
       // Two requests hang on the slow engine behind the doomed replica, holding both slots.
       const hanging = [post(doomed, "leases"), post(doomed, "leases")];
       for (const p of hanging) p.catch(() => {});
@@ -333,8 +342,8 @@ describe("budgets shared by several serve replicas on one Redis", () => {
       assert.ok(freedAfter !== undefined, "the tenant's full concurrency came back");
       assert.ok(freedAfter <= 2_000 + 1_500, `freed ${freedAfter} ms after the kill (TTL 2000 ms)`);
     } finally {
-      await doomed.stop("SIGKILL");
-      await survivor.stop();
+      await doomed?.stop("SIGKILL");
+      await survivor?.stop();
       await slow.close();
       await fast.close();
     }

@@ -12,15 +12,25 @@ export interface TestRedis {
   resume(): void;
 }
 
+/**
+ * A port nobody listens on, for a child process to bind. Picked at random below the
+ * kernel's ephemeral range (32768+ on Linux): a port the kernel just handed out and took
+ * back (listen(0)) is soon reused as the source port of some outgoing connection, and the
+ * child's bind then fails with EADDRINUSE.
+ */
 export async function freePort(): Promise<number> {
-  return await new Promise((resolve, reject) => {
+  for (let attempt = 0; ; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    if (await canListen(port)) return port;
+    if (attempt > 200) throw new Error("no free port between 20000 and 32000");
+  }
+}
+
+async function canListen(port: number): Promise<boolean> {
+  return await new Promise((resolve) => {
     const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
+    server.once("error", () => resolve(false));
+    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
   });
 }
 
