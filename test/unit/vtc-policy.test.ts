@@ -246,11 +246,28 @@ describe("VtcPolicy burst credit", () => {
     // light sends one request every 20 s: active, far below its share.
     heavyFor(policy, clock, make, () => once(policy, make, "light"));
     policy.add(make({ tenantId: "light", prompt: 50, output: 50 }));
-    // Virtual time moves 10 per ms: 60 s of credit is 600,000 below it.
+    // 10 cost per ms served, shared by two active tenants of weight 1: a fair share is 5
+    // per ms, so 60 s of credit is 300,000 below virtual time.
     const heavy = policy.tenantCounters().get("heavy") as number;
     const lifted = policy.tenantCounters().get("light") as number;
-    assert.ok(Math.abs(heavy - 600_000 - lifted) < 1_000, `light lifted to ${lifted}, heavy at ${heavy}`);
+    assert.ok(Math.abs(heavy - 300_000 - lifted) < 1_000, `light lifted to ${lifted}, heavy at ${heavy}`);
     assert.equal(policy.peek()?.tenantId, "light");
+  });
+
+  it("credit is a fair share among every active tenant, so among many it shrinks with their number", () => {
+    const clock = { t: 0 };
+    const policy = new VtcPolicy({ now: () => clock.t, creditMs: 60_000 });
+    const make = requestMaker();
+    // Nine light tenants, each sending one request every 20 s: ten active tenants in all.
+    const lights = Array.from({ length: 9 }, (_, i) => `light-${i}`);
+    heavyFor(policy, clock, make, () => {
+      for (const id of lights) once(policy, make, id);
+    });
+    policy.add(make({ tenantId: "light-0", prompt: 50, output: 50 }));
+    const heavy = policy.tenantCounters().get("heavy") as number;
+    const lifted = policy.tenantCounters().get("light-0") as number;
+    // A fair share is 10 / 10 = 1 per ms: 60,000 below (not 600,000, the whole engine's).
+    assert.ok(Math.abs(heavy - 60_000 - lifted) < 2_000, `light lifted to ${lifted}, heavy at ${heavy}`);
   });
 
   it("a newcomer, or a tenant idle longer than the window, starts level with the others", () => {
@@ -382,5 +399,68 @@ describe("VtcPolicy.workAhead with ties", () => {
         tenants * 100,
       );
     }
+  });
+});
+
+describe("VtcPolicy adaptive LIFO (lifoAfterMs)", () => {
+  const at = (id: string, tenantId: string, seq: number, enqueuedAt: number): QueuedRequest => ({
+    id,
+    tenantId,
+    priority: 0,
+    weight: 1,
+    cost: 100,
+    seq,
+    enqueuedAt,
+  });
+
+  it("serves a tenant oldest first until its oldest has waited lifoAfterMs, then newest first", () => {
+    const clock = { t: 0 };
+    const policy = new VtcPolicy({ now: () => clock.t, lifoAfterMs: 5_000 });
+    policy.add(at("a0", "a", 0, 0));
+    policy.add(at("a1", "a", 1, 1_000));
+    policy.add(at("a2", "a", 2, 2_000));
+    clock.t = 4_999;
+    assert.equal(policy.peek()?.id, "a0");
+    assert.equal(policy.servesNewestFirst("a"), false);
+    clock.t = 5_000;
+    assert.equal(policy.peek()?.id, "a2");
+    assert.equal(policy.servesNewestFirst("a"), true);
+    policy.dispatch(policy.peek() as QueuedRequest);
+    assert.equal(policy.peek()?.id, "a1", "then the next newest");
+  });
+
+  it("changes nothing between tenants: the smaller counter still goes first", () => {
+    const clock = { t: 0 };
+    const policy = new VtcPolicy({ now: () => clock.t, lifoAfterMs: 5_000 });
+    const served = at("b-old", "b", 0, 0);
+    policy.add(served);
+    policy.dispatch(served); // b's counter is now 100, a's 0
+    policy.add(at("a0", "a", 1, 0));
+    policy.add(at("b0", "b", 2, 0));
+    policy.add(at("a1", "a", 3, 100));
+    clock.t = 10_000;
+    assert.deepEqual(
+      [...policy.candidates()].map((r) => r.id),
+      ["a1", "b0"],
+    );
+  });
+
+  it("a request of a tenant serving newest first has none of its own queue ahead in the estimate", () => {
+    const clock = { t: 0 };
+    const policy = new VtcPolicy({ now: () => clock.t, lifoAfterMs: 5_000 });
+    for (let i = 0; i < 5; i++) policy.add(at(`a${i}`, "a", i, 0));
+    const probe = { tenantId: "a", weight: 1, priority: 0, tokens: 100 };
+    assert.equal(policy.workAhead(probe), 500, "oldest first: the five queued go before it");
+    clock.t = 6_000;
+    assert.equal(policy.workAhead(probe), 0, "newest first: it goes next");
+  });
+
+  it("without lifoAfterMs the order stays oldest first however long the wait", () => {
+    const clock = { t: 0 };
+    const policy = new VtcPolicy({ now: () => clock.t });
+    policy.add(at("a0", "a", 0, 0));
+    policy.add(at("a1", "a", 1, 0));
+    clock.t = 3_600_000;
+    assert.equal(policy.peek()?.id, "a0");
   });
 });

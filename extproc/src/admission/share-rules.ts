@@ -4,8 +4,9 @@
  * say how much of the room a tenant may take.
  *
  * - **Within its share, a tenant only needs the room to be there.** A request that keeps
- *   its tenant within its weighted share of every budget (request slots rounded down, at
- *   least one; the KV budget; the prefill budget) goes as soon as it physically fits.
+ *   its tenant within its weighted share of every budget (request slots rounded down; the
+ *   KV budget; the prefill budget), or is its only request in flight, goes as soon as it
+ *   physically fits.
  * - **Past its share, it may not take what quiet tenants below their share keep.** A
  *   tenant with nothing queued but requests in flight, below its share of every budget,
  *   keeps room for the peak
@@ -58,16 +59,19 @@ export function shareOf(capacity: SharedBudgets, weight: number, activeWeight: n
   };
 }
 
-/** Whether one more request keeps the tenant within its share of every budget (slots rounded down, at least one). */
+/** Whether one more request keeps the tenant within its share of every budget (slots rounded down); its first always does. */
 export function withinShare(
   tenant: Pick<TenantHolding, "weight" | "inFlight" | "inFlightKv" | "inFlightPrefill">,
   need: RequestNeed,
   capacity: SharedBudgets,
   activeWeight: number,
 ): boolean {
+  // A tenant with nothing in flight may always have one request going, however small
+  // its share (among thousands of tenants, one request is more than any one's share).
+  if (tenant.inFlight === 0) return true;
   const share = shareOf(capacity, tenant.weight, activeWeight);
   return (
-    tenant.inFlight + 1 <= Math.max(1, Math.floor(share.slots)) &&
+    tenant.inFlight + 1 <= Math.floor(share.slots) &&
     tenant.inFlightKv + need.kvTokens <= share.kvTokens &&
     tenant.inFlightPrefill + need.prefillTokens <= share.prefillTokens
   );

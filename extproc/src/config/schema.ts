@@ -156,6 +156,9 @@ const schedulingSchema = z.strictObject({
   /** How long a tenant's recent peak of in-flight work stays reserved for it while it has
    * nothing queued, so its next request starts at once (0: no reservations). */
   reservationWindowMs: nonNegativeInt.max(600_000).default(10_000),
+  /** While a tenant's oldest queued request has waited this long, its newest goes next
+   * (adaptive LIFO within the tenant; 0: always oldest first). */
+  lifoAfterMs: nonNegativeInt.default(5_000),
   /** Removed: named so a policy still setting it gets a pointer, not "unknown key". */
   headroom: z
     .unknown()

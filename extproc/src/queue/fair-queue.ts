@@ -269,7 +269,9 @@ export class FairQueueScheduler implements Scheduler {
         distance: backend.policy.distance(probe),
         tenantPaced: backend.policy.tenantPaced,
         aheadTokens: backend.policy.workAhead(probe),
-        tenantQueued: mine?.queued ?? 0,
+        tenantQueued: backend.policy.servesNewestFirst?.(probe.tenantId, probe.priority)
+          ? 0
+          : (mine?.queued ?? 0),
         weight: probe.weight,
         progressPerToken: backend.policy.progressPerToken(probe),
         overtakers:
@@ -411,6 +413,7 @@ export class FairQueueScheduler implements Scheduler {
         weight: request.tenant.weight,
         cost: requestCost(this.#cost, request.promptTokens, predictedOutputTokens),
         seq: numbered ? this.#seq++ : this.#seq,
+        enqueuedAt: this.#clock.now(),
       },
       request,
       need: {
@@ -447,7 +450,7 @@ export class FairQueueScheduler implements Scheduler {
     const mine = policy.standing(request.tenantId, request.priority);
     return (otherId, otherPriority) =>
       otherPriority < request.priority ||
-      (otherPriority === request.priority && (policy.standing?.(otherId, otherPriority) ?? 0) <= mine);
+      (otherPriority === request.priority && (policy.standing?.(otherId, otherPriority) ?? 0) < mine);
   }
 
   #capacity(backend: BackendState): BackendCapacity {

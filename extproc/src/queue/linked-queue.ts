@@ -28,6 +28,11 @@ export class LinkedQueue<T> {
     return this.#head?.value;
   }
 
+  /** The newest value. */
+  peekLast(): T | undefined {
+    return this.#tail?.value;
+  }
+
   shift(): T | undefined {
     const head = this.#head;
     if (!head) return undefined;

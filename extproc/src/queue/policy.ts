@@ -15,6 +15,8 @@ export interface QueuedRequest {
   readonly cost: number;
   /** Arrival order, the tie-breaker everywhere. */
   readonly seq: number;
+  /** When it joined the queue (ms, the queue's clock). */
+  readonly enqueuedAt?: number;
 }
 
 /**
@@ -89,6 +91,11 @@ export interface ProgressView {
    * is served (VTC: from virtual time to the tenant's start tag; others: the tokens ahead).
    */
   distance(probe: WorkProbe): number;
+  /**
+   * True while the tenant's newest queued request goes before its older ones (adaptive
+   * LIFO): a new request then has none of its own tenant's queued requests ahead of it.
+   */
+  servesNewestFirst?(tenantId: string, priority: number): boolean;
   /**
    * How far progress(probe.priority) moves per token served at that level once the probe's
    * tenant waits too (VTC: 1 / the backlogged weight; others: 1): with the backend's token

@@ -8,7 +8,7 @@ import { VtcPolicy } from "./vtc.ts";
 /** The ordering policy a `scheduling` section names; `now` is the clock VTC's burst credit is measured on. */
 export function queuePolicyFor(
   config: Pick<SchedulingConfig, "policy" | "starvationBound"> &
-    Partial<Pick<SchedulingConfig, "burstCreditMs">>,
+    Partial<Pick<SchedulingConfig, "burstCreditMs" | "lifoAfterMs">>,
   now?: () => number,
 ): QueuePolicyFactory {
   switch (config.policy) {
@@ -16,7 +16,12 @@ export function queuePolicyFor(
       return () =>
         new PriorityLevelsPolicy({
           name: "vtc",
-          inner: () => new VtcPolicy({ ...(now ? { now } : {}), creditMs: config.burstCreditMs ?? 0 }),
+          inner: () =>
+            new VtcPolicy({
+              ...(now ? { now } : {}),
+              creditMs: config.burstCreditMs ?? 0,
+              ...(config.lifoAfterMs ? { lifoAfterMs: config.lifoAfterMs } : {}),
+            }),
           starvationBound: config.starvationBound,
         });
     case "strict-priority":

@@ -120,6 +120,11 @@ export class PriorityLevelsPolicy implements QueuePolicy {
     return policy.progressPerToken(probe);
   }
 
+  servesNewestFirst(tenantId: string, priority: number): boolean {
+    const level = this.#levels.find((l) => l.priority === priority)?.policy;
+    return level?.servesNewestFirst?.(tenantId, priority) ?? false;
+  }
+
   standing(tenantId: string, priority: number): number {
     const level = this.#levels.find((l) => l.priority === priority)?.policy ?? this.#inner();
     return level.standing?.(tenantId, priority) ?? 0;

@@ -10,6 +10,20 @@ export class TenantQueue {
   constructor(tenantId: string) {
     this.tenantId = tenantId;
   }
+
+  /**
+   * Whether the queue is standing: its oldest request has waited `lifoAfterMs` or more
+   * (never with lifoAfterMs undefined).
+   */
+  standing(now: number, lifoAfterMs: number | undefined): boolean {
+    const oldest = this.queue.peek()?.enqueuedAt;
+    return lifoAfterMs !== undefined && oldest !== undefined && now - oldest >= lifoAfterMs;
+  }
+
+  /** The request this tenant serves next: its oldest, or its newest while its queue stands. */
+  next(now: number, lifoAfterMs: number | undefined): QueuedRequest | undefined {
+    return this.standing(now, lifoAfterMs) ? this.queue.peekLast() : this.queue.peek();
+  }
 }
 
 /**

@@ -14,6 +14,8 @@ interface Account {
   fresh: boolean;
   /** When it last had nothing queued or in flight (ms), while idle. */
   idleSince: number;
+  /** Active within the last creditMs (queued, in flight or recently so): counted in #activeWeight. */
+  active: boolean;
 }
 
 export interface VtcOptions {
@@ -28,6 +30,13 @@ export interface VtcOptions {
    * level with the others.
    */
   creditMs?: number;
+  /**
+   * Adaptive LIFO: while a tenant's oldest queued request has waited this long, the
+   * tenant's newest request goes next instead (the old ones wait for their timeout), so a
+   * tenant with a standing queue still gets fresh requests answered in time. Between
+   * tenants nothing changes. Undefined: always oldest first.
+   */
+  lifoAfterMs?: number;
 }
 
 /** Time constant of the measured pace of virtual time that credit is counted in, ms. */
@@ -66,7 +75,10 @@ export class VtcPolicy implements QueuePolicy {
   #updates: CounterUpdates | undefined;
   readonly #now: (() => number) | undefined;
   readonly #creditMs: number;
-  /** Fluid time gained per ms, smoothed over PACE_WINDOW_MS (as of #paceAt). */
+  readonly #lifoAfterMs: number | undefined;
+  /** Sum of the weights of the tenants active within the last creditMs (with credit only). */
+  #activeWeight = 0;
+  /** A unit weight's fair share of service per ms among the active tenants, smoothed over PACE_WINDOW_MS (as of #paceAt). */
   #pace = 0;
   #paceAt = 0;
   /** Idle accounts kept for the credit they hold, oldest first, forgotten after creditMs. */
@@ -75,6 +87,7 @@ export class VtcPolicy implements QueuePolicy {
   constructor(options: VtcOptions = {}) {
     this.#now = options.now;
     this.#creditMs = options.now ? Math.max(0, options.creditMs ?? 0) : 0;
+    this.#lifoAfterMs = options.now ? options.lifoAfterMs : undefined;
   }
 
   get size(): number {
@@ -86,7 +99,12 @@ export class VtcPolicy implements QueuePolicy {
     const account = this.#account(request);
     // A reload may change a weight while the tenant waits.
     if (this.#backlogged.has(account)) this.#backloggedWeight += request.weight - account.weight;
+    if (account.active) this.#activeWeight += request.weight - account.weight;
     account.weight = request.weight;
+    if (this.#creditMs > 0 && !account.active) {
+      account.active = true;
+      this.#activeWeight += account.weight;
+    }
     account.queue = tenant;
     if (becameBacklogged) {
       this.#idle.delete(account);
@@ -111,12 +129,12 @@ export class VtcPolicy implements QueuePolicy {
   }
 
   peek(): QueuedRequest | undefined {
-    return this.#backlogged.peek()?.queue?.queue.peek();
+    return this.#next(this.#backlogged.peek());
   }
 
   *candidates(): Generator<QueuedRequest> {
     for (const account of this.#backlogged.ordered()) {
-      const head = account.queue?.queue.peek();
+      const head = this.#next(account);
       if (head) yield head;
     }
   }
@@ -127,7 +145,7 @@ export class VtcPolicy implements QueuePolicy {
     const account = this.#account(request);
     const fluid = charge / Math.max(this.#backloggedWeight, account.weight);
     this.#fluidTime += fluid;
-    this.#measurePace(fluid);
+    this.#measurePace(charge / Math.max(this.#activeWeight, account.weight));
     this.#virtualTime = Math.max(this.#virtualTime, account.counter);
     account.counter += charge / account.weight;
     this.#addDelta(account.tenantId, charge / account.weight);
@@ -162,7 +180,7 @@ export class VtcPolicy implements QueuePolicy {
     // more than they have queued.
     if (!Number.isFinite(probe.tokens)) return this.#queues.queuedTokens;
     const { mine, start } = this.#startTag(probe);
-    const myQueued = mine?.queue?.queuedTokens ?? 0;
+    const myQueued = this.servesNewestFirst(probe.tenantId) ? 0 : (mine?.queue?.queuedTokens ?? 0);
     let ahead = myQueued;
     let countedTokens = myQueued;
     let countedWeight = mine?.queue ? mine.weight : 0;
@@ -213,7 +231,20 @@ export class VtcPolicy implements QueuePolicy {
     const mine = this.#accounts.get(probe.tenantId);
     const floor = this.#floor();
     const myCounter = mine?.queue ? mine.counter : mine ? this.#lift(mine) : Math.max(0, floor);
-    return { mine, floor, start: myCounter + (mine?.queue?.queuedTokens ?? 0) / probe.weight };
+    const queuedAhead = this.servesNewestFirst(probe.tenantId) ? 0 : (mine?.queue?.queuedTokens ?? 0);
+    return { mine, floor, start: myCounter + queuedAhead / probe.weight };
+  }
+
+  /** Whether the tenant's queue stands, so its newest request goes next (adaptive LIFO). */
+  servesNewestFirst(tenantId: string): boolean {
+    const queue = this.#accounts.get(tenantId)?.queue;
+    return queue !== undefined && this.#now !== undefined && queue.standing(this.#now(), this.#lifoAfterMs);
+  }
+
+  #next(account: Account | undefined): QueuedRequest | undefined {
+    const queue = account?.queue;
+    if (!queue) return undefined;
+    return this.#now ? queue.next(this.#now(), this.#lifoAfterMs) : queue.queue.peek();
   }
 
   /** The smallest backlogged counter, or virtual time when nobody waits. */
@@ -223,21 +254,31 @@ export class VtcPolicy implements QueuePolicy {
 
   /** Where a tenant's counter is lifted to when it becomes backlogged. */
   #lift(account: Account): number {
-    return Math.max(account.counter, this.#floor() - (account.fresh ? 0 : this.#credit()));
+    const floor = this.#floor();
+    const credit = account.fresh ? 0 : this.#credit();
+    if (credit === 0) return Math.max(account.counter, floor);
+    // Below virtual time, which only moves forward: measured from the smallest backlogged
+    // counter, credit would compound as credited tenants pull that counter down.
+    return Math.max(account.counter, Math.max(floor, this.#virtualTime) - credit);
   }
 
-  /** The burst credit in counter units: creditMs of a unit weight's recent service. */
+  /**
+   * The burst credit in counter units: creditMs of a unit weight's fair share of the
+   * recent service, shared among every tenant active within creditMs. (Divided among the
+   * backlogged tenants only, a moment when few wait would make it worth the whole engine
+   * for minutes, and among many tenants credit would outweigh every weight.)
+   */
   #credit(): number {
     if (this.#creditMs === 0 || !this.#now) return 0;
     const now = this.#now();
     return this.#creditMs * this.#pace * Math.exp(-Math.max(0, now - this.#paceAt) / PACE_WINDOW_MS);
   }
 
-  #measurePace(fluid: number): void {
+  #measurePace(share: number): void {
     if (!this.#now) return;
     const now = this.#now();
     this.#pace =
-      this.#pace * Math.exp(-Math.max(0, now - this.#paceAt) / PACE_WINDOW_MS) + fluid / PACE_WINDOW_MS;
+      this.#pace * Math.exp(-Math.max(0, now - this.#paceAt) / PACE_WINDOW_MS) + share / PACE_WINDOW_MS;
     this.#paceAt = now;
   }
 
@@ -269,7 +310,7 @@ export class VtcPolicy implements QueuePolicy {
       sharedTenants: () => [...this.#accounts.keys()],
       candidateCounter: () => {
         const top = this.#backlogged.peek();
-        const head = top?.queue?.queue.peek();
+        const head = this.#next(top);
         return top && head
           ? { priority: head.priority, counter: top.counter, tenantId: top.tenantId }
           : undefined;
@@ -307,6 +348,7 @@ export class VtcPolicy implements QueuePolicy {
         queue: undefined,
         fresh: true,
         idleSince: 0,
+        active: false,
       };
       this.#accounts.set(request.tenantId, account);
     }
@@ -348,6 +390,10 @@ export class VtcPolicy implements QueuePolicy {
       this.#idle.delete(account);
       if (account.queue || account.inFlight > 0) continue;
       account.fresh = true;
+      if (account.active) {
+        account.active = false;
+        this.#activeWeight -= account.weight;
+      }
       if (account.counter <= this.#virtualTime) this.#accounts.delete(account.tenantId);
     }
   }
