@@ -78,7 +78,7 @@ export class VtcPolicy implements QueuePolicy {
   readonly #lifoAfterMs: number | undefined;
   /** Sum of the weights of the tenants active within the last creditMs (with credit only). */
   #activeWeight = 0;
-  /** A unit weight's fair share of service per ms among the active tenants, smoothed over PACE_WINDOW_MS (as of #paceAt). */
+  /** Cost served per ms, smoothed over PACE_WINDOW_MS (as of #paceAt). */
   #pace = 0;
   #paceAt = 0;
   /** Idle accounts kept for the credit they hold, oldest first, forgotten after creditMs. */
@@ -145,7 +145,7 @@ export class VtcPolicy implements QueuePolicy {
     const account = this.#account(request);
     const fluid = charge / Math.max(this.#backloggedWeight, account.weight);
     this.#fluidTime += fluid;
-    this.#measurePace(charge / Math.max(this.#activeWeight, account.weight));
+    this.#measurePace(charge);
     this.#virtualTime = Math.max(this.#virtualTime, account.counter);
     account.counter += charge / account.weight;
     this.#addDelta(account.tenantId, charge / account.weight);
@@ -264,21 +264,22 @@ export class VtcPolicy implements QueuePolicy {
 
   /**
    * The burst credit in counter units: creditMs of a unit weight's fair share of the
-   * recent service, shared among every tenant active within creditMs. (Divided among the
-   * backlogged tenants only, a moment when few wait would make it worth the whole engine
-   * for minutes, and among many tenants credit would outweigh every weight.)
+   * recent service, shared among every tenant active within creditMs now. (Divided among
+   * the backlogged tenants, or among the tenants active at each dispatch, the first
+   * seconds or a moment when few wait would make it worth minutes of the whole engine.)
    */
   #credit(): number {
     if (this.#creditMs === 0 || !this.#now) return 0;
     const now = this.#now();
-    return this.#creditMs * this.#pace * Math.exp(-Math.max(0, now - this.#paceAt) / PACE_WINDOW_MS);
+    const served = this.#pace * Math.exp(-Math.max(0, now - this.#paceAt) / PACE_WINDOW_MS);
+    return (this.#creditMs * served) / Math.max(this.#activeWeight, 1);
   }
 
-  #measurePace(share: number): void {
+  #measurePace(cost: number): void {
     if (!this.#now) return;
     const now = this.#now();
     this.#pace =
-      this.#pace * Math.exp(-Math.max(0, now - this.#paceAt) / PACE_WINDOW_MS) + share / PACE_WINDOW_MS;
+      this.#pace * Math.exp(-Math.max(0, now - this.#paceAt) / PACE_WINDOW_MS) + cost / PACE_WINDOW_MS;
     this.#paceAt = now;
   }
 
