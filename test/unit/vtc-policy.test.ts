@@ -270,6 +270,40 @@ describe("VtcPolicy burst credit", () => {
     assert.ok(Math.abs(heavy - 60_000 - lifted) < 2_000, `light lifted to ${lifted}, heavy at ${heavy}`);
   });
 
+  it("credit counts the tenants active when it is used, not those active at each past dispatch", () => {
+    const clock = { t: 0 };
+    const policy = new VtcPolicy({ now: () => clock.t, creditMs: 60_000 });
+    const make = requestMaker();
+    // The first second: heavy alone, 100 cost every 10 ms.
+    for (let i = 0; i < 3; i++) policy.add(make({ tenantId: "heavy", prompt: 50, output: 50 }));
+    for (let i = 0; i < 100; i++) {
+      clock.t += 10;
+      const next = policy.peek() as QueuedRequest;
+      policy.dispatch(next);
+      policy.complete(next, next.cost);
+      policy.add(make({ tenantId: "heavy", prompt: 50, output: 50 }));
+    }
+    // Nine more tenants become active, each served once; heavy goes on for 5 s (its
+    // counter +50,000); then one of them comes back.
+    const others = Array.from({ length: 9 }, (_, i) => `other-${i}`);
+    for (const id of others) once(policy, make, id);
+    for (let i = 0; i < 500; i++) {
+      clock.t += 10;
+      const next = policy.peek() as QueuedRequest;
+      policy.dispatch(next);
+      policy.complete(next, next.cost);
+      policy.add(make({ tenantId: "heavy", prompt: 50, output: 50 }));
+    }
+    policy.add(make({ tenantId: "other-0", prompt: 50, output: 50 }));
+    const heavy = policy.tenantCounters().get("heavy") as number;
+    const lifted = policy.tenantCounters().get("other-0") as number;
+    // The cost rate, smoothed over 10 s, is ~4.5 per ms after 6 s; ten tenants active:
+    // ~27,000 of credit. Summed per dispatch, heavy's first second alone would count ten
+    // times over, and the credit would cover all of other-0's 50,000 lag.
+    const gap = heavy - lifted;
+    assert.ok(gap > 20_000 && gap < 35_000, `credit ${gap.toFixed(0)}`);
+  });
+
   it("a newcomer, or a tenant idle longer than the window, starts level with the others", () => {
     const clock = { t: 0 };
     const policy = new VtcPolicy({ now: () => clock.t, creditMs: 60_000 });
