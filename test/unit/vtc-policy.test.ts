@@ -221,7 +221,18 @@ describe("VtcPolicy burst credit", () => {
     every: () => void = () => {},
   ) {
     for (let i = 0; i < 3; i++) policy.add(make({ tenantId: "heavy", prompt: 50, output: 50 }));
-    for (let i = 1; i <= 10_000; i++) {
+    serveHeavy(policy, clock, make, 10_000, every);
+  }
+
+  /** `dispatches` of heavy's (already backlogged) requests, one every 10 ms, each replaced; `every` each 2,000. */
+  function serveHeavy(
+    policy: VtcPolicy,
+    clock: { t: number },
+    make: ReturnType<typeof requestMaker>,
+    dispatches: number,
+    every: () => void = () => {},
+  ) {
+    for (let i = 1; i <= dispatches; i++) {
       clock.t += 10;
       const next = policy.peek() as QueuedRequest;
       policy.dispatch(next);
@@ -276,24 +287,12 @@ describe("VtcPolicy burst credit", () => {
     const make = requestMaker();
     // The first second: heavy alone, 100 cost every 10 ms.
     for (let i = 0; i < 3; i++) policy.add(make({ tenantId: "heavy", prompt: 50, output: 50 }));
-    for (let i = 0; i < 100; i++) {
-      clock.t += 10;
-      const next = policy.peek() as QueuedRequest;
-      policy.dispatch(next);
-      policy.complete(next, next.cost);
-      policy.add(make({ tenantId: "heavy", prompt: 50, output: 50 }));
-    }
+    serveHeavy(policy, clock, make, 100);
     // Nine more tenants become active, each served once; heavy goes on for 5 s (its
     // counter +50,000); then one of them comes back.
     const others = Array.from({ length: 9 }, (_, i) => `other-${i}`);
     for (const id of others) once(policy, make, id);
-    for (let i = 0; i < 500; i++) {
-      clock.t += 10;
-      const next = policy.peek() as QueuedRequest;
-      policy.dispatch(next);
-      policy.complete(next, next.cost);
-      policy.add(make({ tenantId: "heavy", prompt: 50, output: 50 }));
-    }
+    serveHeavy(policy, clock, make, 500);
     policy.add(make({ tenantId: "other-0", prompt: 50, output: 50 }));
     const heavy = policy.tenantCounters().get("heavy") as number;
     const lifted = policy.tenantCounters().get("other-0") as number;

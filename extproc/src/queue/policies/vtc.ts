@@ -39,7 +39,7 @@ export interface VtcOptions {
   lifoAfterMs?: number;
 }
 
-/** Time constant of the measured pace of virtual time that credit is counted in, ms. */
+/** Time constant of the measured cost rate that credit is counted in, ms. */
 const PACE_WINDOW_MS = 10_000;
 
 /**
@@ -179,8 +179,7 @@ export class VtcPolicy implements QueuePolicy {
     // (S - that counter) x their total weight (one request each when tied at S), and never
     // more than they have queued.
     if (!Number.isFinite(probe.tokens)) return this.#queues.queuedTokens;
-    const { mine, start } = this.#startTag(probe);
-    const myQueued = this.servesNewestFirst(probe.tenantId) ? 0 : (mine?.queue?.queuedTokens ?? 0);
+    const { mine, start, queuedAhead: myQueued } = this.#startTag(probe);
     let ahead = myQueued;
     let countedTokens = myQueued;
     let countedWeight = mine?.queue ? mine.weight : 0;
@@ -227,12 +226,18 @@ export class VtcPolicy implements QueuePolicy {
    * the tenant's counter (lifted as it would be, if it is not backlogged) plus what it
    * already has queued, per unit of weight.
    */
-  #startTag(probe: WorkProbe): { mine: Account | undefined; floor: number; start: number } {
+  #startTag(probe: WorkProbe): {
+    mine: Account | undefined;
+    floor: number;
+    start: number;
+    /** What the tenant has queued that goes before the probe (none while it serves newest first). */
+    queuedAhead: number;
+  } {
     const mine = this.#accounts.get(probe.tenantId);
     const floor = this.#floor();
     const myCounter = mine?.queue ? mine.counter : mine ? this.#lift(mine) : Math.max(0, floor);
     const queuedAhead = this.servesNewestFirst(probe.tenantId) ? 0 : (mine?.queue?.queuedTokens ?? 0);
-    return { mine, floor, start: myCounter + queuedAhead / probe.weight };
+    return { mine, floor, start: myCounter + queuedAhead / probe.weight, queuedAhead };
   }
 
   /** Whether the tenant's queue stands, so its newest request goes next (adaptive LIFO). */
