@@ -27,6 +27,11 @@ export const ERROR_CATALOG = {
     type: "invalid_request_error",
     message: "The request body is not valid JSON.",
   },
+  json_too_deep: {
+    status: 400,
+    type: "invalid_request_error",
+    message: "The request body nests arrays and objects too deeply.",
+  },
   invalid_encoding: {
     status: 400,
     type: "invalid_request_error",

@@ -97,7 +97,15 @@ export class ProtocolError extends Error {
   override readonly name = "ProtocolError";
 }
 
-type State = "request_headers" | "request_body" | "queued" | "response_headers" | "response_body" | "closed";
+type State =
+  | "request_headers"
+  | "request_body"
+  /** A request fairgate does not schedule, whose body (if Envoy sends it) goes through untouched. */
+  | "passthrough_body"
+  | "queued"
+  | "response_headers"
+  | "response_body"
+  | "closed";
 
 /**
  * Handles one ext_proc stream, i.e. one HTTP request through Envoy: identify the tenant,
@@ -155,17 +163,28 @@ export class StreamProcessor {
         this.#onRequestHeaders(message.request_headers ?? {});
         break;
       case "request_body":
+        if (this.#state === "passthrough_body") {
+          this.#onPassthroughBody(message.request_body ?? {});
+          break;
+        }
         if (this.#state !== "request_body")
           throw new ProtocolError(`request_body received in state ${this.#state}`);
         await this.#onRequestBody(message.request_body ?? {});
         break;
       case "request_trailers":
+        if (this.#state === "passthrough_body") {
+          this.#state = "response_headers";
+          this.#send({ request_trailers: {} });
+          break;
+        }
         if (this.#state !== "request_body")
           throw new ProtocolError(`request_trailers received in state ${this.#state}`);
         // Trailers end the request body: treat them like a final empty chunk.
         await this.#onRequestBody({ end_of_stream: true });
         break;
       case "response_headers":
+        // A pass-through body is not sent at all when Envoy's request_body_mode is NONE.
+        if (this.#state === "passthrough_body") this.#state = "response_headers";
         this.#expect("response_headers", phase);
         await this.#onResponseHeaders(message.response_headers ?? {});
         break;
@@ -245,12 +264,20 @@ export class StreamProcessor {
       if (budgets) {
         this.#rateHeaders = budgets.peek(tenant).then(rateLimitHeaders, () => ({}));
       }
-      this.#state = "response_headers";
+      // Envoy in BUFFERED (or STREAMED) mode still sends the body of a request it was told
+      // nothing about; it must go through as it came.
+      this.#state = message.end_of_stream ? "response_headers" : "passthrough_body";
       this.#send({ request_headers: { response: { status: "CONTINUE", header_mutation: mutation } } });
       return;
     }
     this.#state = "request_body";
     this.#send({ request_headers: { response: { status: "CONTINUE", header_mutation: mutation } } });
+  }
+
+  /** A body fairgate does not read: acknowledged chunk by chunk, unchanged and unbuffered. */
+  #onPassthroughBody(message: HttpBody): void {
+    if (message.end_of_stream) this.#state = "response_headers";
+    this.#send({ request_body: { response: { status: "CONTINUE" } } });
   }
 
   async #onRequestBody(message: HttpBody): Promise<void> {

@@ -1,4 +1,5 @@
 import { FairgateError } from "../errors.ts";
+import { MAX_JSON_DEPTH, nestsDeeperThan } from "./json-depth.ts";
 import type { TokenCounter } from "./tokens.ts";
 
 export type ApiKind = "chat" | "completions" | "embeddings" | "passthrough";
@@ -103,6 +104,11 @@ function decodeJsonObject(body: Buffer): Record<string, unknown> {
     throw new FairgateError("invalid_encoding");
   }
   if (text.trim() === "") throw new FairgateError("invalid_json", { message: "The request body is empty." });
+  if (nestsDeeperThan(body, MAX_JSON_DEPTH)) {
+    throw new FairgateError("json_too_deep", {
+      message: `The request body nests arrays and objects more than ${MAX_JSON_DEPTH} levels deep.`,
+    });
+  }
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -163,7 +169,7 @@ function readMaxTokens(json: Record<string, unknown>, ceiling: number): number |
     if (value === undefined || value === null) continue;
     if (typeof value !== "number" || !Number.isInteger(value) || value < 1 || value > ceiling) {
       throw new FairgateError("invalid_max_tokens", {
-        message: `${key} must be an integer from 1 to ${ceiling}, got ${JSON.stringify(value)}.`,
+        message: `${key} must be an integer from 1 to ${ceiling}, got ${typeof value === "number" ? value : typeName(value)}.`,
         param: key,
       });
     }
