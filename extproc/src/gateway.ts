@@ -4,10 +4,11 @@ import { createBudgetStore } from "./budget/create.ts";
 import { createBudgetRedisClient } from "./budget/redis-client.ts";
 import type { BudgetStore } from "./budget/store.ts";
 import { type Clock, systemClock } from "./clock.ts";
+import type { EnvoyTimeouts } from "./config/envoy-timeouts.ts";
 import type { Policy } from "./config/policy.ts";
 import { EnginePoller } from "./engine/poller.ts";
 import { RedisEngineStateStore } from "./engine/redis-engine-state.ts";
-import { SHIPPED_MAX_MESSAGE_TIMEOUT_MS } from "./grpc/processing-mode.ts";
+import { OverrideWatch } from "./grpc/override-watch.ts";
 import type { UsageInfo } from "./grpc/processor.ts";
 import { type ExtProcServer, startExtProcServer } from "./grpc/server.ts";
 import { grpcBindAddress } from "./http/listen.ts";
@@ -33,8 +34,11 @@ export interface GatewayOptions {
   /** The budget store (default: what the policy's `store` section names). */
   budgetStore?: BudgetStore;
   scheduler?: Scheduler;
-  /** Envoy's ext_proc max_message_timeout; bounds how long a request may be held. */
+  /** Envoy's ext_proc max_message_timeout when given on the command line; otherwise the
+   * policy's server.envoy.maxMessageTimeoutMs. Bounds how long a request may be held. */
   maxMessageTimeoutMs?: number;
+  /** Envoy's ext_proc message_timeout, likewise (policy: server.envoy.messageTimeoutMs). */
+  messageTimeoutMs?: number;
   collectProcessMetrics?: boolean;
   /** usage: called once per dispatched request with the usage its response revealed. */
   onUsage?: (info: UsageInfo) => void;
@@ -171,6 +175,19 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   await loadCounter(initial);
   let shuttingDown = false;
 
+  const envoyTimeouts = (): EnvoyTimeouts => {
+    const configured = options.policy().source.server.envoy;
+    return {
+      maxMessageTimeoutMs: options.maxMessageTimeoutMs ?? configured.maxMessageTimeoutMs,
+      messageTimeoutMs: options.messageTimeoutMs ?? configured.messageTimeoutMs,
+    };
+  };
+  const overrides = new OverrideWatch({
+    timeouts: envoyTimeouts,
+    clock,
+    logger: options.logger,
+    onIgnored: () => metrics.envoyOverrideIgnored.inc(),
+  });
   const usage = new UsageRegistry({ clock });
   metrics.watchUsage(() => usage.stats);
   const grpc: ExtProcServer = await startExtProcServer({
@@ -189,7 +206,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       clock,
       logger: options.logger,
       isShuttingDown: () => shuttingDown,
-      maxMessageTimeoutMs: options.maxMessageTimeoutMs ?? SHIPPED_MAX_MESSAGE_TIMEOUT_MS,
+      envoyTimeouts,
+      overrides,
       budgets,
       predictOutput: (tenantId, maxTokens) => outputPredictor.predict(tenantId, maxTokens),
       // usage: see extproc/src/accounting/.
@@ -212,7 +230,20 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
           : `${storeCheck.detail}${failOpen ? " (serving: fail-open)" : ""}`,
       },
     };
-    return { ready: Object.values(checks).every((c) => c.ok), checks };
+    const ignored = overrides.ignored;
+    // Reported, not failed: every replica shares Envoy's config, so taking this one out of
+    // rotation would not help, and its unqueued requests still succeed.
+    const warnings: Readiness["warnings"] = ignored
+      ? [
+          {
+            code: "envoy_override_ignored",
+            message: ignored.message,
+            count: ignored.count,
+            last_seen_ms_ago: Math.max(0, Math.round(clock.now() - ignored.lastAt)),
+          },
+        ]
+      : [];
+    return { ready: Object.values(checks).every((c) => c.ok), checks, warnings };
   };
 
   let http: HttpApi;

@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { before, describe, it } from "node:test";
 import type protobuf from "protobufjs";
 import { parse, parseAllDocuments } from "yaml";
+import { loadPolicyFile } from "../../extproc/src/config/load.ts";
+import { policySchema } from "../../extproc/src/config/schema.ts";
 import {
   EXPECTED_PROCESSING_MODE,
   SHIPPED_MAX_MESSAGE_TIMEOUT_MS,
@@ -73,6 +75,21 @@ describe("shipped Envoy and Istio configs against Envoy's protos", () => {
       assert.deepEqual(main.processing_mode, { ...EXPECTED_PROCESSING_MODE });
       assert.equal(main.message_timeout, "0.2s");
       assert.equal(Number.parseFloat(main.max_message_timeout) * 1000, SHIPPED_MAX_MESSAGE_TIMEOUT_MS);
+    }
+  });
+
+  it("the shipped Envoy timeouts are the ones every example policy tells fairgate (server.envoy)", async () => {
+    const seconds = (d: string) => Math.round(Number.parseFloat(d) * 1000);
+    const shipped = chains().map(([main]) => ({
+      maxMessageTimeoutMs: seconds(main?.max_message_timeout),
+      messageTimeoutMs: seconds(main?.message_timeout),
+    }));
+    assert.deepEqual(policySchema.parse({}).server.envoy, shipped[0], "the policy default");
+    const dir = new URL("../../policies/", import.meta.url);
+    for (const file of readdirSync(dir).filter((f) => f.endsWith(".yaml"))) {
+      const loaded = await loadPolicyFile(new URL(file, dir).pathname);
+      assert.ok(loaded.ok, file);
+      for (const chain of shipped) assert.deepEqual(loaded.policy.source.server.envoy, chain, file);
     }
   });
 

@@ -15,14 +15,14 @@ export async function startBuiltinFront(
   grpcPort: number,
   upstream: string,
   maxRequestBodyBytes = 4 * 1024 * 1024,
-  options: { usageFilter?: boolean } = {},
+  options: { usageFilter?: boolean; maxMessageTimeoutMs?: number } = {},
 ): Promise<FrontProxy & { proxy: ExtProcProxy }> {
   const proxy = await startExtProcProxy({
     listen: "127.0.0.1:0",
     upstream,
     extProc: {
       grpcTarget: `127.0.0.1:${grpcPort}`,
-      maxMessageTimeoutMs: SHIPPED_MAX_MESSAGE_TIMEOUT_MS,
+      maxMessageTimeoutMs: options.maxMessageTimeoutMs ?? SHIPPED_MAX_MESSAGE_TIMEOUT_MS,
       failureModeAllow: false,
       maxRequestBodyBytes,
     },

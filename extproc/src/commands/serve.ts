@@ -1,4 +1,5 @@
 import { parseArgs } from "node:util";
+import { queueWaitsThatCannotFit } from "../config/envoy-timeouts.ts";
 import { formatPolicyErrors, loadPolicyFile } from "../config/load.ts";
 import { compilePolicy, type Policy } from "../config/policy.ts";
 import { PolicyHolder } from "../config/reload.ts";
@@ -19,8 +20,10 @@ export const SERVE_USAGE = `Usage: fairgate serve --config FILE [options]
   --redis URL              use this Redis (implies --store redis)
   --proxy-listen ADDR      also run the built-in Envoy-faithful proxy on ADDR
   --upstream URL           the engine the built-in proxy forwards to (with --proxy-listen)
-  --max-message-timeout-ms N  Envoy's ext_proc max_message_timeout (default ${SHIPPED_MAX_MESSAGE_TIMEOUT_MS})
-  --message-timeout-ms N   the built-in proxy's ext_proc message_timeout (default ${ENVOY_DEFAULT_MESSAGE_TIMEOUT_MS}, Envoy's)
+  --max-message-timeout-ms N  Envoy's ext_proc max_message_timeout (default: the policy's
+                           server.envoy.maxMessageTimeoutMs, ${SHIPPED_MAX_MESSAGE_TIMEOUT_MS} unless set)
+  --message-timeout-ms N   Envoy's ext_proc message_timeout (default: server.envoy.messageTimeoutMs,
+                           ${ENVOY_DEFAULT_MESSAGE_TIMEOUT_MS}, Envoy's); the built-in proxy uses both
   --log-level LEVEL        debug, info, warn or error (default info)
 `;
 
@@ -65,15 +68,28 @@ export async function runServe(args: string[], io: CommandIo): Promise<number> {
     onReject: () => gateway?.metrics.policyReloads.inc({ result: "rejected" }),
   });
   const server = holder.current.source.server;
-  const maxMessageTimeoutMs = Number(values["max-message-timeout-ms"] ?? SHIPPED_MAX_MESSAGE_TIMEOUT_MS);
+  const configuredEnvoy = server.envoy;
+  const flagMax = values["max-message-timeout-ms"];
+  const flagMessage = values["message-timeout-ms"];
+  const maxMessageTimeoutMs = Number(flagMax ?? configuredEnvoy.maxMessageTimeoutMs);
   if (!Number.isInteger(maxMessageTimeoutMs) || maxMessageTimeoutMs < 1_000) {
     io.stderr("fairgate serve: --max-message-timeout-ms must be an integer of at least 1000\n");
     return 2;
   }
-  const messageTimeoutMs = Number(values["message-timeout-ms"] ?? ENVOY_DEFAULT_MESSAGE_TIMEOUT_MS);
+  const messageTimeoutMs = Number(flagMessage ?? configuredEnvoy.messageTimeoutMs);
   if (!Number.isInteger(messageTimeoutMs) || messageTimeoutMs < 1 || messageTimeoutMs > maxMessageTimeoutMs) {
-    io.stderr("fairgate serve: --message-timeout-ms must be an integer from 1 to --max-message-timeout-ms\n");
+    io.stderr(
+      "fairgate serve: --message-timeout-ms must be an integer from 1 to the max_message_timeout (--max-message-timeout-ms)\n",
+    );
     return 2;
+  }
+  if (flagMax !== undefined) {
+    // The policy file was checked against its own server.envoy; the flag replaces it.
+    const misfits = queueWaitsThatCannotFit(holder.current.source, { maxMessageTimeoutMs, messageTimeoutMs });
+    if (misfits.length > 0) {
+      io.stderr(`${misfits.map((m) => `fairgate serve: ${m}`).join("\n")}\n`);
+      return 2;
+    }
   }
   try {
     gateway = await startGateway({
@@ -82,6 +98,7 @@ export async function runServe(args: string[], io: CommandIo): Promise<number> {
       httpListen: values["http-listen"] ?? server.httpListen,
       logger,
       maxMessageTimeoutMs,
+      messageTimeoutMs,
     });
   } catch (error) {
     io.stderr(`fairgate serve: cannot start: ${(error as Error).message}\n`);

@@ -1,6 +1,12 @@
 import { readFile } from "node:fs/promises";
 import { isMap, isNode, isPair, isScalar, isSeq, LineCounter, type Node, parseDocument } from "yaml";
 import type { z } from "zod";
+import {
+  DEFAULT_ENVOY_TIMEOUTS,
+  type EnvoyTimeouts,
+  queueWaitFit,
+  queueWaitProblem,
+} from "./envoy-timeouts.ts";
 import { compilePolicy, type Policy } from "./policy.ts";
 import { policySchema } from "./schema.ts";
 
@@ -288,8 +294,29 @@ function crossCheck(
       );
     }
   };
+  const envoy = asRecord(asRecord(raw.server).envoy);
+  const timeouts: EnvoyTimeouts = {
+    maxMessageTimeoutMs: asPositive(envoy.maxMessageTimeoutMs) ?? DEFAULT_ENVOY_TIMEOUTS.maxMessageTimeoutMs,
+    messageTimeoutMs: asPositive(envoy.messageTimeoutMs) ?? DEFAULT_ENVOY_TIMEOUTS.messageTimeoutMs,
+  };
+  const timeoutSource =
+    envoy.maxMessageTimeoutMs === undefined
+      ? "the default of server.envoy.maxMessageTimeoutMs"
+      : "server.envoy.maxMessageTimeoutMs";
+  if (timeouts.messageTimeoutMs > timeouts.maxMessageTimeoutMs) {
+    error(
+      ["server", "envoy", "messageTimeoutMs"],
+      `must not exceed server.envoy.maxMessageTimeoutMs (${timeouts.maxMessageTimeoutMs}), as in Envoy`,
+    );
+  }
   const checkLimits = (value: unknown, path: PathPart[]) => {
     const limits = asRecord(value);
+    const wait = asPositive(limits.maxQueueWaitMs);
+    if (wait !== undefined) {
+      const fit = queueWaitFit(wait, timeouts);
+      const report = fit === "cannot-fit" ? error : fit === "shortened" ? warn : undefined;
+      report?.([...path, "maxQueueWaitMs"], queueWaitProblem(wait, timeouts, timeoutSource));
+    }
     if (limits.rpmBurst !== undefined && limits.rpm === undefined)
       error([...path, "rpmBurst"], "rpmBurst needs rpm");
     if (limits.tpmBurst !== undefined && limits.tpm === undefined)
@@ -376,6 +403,10 @@ function crossCheck(
     warn(["defaults", "allowAnonymous"], "anonymous requests are allowed with no default limits");
   }
   return { errors, warnings };
+}
+
+function asPositive(value: unknown): number | undefined {
+  return typeof value === "number" && Number.isFinite(value) && value > 0 ? value : undefined;
 }
 
 function dedupe(errors: PolicyError[]): PolicyError[] {

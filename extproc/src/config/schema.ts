@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { ENVOY_DEFAULT_MESSAGE_TIMEOUT_MS, SHIPPED_MAX_MESSAGE_TIMEOUT_MS } from "../grpc/processing-mode.ts";
 
 /**
  * The policy file schema (DESIGN.md §1). Objects are strict: an unknown key is an error,
@@ -107,6 +108,15 @@ const defaultsSchema = z.strictObject({
   allowAnonymous: z.boolean().default(false),
 });
 
+/** Envoy's ext_proc filter timeouts as configured in Envoy (envoy/envoy.yaml ships these
+ * defaults); fairgate must know them to hold requests without Envoy failing them. */
+const envoySchema = z.strictObject({
+  maxMessageTimeoutMs: positiveInt
+    .min(1_000, "must be at least 1000: fairgate needs Envoy to let it hold a request (max_message_timeout)")
+    .default(SHIPPED_MAX_MESSAGE_TIMEOUT_MS),
+  messageTimeoutMs: positiveInt.default(ENVOY_DEFAULT_MESSAGE_TIMEOUT_MS),
+});
+
 const serverSchema = z.strictObject({
   grpcListen: listenAddress.default("0.0.0.0:9002"),
   httpListen: listenAddress.default("0.0.0.0:9090"),
@@ -116,6 +126,7 @@ const serverSchema = z.strictObject({
    * Redis store, publishes what it sees); external: it only reads the engine state that
    * `fairgate poll` publishes to the Redis store (needs store.redis). Read at start. */
   enginePoller: z.enum(["in-process", "external"]).default("in-process"),
+  envoy: envoySchema.prefault({}),
 });
 
 const requestsSchema = z.strictObject({

@@ -14,6 +14,7 @@ import {
 } from "../budget/budget-gate.ts";
 import { hasBudgetLimits } from "../budget/store.ts";
 import type { Clock } from "../clock.ts";
+import { type EnvoyTimeouts, holdMs, overrideFor } from "../config/envoy-timeouts.ts";
 import type { Policy, TenantPolicy } from "../config/policy.ts";
 import { FairgateError } from "../errors.ts";
 import { identify } from "../identity/identify.ts";
@@ -35,6 +36,7 @@ import type {
 } from "./messages.ts";
 import { msToDuration } from "./messages.ts";
 import { headerMapToRecord, headerMutation, immediateError } from "./mutations.ts";
+import type { OverrideWatch } from "./override-watch.ts";
 
 export const HEADER_PREFIX = "x-fairgate-";
 export const HEADERS = Object.freeze({
@@ -53,9 +55,6 @@ export const HEADERS = Object.freeze({
 
 /** Queue wait used when a tenant sets no maxQueueWaitMs. */
 export const DEFAULT_MAX_QUEUE_WAIT_MS = 30_000;
-/** Kept between fairgate's own queue timeout and Envoy's message timeout, so fairgate
- * always answers (with a clean 429) before Envoy gives up on the stream (504). */
-const ENVOY_TIMEOUT_MARGIN_MS = 1_000;
 /** How long a finished request waits for its usage stream's report before it lets go of
  * its engine slot with what is known (the report normally arrives first: Envoy sends the
  * last body chunk to the usage filter before the main stream closes). */
@@ -80,8 +79,10 @@ export interface ProcessorContext {
   clock: Clock;
   logger: Logger;
   isShuttingDown(): boolean;
-  /** The max_message_timeout configured on Envoy's ext_proc filter. */
-  maxMessageTimeoutMs: number;
+  /** Envoy's ext_proc timeouts (the policy's server.envoy, or the serve flags). */
+  envoyTimeouts(): EnvoyTimeouts;
+  /** Told when a queued stream ends as if Envoy had ignored its override. */
+  overrides?: OverrideWatch;
   /** Per-tenant budgets (RPM/TPM, concurrency, day/month tokens); absent: none enforced. */
   budgets?: BudgetGate;
   /** Output tokens to charge when a request names no max_tokens (the tenant's recent mean). */
@@ -136,6 +137,10 @@ export class StreamProcessor {
   #rateHeaders: Promise<Record<string, string>> | undefined;
   /** Time the current message spent held in the queue, excluded from phase latency. */
   #heldMs = 0;
+  /** When the body's last message arrived: Envoy's message timer runs from about then. */
+  #bodyArrivedAt = 0;
+  /** The override_message_timeout sent for the body, if any. */
+  #overrideMs: number | undefined;
 
   constructor(ctx: ProcessorContext, id: string, send: (response: ProcessingResponse) => void) {
     this.#ctx = ctx;
@@ -213,6 +218,12 @@ export class StreamProcessor {
     if (this.#state === "queued" || this.#state === "request_body") {
       // Never dispatched: nothing was generated, so nothing is charged.
       this.#ticket?.reconcile(0);
+    }
+    if (this.#state === "queued" && this.#overrideMs !== undefined) {
+      this.#ctx.overrides?.heldStreamEnded({
+        overrideMs: this.#overrideMs,
+        heldMs: performance.now() - this.#bodyArrivedAt,
+      });
     }
     if (reason !== "end" && this.#state === "queued") {
       this.#ctx.metrics.streamErrors.inc({ reason: "cancelled_while_queued" });
@@ -301,6 +312,7 @@ export class StreamProcessor {
       this.#send({ request_body: { response: { status: "CONTINUE" } } });
       return;
     }
+    this.#bodyArrivedAt = performance.now();
     const body = Buffer.concat(this.#bodyChunks);
     this.#bodyChunks = [];
     let parsed: ParsedRequest;
@@ -345,13 +357,8 @@ export class StreamProcessor {
       );
       return;
     }
-    const maxWaitMs = Math.max(
-      1,
-      Math.min(
-        tenant.limits.maxQueueWaitMs ?? DEFAULT_MAX_QUEUE_WAIT_MS,
-        this.#ctx.maxMessageTimeoutMs - ENVOY_TIMEOUT_MARGIN_MS,
-      ),
-    );
+    const timeouts = this.#ctx.envoyTimeouts();
+    const maxWaitMs = holdMs(tenant.limits.maxQueueWaitMs ?? DEFAULT_MAX_QUEUE_WAIT_MS, timeouts);
     const request = {
       id: this.#id,
       tenant,
@@ -374,7 +381,8 @@ export class StreamProcessor {
     const extend = () => {
       if (extended) return;
       extended = true;
-      this.#send({ override_message_timeout: msToDuration(maxWaitMs + ENVOY_TIMEOUT_MARGIN_MS / 2) });
+      this.#overrideMs = overrideFor(maxWaitMs, timeouts);
+      this.#send({ override_message_timeout: msToDuration(this.#overrideMs) });
     };
     if (budgets && budgets.store.kind !== "memory" && budgetLimitsApply(tenant)) extend();
     if (budgets) {

@@ -10,6 +10,8 @@ import { listenOn } from "./listen.ts";
 export interface Readiness {
   ready: boolean;
   checks: Record<string, { ok: boolean; detail?: string }>;
+  /** Problems that do not make the replica unready but need an operator. */
+  warnings?: Array<{ code: string; message: string; count: number; last_seen_ms_ago: number }>;
 }
 
 export interface HttpApiOptions {

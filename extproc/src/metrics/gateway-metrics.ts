@@ -81,6 +81,7 @@ export class GatewayMetrics {
   readonly storeLatency: Histogram<"op">;
   readonly storeOutage: Gauge;
   readonly storeOutages: Counter;
+  readonly envoyOverrideIgnored: Counter;
   readonly usageReports: Counter<"outcome">;
   #usageStats: (() => UsageRegistryStats) | undefined;
   readonly #unlistedSeen = new Set<string>();
@@ -184,6 +185,12 @@ export class GatewayMetrics {
     this.storeOutages = new Counter({
       name: "fairgate_store_outages_total",
       help: "Times the shared budget store became unreachable.",
+      registers,
+    });
+
+    this.envoyOverrideIgnored = new Counter({
+      name: "fairgate_envoy_override_ignored_total",
+      help: "Queued requests whose ext_proc stream Envoy ended about message_timeout after fairgate asked for a longer override_message_timeout: Envoy ignored the override (its max_message_timeout is below what fairgate was told in server.envoy.maxMessageTimeoutMs), and the client got a 504.",
       registers,
     });
 
