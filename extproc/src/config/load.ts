@@ -208,7 +208,18 @@ function describeIssue(issue: z.core.$ZodIssue, raw: unknown, locate: Locate): P
 }
 
 const ALLOWED_KEYS: Record<string, readonly string[]> = {
-  "": ["store", "identity", "backends", "tiers", "tenants", "defaults", "server", "requests"],
+  "": [
+    "store",
+    "identity",
+    "backends",
+    "tiers",
+    "tenants",
+    "defaults",
+    "server",
+    "requests",
+    "scheduling",
+    "admin",
+  ],
   limits: [
     "rpm",
     "tpm",
@@ -233,7 +244,15 @@ const ALLOWED_KEYS: Record<string, readonly string[]> = {
   ],
   tiers: ["priority", "weight"],
   defaults: ["tier", "limits", "allowAnonymous"],
-  server: ["grpcListen", "httpListen", "shutdownGraceMs", "enginePoller"],
+  server: [
+    "grpcListen",
+    "httpListen",
+    "shutdownGraceMs",
+    "enginePoller",
+    "metricsListen",
+    "estimateRateLimit",
+  ],
+  admin: ["tokens"],
   requests: ["maxBodyBytes", "maxTokensCeiling", "tokenizer", "defaultMaxTokens"],
 };
 
@@ -356,6 +375,29 @@ function crossCheck(
     );
   }
 
+  const adminTokens = new Map<string, number>();
+  asArray(asRecord(raw.admin).tokens).forEach((token, index) => {
+    if (typeof token !== "string") return;
+    const path: PathPart[] = ["admin", "tokens", index];
+    const first = adminTokens.get(token);
+    const owner = keyOwners.get(token);
+    if (first !== undefined) error(path, `duplicate admin token hash (first at admin.tokens[${first}])`);
+    else adminTokens.set(token, index);
+    if (owner !== undefined) {
+      error(
+        path,
+        `admin token hash is also an API key of tenant ${JSON.stringify(owner)}: use a separate admin token`,
+      );
+    }
+  });
+  const server = asRecord(raw.server);
+  if (sameListener(asString(server.metricsListen), asString(server.httpListen) ?? "0.0.0.0:9090")) {
+    error(
+      ["server", "metricsListen"],
+      "must not be server.httpListen's address: /metrics moves to a listener of its own",
+    );
+  }
+
   if (asRecord(raw.server).enginePoller === "external" && !("redis" in asRecord(raw.store))) {
     error(
       ["server", "enginePoller"],
@@ -376,6 +418,18 @@ function crossCheck(
     warn(["defaults", "allowAnonymous"], "anonymous requests are allowed with no default limits");
   }
   return { errors, warnings };
+}
+
+/** Whether two HOST:PORT addresses would bind the same port (port 0 picks a free one). */
+function sameListener(a: string | undefined, b: string | undefined): boolean {
+  const split = (address: string | undefined) => {
+    const match = address === undefined ? null : /^(.*):(\d+)$/.exec(address);
+    return match ? { host: match[1] ?? "", port: Number(match[2]) } : undefined;
+  };
+  const [x, y] = [split(a), split(b)];
+  if (!x || !y || x.port !== y.port || x.port === 0) return false;
+  const wildcard = (host: string) => ["", "0.0.0.0", "::", "[::]"].includes(host);
+  return x.host === y.host || wildcard(x.host) || wildcard(y.host);
 }
 
 function dedupe(errors: PolicyError[]): PolicyError[] {
