@@ -116,6 +116,13 @@ describe("HTTP API with admin tokens", () => {
     assert.equal(unnamed.json().error.param, "tenant");
   });
 
+  it("answers other methods 405 method_not_allowed with allow, before any credential check", async () => {
+    const posted = await fetch(`http://127.0.0.1:${port()}/v1/queue`, { method: "POST" });
+    assert.equal(posted.status, 405);
+    assert.equal(posted.headers.get("allow"), "GET, HEAD");
+    assert.equal(((await posted.json()) as { error: { code: string } }).error.code, "method_not_allowed");
+  });
+
   it("keeps /healthz and /readyz open", async () => {
     const health = await get(port(), "/healthz");
     assert.equal(health.status, 200);
@@ -138,6 +145,10 @@ describe("HTTP API with admin tokens", () => {
     assert.equal(main.json().error.code, "not_found");
     const elsewhere = await get(metricsPort, "/v1/queue", bearer(ADMIN));
     assert.equal(elsewhere.status, 404, "the metrics listener serves nothing else");
+    const posted = await fetch(`http://127.0.0.1:${metricsPort}/metrics`, { method: "POST" });
+    assert.equal(posted.status, 405);
+    assert.equal(posted.headers.get("allow"), "GET, HEAD");
+    assert.equal(((await posted.json()) as { error: { code: string } }).error.code, "method_not_allowed");
   });
 
   it("does not warn that the API is unauthenticated", () => {

@@ -23,9 +23,9 @@ export async function startMetricsServer(options: MetricsServerOptions): Promise
     const path = new URL(request.url ?? "/", "http://fairgate.local").pathname;
     try {
       if (request.method !== "GET" && request.method !== "HEAD") {
-        response.setHeader("allow", "GET, HEAD");
         throw new FairgateError("method_not_allowed", {
           message: `${request.method} is not allowed; use GET.`,
+          headers: { allow: "GET, HEAD" },
         });
       }
       if (path !== "/metrics") throw new FairgateError("not_found", { message: `No route for ${path}.` });
