@@ -6,6 +6,7 @@
 export type OpenAIErrorType =
   | "invalid_request_error"
   | "authentication_error"
+  | "permission_error"
   | "rate_limit_error"
   | "server_error"
   | "service_unavailable";
@@ -73,6 +74,21 @@ export const ERROR_CATALOG = {
     type: "authentication_error",
     message: "The forwarded JWT payload could not be decoded.",
   },
+  admin_token_required: {
+    status: 401,
+    type: "authentication_error",
+    message: "This endpoint needs an admin token: authorization: Bearer <token>.",
+  },
+  invalid_admin_token: {
+    status: 401,
+    type: "authentication_error",
+    message: "The admin token is not recognised.",
+  },
+  forbidden_tenant: {
+    status: 403,
+    type: "permission_error",
+    message: "This API key may only read its own tenant.",
+  },
   rate_limit_requests: {
     status: 429,
     type: "rate_limit_error",
@@ -109,6 +125,11 @@ export const ERROR_CATALOG = {
     type: "rate_limit_error",
     message: "The worst-case wait exceeds the x-fairgate-max-wait-ms the client allows.",
   },
+  estimate_rate_limited: {
+    status: 429,
+    type: "rate_limit_error",
+    message: "Too many /v1/estimate requests from this caller.",
+  },
   store_unavailable: {
     status: 503,
     type: "service_unavailable",
@@ -123,6 +144,12 @@ export const ERROR_CATALOG = {
     status: 404,
     type: "invalid_request_error",
     message: "No backend serves the requested model.",
+  },
+  not_found: { status: 404, type: "invalid_request_error", message: "No such endpoint." },
+  method_not_allowed: {
+    status: 405,
+    type: "invalid_request_error",
+    message: "This method is not allowed here; use GET.",
   },
   internal_error: { status: 500, type: "server_error", message: "fairgate failed to process the request." },
 } as const satisfies Record<string, CatalogEntry>;

@@ -11,7 +11,9 @@ import { RedisEngineStateStore } from "./engine/redis-engine-state.ts";
 import { OverrideWatch } from "./grpc/override-watch.ts";
 import type { UsageInfo } from "./grpc/processor.ts";
 import { type ExtProcServer, startExtProcServer } from "./grpc/server.ts";
+import { adminApiProtected } from "./http/admin-auth.ts";
 import { grpcBindAddress } from "./http/listen.ts";
+import { startMetricsServer } from "./http/metrics-server.ts";
 import { type HttpApi, type Readiness, startHttpApi } from "./http/server.ts";
 import type { Logger } from "./log.ts";
 import { GatewayMetrics, virtualCountersOf } from "./metrics/gateway-metrics.ts";
@@ -28,6 +30,8 @@ export interface GatewayOptions {
   policy(): Policy;
   grpcListen: string;
   httpListen: string;
+  /** Serve /metrics on its own listener here, and not on httpListen. */
+  metricsListen?: string;
   logger: Logger;
   clock?: Clock;
   store?: StoreHealth;
@@ -47,6 +51,8 @@ export interface GatewayOptions {
 export interface Gateway {
   readonly grpcPort: number;
   readonly httpPort: number;
+  /** The port of the separate /metrics listener, when metricsListen was given. */
+  readonly metricsPort: number | undefined;
   readonly metrics: GatewayMetrics;
   readonly scheduler: Scheduler;
   readonly budgets: BudgetGate;
@@ -255,11 +261,28 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       metrics,
       readiness,
       logger: options.logger,
+      clock,
+      serveMetrics: options.metricsListen === undefined,
     });
   } catch (error) {
     await grpc.close();
     throw error;
   }
+  let metricsHttp: HttpApi | undefined;
+  if (options.metricsListen !== undefined) {
+    try {
+      metricsHttp = await startMetricsServer({
+        listen: options.metricsListen,
+        metrics,
+        logger: options.logger,
+      });
+    } catch (error) {
+      await http.close();
+      await grpc.close();
+      throw error;
+    }
+  }
+  let adminProtected = adminApiProtected(initial);
 
   if (scheduler instanceof FairQueueScheduler) engineChanged = (backend) => scheduler.poke(backend);
   if (enginePoller === "in-process") engine.start();
@@ -269,6 +292,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   return {
     grpcPort: grpc.port,
     httpPort: http.port,
+    metricsPort: metricsHttp?.port,
     metrics,
     scheduler,
     budgets,
@@ -277,6 +301,10 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     readiness,
     async policyChanged(policy) {
       metrics.setPolicyVersion(policy.version);
+      // The startup warning again when a reload drops the last admin token.
+      if (adminProtected && !adminApiProtected(policy))
+        options.logger.warn("the HTTP API is unauthenticated again: the reloaded policy has no admin.tokens");
+      adminProtected = adminApiProtected(policy);
       engine.configure(policy.backends);
       await loadCounter(policy);
     },
@@ -295,6 +323,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         await engine.stop();
         await engineStore?.stop();
         await http.close();
+        await metricsHttp?.close();
         await store.close();
         await createdBudgets.close();
         await shared?.stop();

@@ -58,6 +58,8 @@ async function scenario(
     ],
     backends: [{ name: "engine", maxInFlightRequests: slots }],
     defaults: { tier: "one", limits: { maxQueued: 1000, maxQueueWaitMs: 60_000 } },
+    // Every flooding request asks /v1/estimate first: far above the default 20/s.
+    server: { estimateRateLimit: { perSecond: 100_000, burst: 100_000 } },
   } as never);
   const grpc = extProcClient(gw.gateway.grpcPort);
   try {

@@ -45,10 +45,10 @@ describe("fairgate CLI", () => {
     assert.match(child.output(), /bad\.yaml:4:20: tenants\[0\]\.limits\.rpm: expected a number/);
   });
 
-  it("serve starts, reloads on SIGHUP, rejects an invalid edit, and exits 0 on SIGTERM", async () => {
+  it("serve starts, moves /metrics with --metrics-listen, reloads on SIGHUP, rejects an invalid edit, and exits 0 on SIGTERM", async () => {
     const policy = join(dir, "policy.yaml");
     copyFileSync(join(root, "policies", "demo.yaml"), policy);
-    const [grpcPort, httpPort] = [await freePort(), await freePort()];
+    const [grpcPort, httpPort, metricsPort] = [await freePort(), await freePort(), await freePort()];
     const child = run([
       "serve",
       "--config",
@@ -57,6 +57,8 @@ describe("fairgate CLI", () => {
       `127.0.0.1:${grpcPort}`,
       "--http-listen",
       `127.0.0.1:${httpPort}`,
+      "--metrics-listen",
+      `127.0.0.1:${metricsPort}`,
     ]);
     try {
       const ready = await until(async () => {
@@ -64,6 +66,12 @@ describe("fairgate CLI", () => {
         return response.status === 200 ? ((await response.json()) as { ready: boolean }) : undefined;
       });
       assert.equal(ready.ready, true);
+      const metrics = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
+      assert.equal(metrics.status, 200);
+      assert.match(await metrics.text(), /^fairgate_policy_info\{/m);
+      assert.equal((await fetch(`http://127.0.0.1:${httpPort}/metrics`)).status, 404);
+      assert.match(child.output(), /"metricsPort":\d+/);
+      assert.match(child.output(), /the HTTP API is unauthenticated/);
       const versionOf = async () =>
         ((await (await fetch(`http://127.0.0.1:${httpPort}/v1/queue`)).json()) as { policy_version: string })
           .policy_version;

@@ -143,6 +143,71 @@ describe("loadPolicyText", () => {
     assert.equal(stranger.listed, false);
   });
 
+  it("compiles admin.tokens to frozen digests, and no admin section to none", () => {
+    const token = `sha256:${"b".repeat(64)}`;
+    const result = loadPolicyText(`admin:\n  tokens: ["${token}"]\n`);
+    assert.ok(result.ok);
+    assert.equal(result.policy.adminTokens.length, 1);
+    assert.equal(result.policy.adminTokens[0]?.digest.toString("hex"), "b".repeat(64));
+    assert.ok(Object.isFrozen(result.policy.source.admin?.tokens));
+    assert.ok(Object.isFrozen(result.policy.adminTokens));
+    const open = loadPolicyText("tenants: []\n");
+    assert.ok(open.ok);
+    assert.deepEqual(open.policy.adminTokens, []);
+    assert.equal(open.policy.source.admin, undefined);
+  });
+
+  it("checks admin.tokens with path and line: format, empty list, unknown key, reuse", () => {
+    const malformed = find(errorsOf('admin:\n  tokens:\n    - "sha256:nothex"\n'), "admin.tokens[0]");
+    assert.equal(malformed.line, 3);
+    assert.match(malformed.message, /sha256:<64 lowercase hex digits>/);
+    const empty = find(errorsOf("admin:\n  tokens: []\n"), "admin.tokens");
+    assert.equal(empty.line, 2);
+    assert.match(empty.message, /at least one token hash; omit admin/);
+    const unknown = find(errorsOf(`admin:\n  tokens: ["${KEY}"]\n  users: []\n`), "admin.users");
+    assert.equal(unknown.line, 3);
+    assert.match(unknown.message, /unknown key "users" \(allowed: tokens\)/);
+    const reused = errorsOf(
+      `tenants:\n  - id: acme\n    apiKeys: ["${KEY}"]\nadmin:\n  tokens:\n    - "${KEY}"\n    - "${KEY}"\n`,
+    );
+    const shared = reused.filter((e) => e.path === "admin.tokens[0]");
+    assert.equal(shared[0]?.line, 6);
+    assert.match(shared[0]?.message ?? "", /also an API key of tenant "acme"/);
+    assert.equal(find(reused, "admin.tokens[1]").line, 7);
+    assert.ok(
+      reused.some((e) => e.path === "admin.tokens[1]" && /duplicate admin token hash/.test(e.message)),
+    );
+  });
+
+  it("lists admin and scheduling among the top-level keys", () => {
+    assert.match(find(errorsOf("admins: {}\n"), "admins").message, /allowed: .*scheduling, admin\)/);
+  });
+
+  it("checks server.metricsListen and server.estimateRateLimit", () => {
+    const result = loadPolicyText("server:\n  metricsListen: 127.0.0.1:9100\n");
+    assert.ok(result.ok);
+    assert.equal(result.policy.source.server.metricsListen, "127.0.0.1:9100");
+    assert.deepEqual({ ...result.policy.source.server.estimateRateLimit }, { perSecond: 20, burst: 40 });
+    const bad = find(errorsOf("server:\n  metricsListen: localhost\n"), "server.metricsListen");
+    assert.equal(bad.line, 2);
+    assert.match(bad.message, /HOST:PORT/);
+    const clash = find(
+      errorsOf("server:\n  httpListen: 0.0.0.0:9090\n  metricsListen: 127.0.0.1:9090\n"),
+      "server.metricsListen",
+    );
+    assert.equal(clash.line, 3);
+    assert.match(clash.message, /must not be server.httpListen's address/);
+    assert.ok(loadPolicyText("server:\n  metricsListen: 127.0.0.1:0\n  httpListen: 127.0.0.1:0\n").ok);
+    assert.ok(
+      find(
+        errorsOf("server:\n  estimateRateLimit: { perSecond: 0 }\n"),
+        "server.estimateRateLimit.perSecond",
+      ),
+    );
+    const allowed = find(errorsOf("server:\n  metrics: x\n"), "server.metrics");
+    assert.match(allowed.message, /allowed: .*metricsListen, estimateRateLimit/);
+  });
+
   it("formats errors as FILE:LINE:COL: PATH: message", () => {
     assert.equal(
       formatPolicyErrors("p.yaml", [{ path: "tenants[0].id", line: 3, column: 7, message: "is required" }]),

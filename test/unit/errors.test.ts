@@ -24,11 +24,13 @@ describe("error catalog", () => {
     });
   });
 
-  it("uses 4xx for client faults, 429 for every rate_limit_error and 5xx only for server-side states", () => {
+  it("uses 4xx for client faults, 401 for authentication, 403 for permission, 429 for every rate_limit_error and 5xx only for server-side states", () => {
     for (const [code, entry] of Object.entries(ERROR_CATALOG)) {
       if (entry.type === "rate_limit_error") assert.equal(entry.status, 429, code);
-      if (entry.type === "invalid_request_error") assert.ok([400, 404, 413].includes(entry.status), code);
+      if (entry.type === "invalid_request_error")
+        assert.ok([400, 404, 405, 413].includes(entry.status), code);
       if (entry.type === "authentication_error") assert.equal(entry.status, 401, code);
+      if (entry.type === "permission_error") assert.equal(entry.status, 403, code);
       if (entry.status >= 500) assert.ok(["server_error", "service_unavailable"].includes(entry.type), code);
     }
   });

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { readdirSync } from "node:fs";
 import { describe, it } from "node:test";
 import { loadPolicyFile } from "../../extproc/src/config/load.ts";
+import { authorizeApiRequest } from "../../extproc/src/http/admin-auth.ts";
 import { identify } from "../../extproc/src/identity/identify.ts";
 
 const dir = new URL("../../policies/", import.meta.url);
@@ -34,5 +35,13 @@ describe("example policies", () => {
       const headers = new Map([["authorization", `Bearer example-key-${tenant}`]]);
       assert.equal(identify(headers, result.policy).tenant.id, tenant);
     }
+  });
+  it("the multi-tenant example's commented admin token opens /v1/queue, a tenant key does not", async () => {
+    const result = await loadPolicyFile(new URL("multi-tenant.yaml", dir).pathname);
+    assert.ok(result.ok);
+    const queue = { view: "all-tenants" } as const;
+    const as = (token: string) => new Map([["authorization", `Bearer ${token}`]]);
+    assert.equal(authorizeApiRequest(result.policy, as("example-admin-token"), queue).ok, true);
+    assert.equal(authorizeApiRequest(result.policy, as("example-key-acme"), queue).ok, false);
   });
 });

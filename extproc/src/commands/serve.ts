@@ -16,6 +16,8 @@ export const SERVE_USAGE = `Usage: fairgate serve --config FILE [options]
   --config FILE            policy file (YAML); reloaded on change and on SIGHUP
   --grpc-listen ADDR       ext_proc gRPC listen address (default from policy, :9002)
   --http-listen ADDR       HTTP API listen address (default from policy, :9090)
+  --metrics-listen ADDR    serve /metrics on its own listener at ADDR, not on the HTTP API's
+                           (default from policy server.metricsListen; unset: on the HTTP API)
   --store memory|redis     override the policy's store
   --redis URL              use this Redis (implies --store redis)
   --proxy-listen ADDR      also run the built-in Envoy-faithful proxy on ADDR
@@ -91,11 +93,13 @@ export async function runServe(args: string[], io: CommandIo): Promise<number> {
       return 2;
     }
   }
+  const metricsListen = values["metrics-listen"] ?? server.metricsListen;
   try {
     gateway = await startGateway({
       policy: () => holder.current,
       grpcListen: values["grpc-listen"] ?? server.grpcListen,
       httpListen: values["http-listen"] ?? server.httpListen,
+      ...(metricsListen === undefined ? {} : { metricsListen }),
       logger,
       maxMessageTimeoutMs,
       messageTimeoutMs,
@@ -108,6 +112,7 @@ export async function runServe(args: string[], io: CommandIo): Promise<number> {
   logger.info("fairgate serving", {
     grpcPort: gateway.grpcPort,
     httpPort: gateway.httpPort,
+    ...(gateway.metricsPort === undefined ? {} : { metricsPort: gateway.metricsPort }),
     policy: holder.current.version,
     tenants: holder.current.tenants.size,
   });
@@ -168,6 +173,7 @@ function parse(args: string[]) {
       config: { type: "string", short: "c" },
       "grpc-listen": { type: "string" },
       "http-listen": { type: "string" },
+      "metrics-listen": { type: "string" },
       store: { type: "string" },
       redis: { type: "string" },
       "proxy-listen": { type: "string" },

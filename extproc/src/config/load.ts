@@ -213,53 +213,36 @@ function describeIssue(issue: z.core.$ZodIssue, raw: unknown, locate: Locate): P
   }
 }
 
-const ALLOWED_KEYS: Record<string, readonly string[]> = {
-  "": ["store", "identity", "backends", "tiers", "tenants", "defaults", "server", "requests"],
-  limits: [
-    "rpm",
-    "tpm",
-    "rpmBurst",
-    "tpmBurst",
-    "maxConcurrency",
-    "tokensPerDay",
-    "tokensPerMonth",
-    "maxContextTokens",
-    "maxQueued",
-    "maxQueueWaitMs",
-  ],
-  tenants: ["id", "tier", "weight", "apiKeys", "limits"],
-  backends: [
-    "name",
-    "models",
-    "metrics",
-    "maxInFlightRequests",
-    "maxInFlightTokens",
-    "kvCacheHighWatermark",
-    "scrapeIntervalMs",
-  ],
-  tiers: ["priority", "weight"],
-  defaults: ["tier", "limits", "allowAnonymous"],
-  server: ["grpcListen", "httpListen", "shutdownGraceMs", "enginePoller"],
-  requests: ["maxBodyBytes", "maxTokensCeiling", "tokenizer", "defaultMaxTokens"],
-};
+/** The keys the schema allows at `path` (read from the schema itself, so the hint never
+ * falls behind it); undefined where the place is not one object (a union, a scalar). */
+function allowedKeysAt(path: readonly PathPart[]): string[] | undefined {
+  let def = schemaDef(policySchema);
+  for (const part of [...path, undefined]) {
+    while (def && WRAPPERS.has(def.type)) def = schemaDef(def.innerType);
+    if (!def) return undefined;
+    if (part === undefined) return def.type === "object" ? Object.keys(def.shape ?? {}) : undefined;
+    if (def.type === "object") def = schemaDef(def.shape?.[String(part)]);
+    else if (def.type === "array") def = schemaDef(def.element);
+    else if (def.type === "record") def = schemaDef(def.valueType);
+    else return undefined;
+  }
+  return undefined;
+}
+
+/** What zod keeps of a schema node (its internal `_zod.def`), as far as the hint reads it. */
+interface SchemaDef {
+  type: string;
+  innerType?: unknown;
+  shape?: Record<string, unknown>;
+  element?: unknown;
+  valueType?: unknown;
+}
+const WRAPPERS = new Set(["default", "prefault", "optional", "nullable", "readonly"]);
+const schemaDef = (node: unknown): SchemaDef | undefined =>
+  (node as { _zod?: { def: SchemaDef } })?._zod?.def;
 
 function allowedKeysHint(path: readonly PathPart[]): string {
-  const last = path[path.length - 1];
-  const section =
-    last === "limits"
-      ? "limits"
-      : path.length === 0
-        ? ""
-        : path[0] === "tenants" && path.length === 2
-          ? "tenants"
-          : path[0] === "backends" && path.length === 2
-            ? "backends"
-            : path[0] === "tiers" && path.length === 2
-              ? "tiers"
-              : path.length === 1
-                ? String(path[0])
-                : undefined;
-  const allowed = section === undefined ? undefined : ALLOWED_KEYS[section];
+  const allowed = allowedKeysAt(path)?.filter((key) => key !== "headroom");
   return allowed ? ` (allowed: ${allowed.join(", ")})` : "";
 }
 
@@ -383,6 +366,29 @@ function crossCheck(
     );
   }
 
+  const adminTokens = new Map<string, number>();
+  asArray(asRecord(raw.admin).tokens).forEach((token, index) => {
+    if (typeof token !== "string") return;
+    const path: PathPart[] = ["admin", "tokens", index];
+    const first = adminTokens.get(token);
+    const owner = keyOwners.get(token);
+    if (first !== undefined) error(path, `duplicate admin token hash (first at admin.tokens[${first}])`);
+    else adminTokens.set(token, index);
+    if (owner !== undefined) {
+      error(
+        path,
+        `admin token hash is also an API key of tenant ${JSON.stringify(owner)}: use a separate admin token`,
+      );
+    }
+  });
+  const server = asRecord(raw.server);
+  if (sameListener(asString(server.metricsListen), asString(server.httpListen) ?? "0.0.0.0:9090")) {
+    error(
+      ["server", "metricsListen"],
+      "must not be server.httpListen's address: /metrics moves to a listener of its own",
+    );
+  }
+
   if (asRecord(raw.server).enginePoller === "external" && !("redis" in asRecord(raw.store))) {
     error(
       ["server", "enginePoller"],
@@ -407,6 +413,18 @@ function crossCheck(
 
 function asPositive(value: unknown): number | undefined {
   return typeof value === "number" && Number.isFinite(value) && value > 0 ? value : undefined;
+}
+
+/** Whether two HOST:PORT addresses would bind the same port (port 0 picks a free one). */
+function sameListener(a: string | undefined, b: string | undefined): boolean {
+  const split = (address: string | undefined) => {
+    const match = address === undefined ? null : /^(.*):(\d+)$/.exec(address);
+    return match ? { host: match[1] ?? "", port: Number(match[2]) } : undefined;
+  };
+  const [x, y] = [split(a), split(b)];
+  if (!x || !y || x.port !== y.port || x.port === 0) return false;
+  const wildcard = (host: string) => ["", "0.0.0.0", "::", "[::]"].includes(host);
+  return x.host === y.host || wildcard(x.host) || wildcard(y.host);
 }
 
 function dedupe(errors: PolicyError[]): PolicyError[] {

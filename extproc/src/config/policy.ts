@@ -22,6 +22,9 @@ export interface Policy {
   readonly tenants: ReadonlyMap<string, TenantPolicy>;
   /** sha256 digests (raw 32 bytes) of API keys and the tenant each belongs to. */
   readonly apiKeys: ReadonlyArray<{ readonly digest: Buffer; readonly tenantId: string }>;
+  /** sha256 digests (raw 32 bytes) of the admin tokens (`admin.tokens`); empty: the HTTP
+   * API is open. */
+  readonly adminTokens: ReadonlyArray<{ readonly digest: Buffer; readonly index: number }>;
   readonly backends: ReadonlyArray<Readonly<BackendConfig>>;
   tenantFor(id: string): TenantPolicy;
   backendForModel(model: string | undefined): Readonly<BackendConfig> | undefined;
@@ -38,6 +41,11 @@ export function deepFreeze<T>(value: T): T {
     for (const key of Object.keys(value)) deepFreeze((value as Record<string, unknown>)[key]);
   }
   return value;
+}
+
+/** The raw digest of a validated `sha256:<64 hex>` hash. */
+function digestOf(hash: string): Buffer {
+  return Buffer.from(hash.slice("sha256:".length), "hex");
 }
 
 /** Builds the runtime policy from an already validated file (see load.ts). */
@@ -71,9 +79,14 @@ export function compilePolicy(parsed: ParsedPolicy, text = JSON.stringify(parsed
   for (const tenant of source.tenants) {
     tenants.set(tenant.id, resolve(tenant.id, tenant.tier, tenant.weight, tenant.limits, true));
     for (const key of tenant.apiKeys) {
-      apiKeys.push({ digest: Buffer.from(key.slice("sha256:".length), "hex"), tenantId: tenant.id });
+      apiKeys.push({ digest: digestOf(key), tenantId: tenant.id });
     }
   }
+
+  const adminTokens = (source.admin?.tokens ?? []).map((token, index) => ({
+    digest: digestOf(token),
+    index,
+  }));
 
   const unlistedCache = new Map<string, TenantPolicy>();
   const maxUnlistedCached = 10_000;
@@ -104,6 +117,7 @@ export function compilePolicy(parsed: ParsedPolicy, text = JSON.stringify(parsed
     tiers,
     tenants,
     apiKeys: deepFreeze(apiKeys),
+    adminTokens: deepFreeze(adminTokens),
     backends,
     tenantFor,
     backendForModel,

@@ -127,6 +127,24 @@ const serverSchema = z.strictObject({
    * `fairgate poll` publishes to the Redis store (needs store.redis). Read at start. */
   enginePoller: z.enum(["in-process", "external"]).default("in-process"),
   envoy: envoySchema.prefault({}),
+  /** Serve /metrics on its own HTTP listener at this address, and not on httpListen.
+   * Read at start. */
+  metricsListen: listenAddress.optional(),
+  /** Per-caller token bucket on GET /v1/estimate (per admin token, tenant, or remote
+   * address while the HTTP API is open). */
+  estimateRateLimit: z
+    .strictObject({
+      perSecond: z.number().positive().max(1_000_000).default(20),
+      burst: positiveInt.max(1_000_000).default(40),
+    })
+    .prefault({}),
+});
+
+const adminSchema = z.strictObject({
+  /** sha256 hashes of the bearer tokens that may read every tenant's view of the HTTP API. */
+  tokens: z
+    .array(z.string().regex(API_KEY_HASH, "must be sha256:<64 lowercase hex digits>"))
+    .min(1, "needs at least one token hash; omit admin to leave the HTTP API open"),
 });
 
 const requestsSchema = z.strictObject({
@@ -196,6 +214,8 @@ export const policySchema = z.strictObject({
   server: serverSchema.prefault({}),
   requests: requestsSchema.prefault({}),
   scheduling: schedulingSchema.prefault({}),
+  /** Omitted: the HTTP API's views are open to anyone who can reach the port. */
+  admin: adminSchema.optional(),
 });
 
 export type PolicyInput = z.input<typeof policySchema>;

@@ -1,11 +1,16 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { type Clock, systemClock } from "../clock.ts";
 import { ANONYMOUS_TENANT, type Policy } from "../config/policy.ts";
 import { FairgateError } from "../errors.ts";
+import type { RequestHeaders } from "../identity/identify.ts";
 import type { Logger } from "../log.ts";
 import { type GatewayMetrics, virtualCountersOf } from "../metrics/gateway-metrics.ts";
 import type { Scheduler } from "../scheduler/types.ts";
+import { adminApiProtected, authorizeApiRequest, rateLimitKey } from "./admin-auth.ts";
+import { CallerRateLimiter, retryAfterSeconds } from "./caller-limiter.ts";
 import { listenOn } from "./listen.ts";
+import { closeServer, sendError, sendJson, sendMetrics } from "./respond.ts";
 
 export interface Readiness {
   ready: boolean;
@@ -21,6 +26,10 @@ export interface HttpApiOptions {
   metrics: GatewayMetrics;
   readiness(): Promise<Readiness>;
   logger: Logger;
+  /** The /v1/estimate rate limiter's time (default the system clock). */
+  clock?: Pick<Clock, "now">;
+  /** False when /metrics has a listener of its own (metrics-server.ts): 404 here. */
+  serveMetrics?: boolean;
 }
 
 export interface HttpApi {
@@ -33,20 +42,16 @@ export interface HttpApi {
 const ESTIMATE_MAX_TOKENS = 100_000_000;
 
 export function createHttpApiHandler(options: Omit<HttpApiOptions, "listen">) {
+  const clock = options.clock ?? systemClock;
+  const estimateLimiter = new CallerRateLimiter({ now: () => clock.now() });
   return async (request: IncomingMessage, response: ServerResponse): Promise<void> => {
     const url = new URL(request.url ?? "/", "http://fairgate.local");
     try {
       if (request.method !== "GET" && request.method !== "HEAD") {
-        sendJson(
-          response,
-          405,
-          envelope(
-            "invalid_request_error",
-            `${request.method} is not allowed; use GET.`,
-            "method_not_allowed",
-          ),
-        );
-        return;
+        throw new FairgateError("method_not_allowed", {
+          message: `${request.method} is not allowed; use GET.`,
+          headers: { allow: "GET, HEAD" },
+        });
       }
       switch (url.pathname) {
         case "/healthz":
@@ -60,34 +65,59 @@ export function createHttpApiHandler(options: Omit<HttpApiOptions, "listen">) {
           });
           return;
         }
-        case "/metrics": {
-          const body = await options.metrics.registry.metrics();
-          response.writeHead(200, { "content-type": options.metrics.registry.contentType });
-          response.end(body);
+        case "/metrics":
+          if (options.serveMetrics === false) {
+            throw new FairgateError("not_found", {
+              message: "/metrics is served on the metrics listener (--metrics-listen), not here.",
+            });
+          }
+          await sendMetrics(response, options.metrics);
+          return;
+        case "/v1/queue": {
+          const policy = options.policy();
+          const auth = authorizeApiRequest(policy, headersOf(request), { view: "all-tenants" });
+          if (!auth.ok) throw auth.error;
+          sendJson(response, 200, queueView(options, policy));
           return;
         }
-        case "/v1/queue":
-          sendJson(response, 200, queueView(options));
-          return;
-        case "/v1/estimate":
-          sendJson(response, 200, estimateView(options, url.searchParams));
-          return;
-        default:
-          sendJson(
-            response,
-            404,
-            envelope("invalid_request_error", `No route for ${url.pathname}.`, "not_found"),
+        case "/v1/estimate": {
+          const policy = options.policy();
+          const named = url.searchParams.get("tenant") || undefined;
+          const auth = authorizeApiRequest(policy, headersOf(request), { view: "estimate", tenant: named });
+          if (!auth.ok) throw auth.error;
+          const limited = estimateLimiter.take(
+            rateLimitKey(auth.caller, request.socket.remoteAddress),
+            policy.source.server.estimateRateLimit,
           );
+          if (!limited.ok) {
+            throw new FairgateError("estimate_rate_limited", {
+              headers: { "retry-after": retryAfterSeconds(limited.retryAfterMs) },
+            });
+          }
+          sendJson(response, 200, estimateView(options, policy, auth.tenant, url.searchParams));
+          return;
+        }
+        default:
+          throw new FairgateError("not_found", { message: `No route for ${url.pathname}.` });
       }
     } catch (error) {
       if (error instanceof FairgateError) {
-        sendJson(response, error.status, error.toEnvelope());
+        sendError(response, error);
         return;
       }
       options.logger.error("http api request failed", { path: url.pathname, error: String(error) });
-      sendJson(response, 500, new FairgateError("internal_error").toEnvelope());
+      sendError(response, new FairgateError("internal_error"));
     }
   };
+}
+
+/** Node's lower-cased header object as the identity code reads headers. */
+function headersOf(request: IncomingMessage): RequestHeaders {
+  const headers = new Map<string, string>();
+  for (const [name, value] of Object.entries(request.headers)) {
+    if (value !== undefined) headers.set(name, Array.isArray(value) ? value.join(", ") : value);
+  }
+  return headers;
 }
 
 export async function startHttpApi(options: HttpApiOptions): Promise<HttpApi> {
@@ -97,20 +127,17 @@ export async function startHttpApi(options: HttpApiOptions): Promise<HttpApi> {
   });
   server.keepAliveTimeout = 5_000;
   await listenOn(server, options.listen);
-  return {
-    port: (server.address() as AddressInfo).port,
-    server,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
-  };
+  if (!adminApiProtected(options.policy())) {
+    options.logger.warn(
+      "the HTTP API is unauthenticated: /v1/queue and /v1/estimate answer anyone who can reach it; set admin.tokens in the policy",
+      { listen: options.listen },
+    );
+  }
+  return { port: (server.address() as AddressInfo).port, server, close: () => closeServer(server) };
 }
 
-function queueView(options: Omit<HttpApiOptions, "listen">) {
+function queueView(options: Omit<HttpApiOptions, "listen">, policy: Policy) {
   const snapshot = options.scheduler.snapshot();
-  const policy = options.policy();
   const counters = virtualCountersOf(options.scheduler)?.();
   /** Per tenant, its virtual counter on each backend that keeps one (VTC schedulers only). */
   const virtualCounters = (tenant: string) => {
@@ -146,9 +173,12 @@ function queueView(options: Omit<HttpApiOptions, "listen">) {
   };
 }
 
-function estimateView(options: Omit<HttpApiOptions, "listen">, params: URLSearchParams) {
-  const policy = options.policy();
-  const tenantId = params.get("tenant");
+function estimateView(
+  options: Omit<HttpApiOptions, "listen">,
+  policy: Policy,
+  tenantId: string | undefined,
+  params: URLSearchParams,
+) {
   if (!tenantId)
     throw new FairgateError("invalid_request_body", { message: "tenant is required.", param: "tenant" });
   const listed = policy.tenants.has(tenantId);
@@ -161,7 +191,7 @@ function estimateView(options: Omit<HttpApiOptions, "listen">, params: URLSearch
   const promptTokens = tokenParam(params, "prompt_tokens", 0);
   const maxTokens = tokenParam(params, "max_tokens", policy.source.requests.defaultMaxTokens);
   const model = params.get("model") ?? undefined;
-  return estimateFor(options, policy.tenantFor(tenantId), promptTokens, maxTokens, model, listed);
+  return estimateFor(options, policy, policy.tenantFor(tenantId), promptTokens, maxTokens, model, listed);
 }
 
 /** Whether some identity source could serve this id without it being listed. */
@@ -176,13 +206,14 @@ function admitsUnlisted(policy: Policy, tenantId: string): boolean {
 
 function estimateFor(
   options: Omit<HttpApiOptions, "listen">,
+  policy: Policy,
   tenant: ReturnType<Policy["tenantFor"]>,
   promptTokens: number,
   maxTokens: number,
   model: string | undefined,
   listed: boolean,
 ) {
-  const backend = options.policy().backendForModel(model);
+  const backend = policy.backendForModel(model);
   if (!backend) {
     throw new FairgateError("no_backend", {
       message: `No backend serves the model "${model}".`,
@@ -219,17 +250,4 @@ function tokenParam(params: URLSearchParams, name: string, fallback: number): nu
     });
   }
   return Number(raw);
-}
-
-function envelope(type: string, message: string, code: string) {
-  return { error: { message, type, param: null, code } };
-}
-
-function sendJson(response: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  response.writeHead(status, {
-    "content-type": "application/json",
-    "content-length": Buffer.byteLength(text),
-  });
-  response.end(text);
 }

@@ -87,13 +87,25 @@ export function extractApiKey(value: string | undefined, scheme: string): string
   return trimmed.slice(prefix.length).trim() || undefined;
 }
 
-/** Compares the key's digest with every configured digest, without an early exit, so the
- * time taken does not reveal which or how many digests share a prefix with it. */
+/** Finds the tenant an API key belongs to (see findDigest). */
 export function matchApiKey(key: string, policy: Policy): string | undefined {
-  const digest = createHash("sha256").update(key, "utf8").digest();
-  let match: string | undefined;
-  for (const entry of policy.apiKeys) {
-    if (timingSafeEqual(digest, entry.digest) && match === undefined) match = entry.tenantId;
+  return findDigest(keyDigest(key), policy.apiKeys)?.tenantId;
+}
+
+/** The raw sha256 digest of a presented key or token, as policy hashes store it. */
+export function keyDigest(key: string): Buffer {
+  return createHash("sha256").update(key, "utf8").digest();
+}
+
+/** Compares a digest with every configured digest with timingSafeEqual, without an early
+ * exit, so the time taken does not reveal which or how many digests share a prefix with it. */
+export function findDigest<T extends { readonly digest: Buffer }>(
+  digest: Buffer,
+  entries: readonly T[],
+): T | undefined {
+  let match: T | undefined;
+  for (const entry of entries) {
+    if (timingSafeEqual(digest, entry.digest) && match === undefined) match = entry;
   }
   return match;
 }
