@@ -1,6 +1,11 @@
 import assert from "node:assert/strict";
-import { describe, it } from "node:test";
-import { mergeTraces, parseTrace, TraceError } from "../../extproc/src/bench/traces.ts";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import fc from "fast-check";
+import { MAX_TRACE_SPAN_MS, mergeTraces, parseTrace, TraceError } from "../../extproc/src/bench/traces.ts";
+import { runBenchCommand } from "../../extproc/src/commands/bench.ts";
 
 const lines = (...rows: unknown[]) =>
   rows.map((r) => (typeof r === "string" ? r : JSON.stringify(r))).join("\n");
@@ -123,7 +128,7 @@ describe("parseTrace", () => {
   it("rejects a record without a usable timestamp", () => {
     rejects(lines({ ...ok, at_ms: 0 }, "# c", { ...ok }), "t.jsonl:3", /timestamp/);
     rejects(lines({ ...ok, timestamp: "yesterday-ish" }), "t.jsonl:1", /timestamp/);
-    rejects(lines({ ...ok, at_ms: "5" }), "t.jsonl:1", /timestamp/);
+    rejects(lines({ ...ok, at_ms: "5" }), "t.jsonl:1", /"at_ms" must be a number of milliseconds/);
   });
 
   it("rejects negative times", () => {
@@ -276,5 +281,359 @@ describe("parseTrace: Mooncake FAST'25 traces and named tenants", () => {
         ["a", 27482],
       ],
     );
+  });
+});
+
+describe("parseTrace: malformed lines", () => {
+  const header = "TIMESTAMP,ContextTokens,GeneratedTokens";
+  const row = "2023-11-16 18:15:46.6805900,374,44";
+
+  /** The TraceError parseTrace throws for `text` read as `name`. */
+  function traceError(text: string, name = "t.csv"): TraceError {
+    try {
+      parseTrace(text, name);
+    } catch (error) {
+      assert.ok(error instanceof TraceError, `expected a TraceError, got ${String(error)}`);
+      return error;
+    }
+    assert.fail("the trace was accepted");
+  }
+
+  it("says where: the file and the 1-based line, in the message and as fields", () => {
+    const error = traceError(`${header}\n${row}\n\n${row.replace(",44", ",-44")}\n`);
+    assert.equal(error.file, "t.csv");
+    assert.equal(error.line, 4);
+    assert.equal(error.message, 't.csv:4: GeneratedTokens "-44" must be a positive integer');
+  });
+
+  it("rejects an Azure header without one of its columns, naming the column", () => {
+    const error = traceError("TIMESTAMP,ContextTokens\n2023-11-16 18:15:46.6,374\n");
+    assert.equal(error.line, 1);
+    assert.match(error.message, /no GeneratedTokens column/);
+  });
+
+  it("reads Azure columns by name, in any order, ignoring extra ones", () => {
+    const trace = parseTrace(
+      "TIMESTAMP,GeneratedTokens,Service,ContextTokens\n2023-11-16 18:15:46.6805900,44,chat,374\n",
+    );
+    assert.deepEqual(
+      trace.map((r) => [r.promptTokens, r.outputTokens]),
+      [[374, 44]],
+    );
+  });
+
+  it("rejects an Azure row with a missing or extra field", () => {
+    assert.equal(traceError(`${header}\n${row}\n2023-11-16 18:15:47.0,374\n`).line, 3);
+    assert.match(traceError(`${header}\n${row},9\n`).message, /expected 3 comma-separated fields/);
+  });
+
+  it("rejects Azure token counts that are not positive integers in decimal digits", () => {
+    for (const bad of ["", "0", "-5", "1.5", "1e3", "0x10", "ten", "99999999999999999999"]) {
+      const error = traceError(`${header}\n2023-11-16 18:15:46.6,${bad},44\n`);
+      assert.equal(error.line, 2, bad);
+      assert.match(error.message, /ContextTokens .* must be a positive integer/, bad);
+    }
+  });
+
+  it("takes Azure timestamps with an offset, and rejects what is not a timestamp", () => {
+    const trace = parseTrace(
+      `${header}\n2024-05-10 00:00:00.009930+00:00,10,1\n2024-05-10 02:00:01.5+02:00,10,1\n`,
+    );
+    assert.deepEqual(
+      trace.map((r) => r.atMs),
+      [0, 1491],
+    );
+    for (const bad of ["yesterday", "2023-11-16", "1700000000", "2023-13-01 00:00:00"]) {
+      assert.match(
+        traceError(`${header}\n${bad},10,1\n`).message,
+        /^t\.csv:2: TIMESTAMP .* is not a date/,
+        bad,
+      );
+    }
+  });
+
+  it("names the missing field of a Mooncake line, and rejects malformed hash_ids", () => {
+    assert.match(
+      traceError('{"timestamp": 0, "output_length": 5, "hash_ids": [1]}', "m.jsonl").message,
+      /^m\.jsonl:1: "input_length" must be a positive integer/,
+    );
+    for (const bad of ['"abc"', "[1, -2]", "[1.5]", "{}"]) {
+      const error = traceError(
+        `{"timestamp": 0, "input_length": 5, "output_length": 5, "hash_ids": ${bad}}`,
+        "m.jsonl",
+      );
+      assert.match(error.message, /"hash_ids" must be a list of non-negative integers/, bad);
+    }
+  });
+
+  it("rejects token counts beyond exact integers and timestamps beyond dates", () => {
+    const ok = { tenant: "a", prompt_tokens: 10, output_tokens: 5 };
+    assert.match(
+      traceError(JSON.stringify({ ...ok, at_ms: 0, prompt_tokens: 2 ** 53 }), "t.jsonl").message,
+      /"prompt_tokens" must be a positive integer/,
+    );
+    assert.match(
+      traceError(`{"tenant": "a", "prompt_tokens": 1, "output_tokens": 1, "timestamp": 1e300}`, "t.jsonl")
+        .message,
+      /"timestamp" must be a number of seconds within the range of dates/,
+    );
+  });
+
+  it("rejects a trace spanning more than a week, at the latest request's line, unless sped up", () => {
+    const ok = { tenant: "a", prompt_tokens: 10, output_tokens: 5 };
+    const text = lines({ ...ok, at_ms: 0 }, { ...ok, at_ms: MAX_TRACE_SPAN_MS + 1 }, { ...ok, at_ms: 1000 });
+    const error = traceError(text, "t.jsonl");
+    assert.equal(error.line, 2);
+    assert.match(error.message, /a replay spans at most 7 days/);
+    assert.equal(parseTrace(text, "t.jsonl", { speedup: 2 }).at(-1)?.atMs, (MAX_TRACE_SPAN_MS + 1) / 2);
+    // Seconds mistaken for milliseconds: an hour of Unix timestamps in ms, read as seconds.
+    const ms = lines({ ...ok, timestamp: 1_700_000_000_000 }, { ...ok, timestamp: 1_700_003_600_000 });
+    assert.match(traceError(ms, "t.jsonl").message, /^t\.jsonl:2: this request comes 41\.7 days after/);
+  });
+});
+
+/** What a TraceError must look like for `text`, read as "p.trace". */
+function assertDocumentedError(error: unknown, text: string): void {
+  assert.ok(error instanceof TraceError, `threw ${String(error)}`);
+  const all = text.split("\n");
+  assert.equal(error.file, "p.trace");
+  assert.ok(
+    error.line !== undefined && Number.isInteger(error.line) && error.line >= 1 && error.line <= all.length,
+    `line ${error.line} of ${all.length}`,
+  );
+  assert.ok(error.message.startsWith(`p.trace:${error.line}: `), error.message);
+  assert.notEqual((all[error.line - 1] as string).trim(), "", "the line named has content");
+}
+
+describe("parseTrace properties: any input either reads or fails at a line", () => {
+  const validFairgate = fc.record({
+    tenant: fc.string({ minLength: 1, maxLength: 8 }),
+    prompt_tokens: fc.integer({ min: 1, max: 200_000 }),
+    output_tokens: fc.integer({ min: 1, max: 4_000 }),
+    at_ms: fc.integer({ min: 0, max: 3_600_000 }),
+  });
+  const validMooncake = fc.record({
+    timestamp: fc.integer({ min: 0, max: 3_600_000 }),
+    input_length: fc.integer({ min: 1, max: 200_000 }),
+    output_length: fc.integer({ min: 1, max: 4_000 }),
+    hash_ids: fc.array(fc.nat(), { maxLength: 4 }),
+  });
+  const validAzure = fc
+    .tuple(
+      fc.integer({ min: 0, max: 3_599_999 }),
+      fc.integer({ min: 1, max: 200_000 }),
+      fc.integer({ min: 1, max: 4_000 }),
+    )
+    .map(
+      ([ms, context, generated]) =>
+        `${new Date(Date.UTC(2023, 10, 16) + ms).toISOString().replace("T", " ").slice(0, 23)}0000,${context},${generated}`,
+    );
+  /** A JSON object with one of its fields replaced by anything at all, or removed. */
+  const mutated = (valid: fc.Arbitrary<Record<string, unknown>>) =>
+    fc.tuple(valid, fc.nat(), fc.option(fc.jsonValue(), { nil: undefined })).map(([row, index, value]) => {
+      const keys = Object.keys(row);
+      const key = keys[index % keys.length] as string;
+      const copy: Record<string, unknown> = { ...row };
+      if (value === undefined) delete copy[key];
+      else copy[key] = value;
+      return JSON.stringify(copy);
+    });
+  const junk = fc.oneof(
+    fc.json(),
+    fc.string({ unit: "binary", maxLength: 30 }),
+    fc.constantFrom(
+      "",
+      "   ",
+      "# comment",
+      "\r",
+      "TIMESTAMP,ContextTokens,GeneratedTokens",
+      "{}",
+      "[]",
+      "null",
+    ),
+  );
+  /** Mostly good lines, so that bad ones turn up after good ones too. */
+  const jsonlLine = fc.oneof(
+    { arbitrary: validFairgate.map((r) => JSON.stringify(r)), weight: 6 },
+    { arbitrary: validMooncake.map((r) => JSON.stringify(r)), weight: 6 },
+    { arbitrary: mutated(validFairgate), weight: 1 },
+    { arbitrary: mutated(validMooncake), weight: 1 },
+    { arbitrary: junk, weight: 1 },
+  );
+  const azureLine = fc.oneof(
+    { arbitrary: validAzure, weight: 12 },
+    {
+      arbitrary: validAzure.chain((line) =>
+        fc
+          .tuple(fc.nat({ max: line.length }), fc.string({ maxLength: 4 }))
+          .map(([at, insert]) => line.slice(0, at) + insert + line.slice(at)),
+      ),
+      weight: 1,
+    },
+    { arbitrary: junk, weight: 1 },
+  );
+  const anyTrace = fc.oneof(
+    fc.array(jsonlLine, { maxLength: 12 }).map((body) => body.join("\n")),
+    fc
+      .array(azureLine, { maxLength: 12 })
+      .map((body) => ["TIMESTAMP,ContextTokens,GeneratedTokens", ...body].join("\n")),
+  );
+
+  it("never throws anything but a TraceError naming the file and a line with content", () => {
+    fc.assert(
+      fc.property(anyTrace, (text) => {
+        let records: ReturnType<typeof parseTrace>;
+        try {
+          records = parseTrace(text, "p.trace", { tenants: 3 });
+        } catch (error) {
+          assertDocumentedError(error, text);
+          return;
+        }
+        for (const r of records) {
+          assert.ok(Number.isSafeInteger(r.promptTokens) && r.promptTokens >= 1);
+          assert.ok(Number.isSafeInteger(r.outputTokens) && r.outputTokens >= 1);
+          assert.ok(r.atMs >= 0 && r.atMs <= MAX_TRACE_SPAN_MS, `atMs ${r.atMs}`);
+          assert.ok(typeof r.tenant === "string" && r.tenant !== "");
+        }
+        for (let i = 1; i < records.length; i++)
+          assert.ok((records[i - 1] as { atMs: number }).atMs <= (records[i] as { atMs: number }).atMs);
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  /** Values no token count may take: non-integers, non-positive, not numbers. */
+  const badCount = fc.oneof(
+    fc.integer({ max: 0 }),
+    fc.double({ noNaN: true }).filter((d) => !Number.isInteger(d)),
+    fc.string(),
+    fc.constantFrom(null, true, [], {}, 2 ** 53),
+  );
+
+  it("reports a bad token count at its own line, whichever line it is", () => {
+    fc.assert(
+      fc.property(
+        fc.array(validFairgate, { minLength: 1, maxLength: 10 }),
+        fc.nat(),
+        fc.constantFrom("prompt_tokens", "output_tokens"),
+        badCount,
+        (rows, pick, field, bad) => {
+          const index = pick % rows.length;
+          const text = rows
+            .map((r, i) => JSON.stringify(i === index ? { ...r, [field]: bad } : r))
+            .join("\n");
+          assert.throws(
+            () => parseTrace(text, "p.trace"),
+            (error: unknown) => {
+              assertDocumentedError(error, text);
+              assert.equal((error as TraceError).line, index + 1);
+              assert.match(
+                (error as TraceError).message,
+                new RegExp(`"${field}" must be a positive integer`),
+              );
+              return true;
+            },
+          );
+        },
+      ),
+    );
+  });
+
+  it("reports a bad Azure field at its own line, whichever line it is", () => {
+    const badField = fc
+      .string({ maxLength: 12 })
+      .filter(
+        (s) =>
+          !s.includes("\n") &&
+          !s.includes(",") &&
+          !(/^\d+$/.test(s.trim()) && Number(s) >= 1 && Number(s) <= Number.MAX_SAFE_INTEGER),
+      );
+    fc.assert(
+      fc.property(
+        fc.array(validAzure, { minLength: 1, maxLength: 10 }),
+        fc.nat(),
+        fc.integer({ min: 1, max: 2 }),
+        badField,
+        (rows, pick, column, bad) => {
+          const index = pick % rows.length;
+          const text = [
+            "TIMESTAMP,ContextTokens,GeneratedTokens",
+            ...rows.map((r, i) => {
+              if (i !== index) return r;
+              const fields = r.split(",");
+              fields[column] = bad;
+              return fields.join(",");
+            }),
+          ].join("\n");
+          assert.throws(
+            () => parseTrace(text, "p.trace"),
+            (error: unknown) => {
+              assertDocumentedError(error, text);
+              assert.equal((error as TraceError).line, index + 2);
+              return true;
+            },
+          );
+        },
+      ),
+    );
+  });
+
+  it("reads every valid line back, whatever the order, blank lines and comments", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.oneof(validFairgate, fc.constantFrom("", "# note", "  ")), { maxLength: 20 }),
+        (items) => {
+          const text = items
+            .map((item) => (typeof item === "string" ? item : JSON.stringify(item)))
+            .join("\n");
+          const rows = items.filter((item) => typeof item !== "string");
+          const key = (at: number, tenant: string, prompt: number, output: number) =>
+            `${at}|${tenant}|${prompt}|${output}`;
+          assert.deepEqual(
+            parseTrace(text, "p.trace")
+              .map((r) => key(r.atMs, r.tenant, r.promptTokens, r.outputTokens))
+              .sort(),
+            rows.map((r) => key(r.at_ms, r.tenant, r.prompt_tokens, r.output_tokens)).sort(),
+          );
+        },
+      ),
+    );
+  });
+});
+
+describe("fairgate bench --trace with a malformed line", () => {
+  const dir = mkdtempSync(join(tmpdir(), "fairgate-traces-"));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  async function bench(args: string[]) {
+    let stdout = "";
+    let stderr = "";
+    const code = await runBenchCommand(args, {
+      stdout: (text) => (stdout += text),
+      stderr: (text) => (stderr += text),
+    });
+    return { code, stdout, stderr };
+  }
+
+  it("exits 2 with the file, the line and the problem, and nothing else", async () => {
+    const file = join(dir, "bad.csv");
+    writeFileSync(
+      file,
+      "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6,374,44\n2023-11-16 18:15:47.0,-3,44\n",
+    );
+    const { code, stdout, stderr } = await bench(["--trace", `chat=${file}`, "--quiet"]);
+    assert.equal(code, 2);
+    assert.equal(stdout, "");
+    assert.equal(stderr, `fairgate bench: ${file}:3: ContextTokens "-3" must be a positive integer\n`);
+  });
+
+  it("names the right file among several traces", async () => {
+    const good = join(dir, "good.jsonl");
+    const bad = join(dir, "bad.jsonl");
+    writeFileSync(good, '{"at_ms": 0, "tenant": "a", "prompt_tokens": 5, "output_tokens": 5}\n');
+    writeFileSync(bad, '{"at_ms": 0, "tenant": "b", "prompt_tokens": 5, "output_tokens": 5}\n{"at_ms": 1}\n');
+    const { code, stderr } = await bench(["--trace", good, "--trace", bad, "--quiet"]);
+    assert.equal(code, 2);
+    assert.equal(stderr, `fairgate bench: ${bad}:2: "tenant" must be a non-empty string\n`);
   });
 });
