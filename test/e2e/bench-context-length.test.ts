@@ -48,6 +48,8 @@ describe("fairgate bench: requests the engine's context cannot hold", () => {
     ]);
     assert.equal(code, 0, stderr);
     assert.doesNotMatch(stderr, /RangeError|\n\s+at /, "no crash, no stack trace");
+    assert.match(stderr, /^fairgate\s+-\s+-\s+-\s+-\s+0\s+-\s+0\.00\s+-\s+100\.0%\s+-\s/m);
+    assert.doesNotMatch(stderr, /-x|- \(acme\)/, "ratios and latencies of nothing print as '-'");
     const result = JSON.parse(stdout) as {
       scenarios: Array<{
         runs: Array<{
