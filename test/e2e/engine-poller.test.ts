@@ -3,7 +3,9 @@ import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, describe, it } from "node:test";
 import { ManualClock } from "../../extproc/src/clock.ts";
-import { type EndpointEngineState, EnginePoller, staleAfterMs } from "../../extproc/src/engine/poller.ts";
+import type { EndpointEngineState } from "../../extproc/src/engine/engine-state-store.ts";
+import { staleAfterMs } from "../../extproc/src/engine/engine-status.ts";
+import { EnginePoller } from "../../extproc/src/engine/poller.ts";
 import { getPreset } from "../../extproc/src/sim/presets.ts";
 import { type SimServer, startSimServer } from "../../extproc/src/sim/sim-server.ts";
 

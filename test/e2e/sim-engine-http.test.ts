@@ -302,6 +302,33 @@ describe("sim-engine vLLM error bodies", () => {
     assert.match(body.error.message, /157 > 256 - 100/);
   });
 
+  it("a 200,000-token prompt on the H100 preset is vLLM's 400, and the engine keeps serving", async () => {
+    const h100 = await start({ preset: getPreset("llama-3.1-8b-h100") });
+    const { status, body } = await json(h100, "/v1/completions", {
+      model: h100.engine.servedModelName,
+      prompt: Array.from({ length: 200_000 }, () => 1),
+      max_tokens: 16,
+    });
+    assert.equal(status, 400);
+    assertEnvelope(body, 400, "BadRequestError");
+    assert.equal(body.error.param, null);
+    assert.equal(
+      body.error.message,
+      "This model's maximum context length is 131072 tokens. However, your request has 200000 input tokens. Please reduce the length of the input messages.",
+    );
+    assert.equal(h100.engine.runner.inFlight, 0, "the engine never saw it");
+    assert.ok(h100.engine.model.idle);
+
+    const next = await json(h100, "/v1/completions", {
+      model: h100.engine.servedModelName,
+      prompt: "hello",
+      max_tokens: 3,
+      ignore_eos: true,
+    });
+    assert.equal(next.status, 200);
+    assert.equal(next.body.usage.completion_tokens, 3);
+  });
+
   it("priority is refused unless --scheduling-policy priority", async () => {
     const refused = await json(server, "/v1/chat/completions", chat("hi", { priority: 1, max_tokens: 2 }));
     assert.equal(refused.status, 400);

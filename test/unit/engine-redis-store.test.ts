@@ -5,7 +5,8 @@ import { createBudgetRedisClient } from "../../extproc/src/budget/redis-client.t
 import { ManualClock } from "../../extproc/src/clock.ts";
 import { loadPolicyText } from "../../extproc/src/config/load.ts";
 import { parseEngineMetrics } from "../../extproc/src/engine/engine-state.ts";
-import { type EndpointEngineState, EnginePoller } from "../../extproc/src/engine/poller.ts";
+import type { EndpointEngineState } from "../../extproc/src/engine/engine-state-store.ts";
+import { EnginePoller } from "../../extproc/src/engine/poller.ts";
 import {
   engineStateKey,
   engineStateTtlMs,

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
+import { contextLengthError } from "../../extproc/src/sim/context-length.ts";
 import {
   EngineModel,
   type SchedulingPolicy,
@@ -334,6 +335,50 @@ describe("EngineModel property: random workloads on the test preset", () => {
     for (const preset of Object.values(PRESETS)) {
       assert.ok(preset.maxModelLen <= preset.numGpuBlocks * preset.blockSize, preset.name);
       assert.doesNotThrow(() => new EngineModel(preset));
+    }
+  });
+});
+
+describe("context length: what vLLM's API server refuses, and what the engine always holds", () => {
+  it("refuses a prompt that leaves no room for an output token, and prompt + max_tokens beyond max_model_len", () => {
+    assert.equal(contextLengthError(256, 255, undefined), undefined, "one token of room is enough");
+    assert.equal(contextLengthError(256, 200, 56), undefined, "exactly max_model_len fits");
+    assert.deepEqual(contextLengthError(256, 256, undefined), {
+      message:
+        "This model's maximum context length is 256 tokens. However, your request has 256 input tokens. Please reduce the length of the input messages.",
+      param: null,
+    });
+    assert.deepEqual(contextLengthError(256, 200, 57), {
+      message:
+        "'max_tokens' or 'max_completion_tokens' is too large: 57. This model's maximum context length is 256 tokens and your request has 200 input tokens (57 > 256 - 200).",
+      param: "max_tokens",
+    });
+    assert.equal(contextLengthError(131_072, 200_000, 1024)?.param, null, "the prompt is blamed first");
+  });
+
+  it("refuses a preset whose max_model_len exceeds its KV cache, as vLLM refuses to start", () => {
+    const kvTokens = TEST.numGpuBlocks * TEST.blockSize;
+    assert.throws(
+      () => new EngineModel({ ...TEST, maxModelLen: kvTokens + 1 }),
+      /max_model_len 513 exceeds the KV cache \(512 tokens\)/,
+    );
+  });
+
+  it("finishes a request as long as the whole KV cache behind others, preempting them, without livelock", () => {
+    const full = { ...TEST, maxModelLen: TEST.numGpuBlocks * TEST.blockSize };
+    for (const policy of ["fcfs", "priority"] as const) {
+      const model = new EngineModel(full, { schedulingPolicy: policy });
+      model.add(request("a", 100, 40));
+      model.add(request("b", 120, 30));
+      model.step(0);
+      const whole = full.maxModelLen - 12;
+      assert.equal(contextLengthError(full.maxModelLen, whole, 12), undefined);
+      model.add(request("whole", whole, 12));
+      model.add(request("c", 50, 10));
+      const { finished } = drain(model);
+      assert.deepEqual(finished.map((f) => f.id).sort(), ["a", "b", "c", "whole"], policy);
+      assert.equal(finished.find((f) => f.id === "whole")?.completionTokens, 12);
+      assert.equal(model.usedBlocks, 0);
     }
   });
 });

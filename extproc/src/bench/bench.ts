@@ -9,7 +9,7 @@ import { BASELINES, contender } from "./contenders.ts";
 import { type RequestRecord, runScenario, type Scenario } from "./des.ts";
 import { type Percentiles, percentiles, type RunReport, reportRun } from "./report.ts";
 import { scenario as builtinScenario, type Capacity, capacityProbe, SCENARIO_NAMES } from "./scenarios.ts";
-import { fmtMs, fmtNumber, fmtPct, formatTable } from "./table.ts";
+import { fmtMs, fmtNumber, fmtPct, fmtRatio, formatTable } from "./table.ts";
 import type { TraceRecord } from "./workload.ts";
 
 export interface BenchOptions {
@@ -192,20 +192,18 @@ export function formatBench(result: BenchResult, options: { perTenant?: boolean 
             fmtNumber(run.jainCost, 3),
             fmtNumber(minCostRatio, 2),
             fmtNumber(run.totalServiceTokensPerSec),
-            fcfs ? `${fmtNumber(run.totalServiceTokensPerSec / fcfs.totalServiceTokensPerSec, 2)}x` : "-",
+            fcfs ? fmtRatio(run.totalServiceTokensPerSec / fcfs.totalServiceTokensPerSec) : "-",
             fmtNumber(run.goodputRps, 2),
-            rateLimit && rateLimit.goodputRps > 0
-              ? `${fmtNumber(run.goodputRps / rateLimit.goodputRps, 2)}x`
-              : "-",
+            rateLimit && rateLimit.goodputRps > 0 ? fmtRatio(run.goodputRps / rateLimit.goodputRps) : "-",
             fmtPct(run.refusedFraction),
-            worst ? `${fmtMs(worst.ttftMs.p99)} (${worst.tenant})` : "-",
+            worst && Number.isFinite(worst.ttftMs.p99) ? `${fmtMs(worst.ttftMs.p99)} (${worst.tenant})` : "-",
             run.estimates
               ? `${fmtPct(run.estimates.medianRelativeError, 0)}/${fmtPct(run.estimates.p90RelativeError, 0)} (${fmtPct(run.estimates.naiveMedianRelativeError, 0)})`
               : "-",
             run.estimates
               ? `${fmtPct(run.estimates.worstCaseViolationRate, 1)} (+${fmtPct(run.estimates.medianViolationOvershoot, 0)})`
               : "-",
-            run.estimates ? `${fmtNumber(run.estimates.medianWorstToExpected, 1)}x` : "-",
+            run.estimates ? fmtRatio(run.estimates.medianWorstToExpected, 1) : "-",
             `${fmtNumber(run.wallMs / 1000, 1)}s`,
           ];
         }),
@@ -253,8 +251,8 @@ export function formatBench(result: BenchResult, options: { perTenant?: boolean 
               fmtMs(t.ttftMs.p99),
               ...(solo
                 ? [
-                    t.soloTtftMs ? `${fmtNumber(t.ttftMs.p50 / t.soloTtftMs.p50, 2)}x` : "-",
-                    t.soloTtftMs ? `${fmtNumber(t.ttftMs.p99 / t.soloTtftMs.p99, 2)}x` : "-",
+                    t.soloTtftMs ? fmtRatio(t.ttftMs.p50 / t.soloTtftMs.p50) : "-",
+                    t.soloTtftMs ? fmtRatio(t.ttftMs.p99 / t.soloTtftMs.p99) : "-",
                   ]
                 : []),
               fmtMs(t.e2eMs.p50),

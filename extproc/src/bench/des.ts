@@ -14,6 +14,7 @@ import { outputTokensCost, requestCost } from "../queue/cost.ts";
 import { deadlineRefusal } from "../scheduler/deadline.ts";
 import { httpRefusal } from "../scheduler/refusal.ts";
 import type { SchedulingRequest } from "../scheduler/types.ts";
+import { contextLengthError } from "../sim/context-length.ts";
 import { EngineModel } from "../sim/engine-model.ts";
 import { type EngineObserver, EngineRunner } from "../sim/engine-runner.ts";
 import type { EnginePreset } from "../sim/presets.ts";
@@ -106,6 +107,12 @@ export interface RunOptions {
 }
 
 const DEFAULT_MAX_TOKENS = 1024;
+
+/**
+ * A request's `refused` code when the engine's API server refused it with 400 because its
+ * prompt plus max_tokens exceeds max_model_len (OpenAI's code for that refusal).
+ */
+export const CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded";
 
 /**
  * The gateway policy a scenario runs under: its tenants with their tiers and weights. With
@@ -246,8 +253,11 @@ export async function runScenario(
       generated: 0,
     };
     records.push(record);
+    // vLLM's API server refuses this request whoever dispatches it, so no policy could
+    // serve it: it is not demand any tenant is owed service for.
+    const tooLong = contextLengthError(options.preset.maxModelLen, promptTokens, maxTokens);
     const account = service.get(tenant);
-    if (account && inWindow(now)) {
+    if (account && inWindow(now) && !tooLong) {
       account.offeredTokens += promptTokens + record.outputTokens;
       account.offeredCost += requestCost(cost, promptTokens, record.outputTokens);
     }
@@ -285,6 +295,13 @@ export async function runScenario(
         if (submission.queued) {
           record.estimatedWaitMs = dispatch.estimate.expectedMs;
           record.worstCaseWaitMs = dispatch.estimate.worstCaseMs;
+        }
+        if (tooLong) {
+          record.refused = CONTEXT_LENGTH_EXCEEDED;
+          outstanding--;
+          dispatch.release({ completionTokens: 0 });
+          done?.(0);
+          return;
         }
         runner.submit(
           { id: String(record.id), promptTokens, maxTokens, outputTokens: record.outputTokens },
@@ -374,7 +391,7 @@ export async function runScenario(
           row.tenant,
           row.promptTokens,
           row.outputTokens,
-          row.maxTokens ?? Math.max(row.outputTokens, DEFAULT_MAX_TOKENS),
+          replayMaxTokens(row, options.preset.maxModelLen),
         ),
       row.atMs,
     );
@@ -427,6 +444,17 @@ export async function runScenario(
     wallMs: performance.now() - started,
     events,
   };
+}
+
+/**
+ * The max_tokens a replayed client sends: the trace's, else max(its output, 1024) when the
+ * context has room for it, else no more than the context allows (what vLLM grants a request
+ * without max_tokens). Only a row whose recorded lengths alone exceed the context is refused.
+ */
+function replayMaxTokens(row: TraceRecord, maxModelLen: number): number {
+  if (row.maxTokens !== undefined) return row.maxTokens;
+  const room = maxModelLen - row.promptTokens;
+  return Math.max(row.outputTokens, Math.min(Math.max(row.outputTokens, DEFAULT_MAX_TOKENS), room));
 }
 
 /** Prefill milliseconds per prompt token over the last few hundred first tokens. */

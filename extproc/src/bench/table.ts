@@ -23,6 +23,11 @@ export function fmtNumber(value: number, digits = 0): string {
   return value.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
 }
 
+/** A ratio as "1.25x"; "-" when there is nothing to compare (0 / 0, x / 0). */
+export function fmtRatio(value: number, digits = 2): string {
+  return Number.isFinite(value) ? `${fmtNumber(value, digits)}x` : "-";
+}
+
 export function fmtPct(fraction: number, digits = 1): string {
   return Number.isFinite(fraction) ? `${(fraction * 100).toFixed(digits)}%` : "-";
 }

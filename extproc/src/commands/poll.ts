@@ -1,7 +1,8 @@
 import { parseArgs } from "node:util";
 import { createBudgetRedisClient } from "../budget/redis-client.ts";
 import { formatPolicyErrors, loadPolicyFile } from "../config/load.ts";
-import { type EndpointEngineState, EnginePoller } from "../engine/poller.ts";
+import type { EndpointEngineState } from "../engine/engine-state-store.ts";
+import { EnginePoller } from "../engine/poller.ts";
 import { RedisEngineStateStore } from "../engine/redis-engine-state.ts";
 import { createLogger } from "../log.ts";
 import { type CommandIo, parseFlags } from "./io.ts";

@@ -7,76 +7,22 @@
  * than max(3 × interval, 1 s); otherwise it is not serving (loading, dead, or stale) and a
  * backend with no serving endpoint reports fresh=false, which the gate treats as saturated.
  * Loading time is measured from the first failing /health to the first 200 after it.
+ * This file does the fetching, timing and counting; the decisions are pure functions:
+ * status transitions in engine-status.ts, the gate's view in backend-signals.ts.
  */
 import type { EngineSignals } from "../admission/gate.ts";
 import { type Clock, systemClock, type TimerHandle } from "../clock.ts";
 import type { BackendConfig } from "../config/schema.ts";
 import { type Logger, silentLogger } from "../log.ts";
-import { aggregateSnapshots, CounterRate, type EngineSnapshot, parseEngineMetrics } from "./engine-state.ts";
-
-export type EndpointStatus = "unknown" | "loading" | "serving" | "down";
-
-/** What the poller knows about one /metrics endpoint; the unit the store shares. */
-export interface EndpointEngineState {
-  readonly backend: string;
-  readonly url: string;
-  readonly healthUrl: string;
-  readonly intervalMs: number;
-  /** From /health: serving (200), loading (503, or unreachable before it was ever up),
-   * down (unreachable or failing after it was up), unknown (not scraped yet). */
-  readonly status: EndpointStatus;
-  /** The newest successful scrape. */
-  readonly snapshot?: EngineSnapshot;
-  /** Clock ms of the newest successful scrape and of the newest attempt. */
-  readonly lastScrapeOkAt?: number;
-  readonly lastAttemptAt?: number;
-  /** Why the newest attempt (metrics or health) failed, if it did. */
-  readonly lastError?: string;
-  /** The newest /health answer: an HTTP status, or "error". */
-  readonly health?: number | "error" | "absent";
-  /** Clock ms of the first failing /health of the current outage or load. */
-  readonly loadingSince?: number;
-  /** The last few measured load durations (first failing /health → first 200), oldest first. */
-  readonly loadDurationsMs: readonly number[];
-  /** Prompt + generation tokens per second over the rate window, null until measured. */
-  readonly tokensPerSecond: number | null;
-  /** Prefill seconds per prompt token over the rate window (vllm:request_prefill_time_seconds). */
-  readonly prefillMsPerPromptToken?: number;
-}
-
-/**
- * Where engine state lives. Reads are synchronous because the admission gate asks on
- * every decision; a shared (Redis) implementation keeps a local copy fresh and writes
- * through, so `fairgate poll` running apart and several `serve` replicas see one state.
- */
-export interface EngineStateStore {
-  write(state: EndpointEngineState): void | Promise<void>;
-  read(backend: string): readonly EndpointEngineState[];
-  all(): readonly EndpointEngineState[];
-  remove(backend: string, url: string): void | Promise<void>;
-  /** The endpoints the poller is configured for (a shared store reads these keys). */
-  track?(endpoints: ReadonlyArray<{ backend: string; url: string; intervalMs: number }>): void;
-}
-
-export class MemoryEngineStateStore implements EngineStateStore {
-  readonly #states = new Map<string, EndpointEngineState>();
-
-  write(state: EndpointEngineState): void {
-    this.#states.set(endpointKey(state.backend, state.url), state);
-  }
-
-  read(backend: string): readonly EndpointEngineState[] {
-    return [...this.#states.values()].filter((s) => s.backend === backend);
-  }
-
-  all(): readonly EndpointEngineState[] {
-    return [...this.#states.values()];
-  }
-
-  remove(backend: string, url: string): void {
-    this.#states.delete(endpointKey(backend, url));
-  }
-}
+import { backendSignals } from "./backend-signals.ts";
+import { CounterRate } from "./engine-state.ts";
+import {
+  type EndpointEngineState,
+  type EngineStateStore,
+  endpointKey,
+  MemoryEngineStateStore,
+} from "./engine-state-store.ts";
+import { type HttpAnswer, nextEndpointState, readMetrics, staleAfterMs } from "./engine-status.ts";
 
 export type FetchLike = (url: string, init: { signal: AbortSignal }) => Promise<Response>;
 
@@ -100,11 +46,6 @@ export interface EnginePollerOptions {
 
 /** Bodies larger than this are refused (a vLLM exposition is tens of kilobytes). */
 const MAX_BODY_BYTES = 16 * 1024 * 1024;
-
-/** Staleness bound: data older than this counts as unknown, so saturated. */
-export function staleAfterMs(intervalMs: number): number {
-  return Math.max(3 * intervalMs, 1000);
-}
 
 interface Endpoint {
   readonly backend: string;
@@ -237,42 +178,7 @@ export class EnginePoller {
   signals(backend: string): EngineSignals | undefined {
     const intervalMs = this.#backends.get(backend);
     if (intervalMs === undefined) return undefined;
-    const now = this.#clock.now();
-    const bound = staleAfterMs(intervalMs);
-    const usable: EngineSnapshot[] = [];
-    const prefill: number[] = [];
-    let tokensPerSecond: number | undefined;
-    const states = this.#store.read(backend);
-    for (const state of states) {
-      if (state.status !== "serving" || !state.snapshot || state.lastScrapeOkAt === undefined) continue;
-      if (now - state.lastScrapeOkAt > bound) continue;
-      usable.push(state.snapshot);
-      if (state.prefillMsPerPromptToken !== undefined) prefill.push(state.prefillMsPerPromptToken);
-      if (state.tokensPerSecond !== null && Number.isFinite(state.tokensPerSecond))
-        tokensPerSecond = (tokensPerSecond ?? 0) + state.tokensPerSecond;
-    }
-    const engine = aggregateSnapshots(usable);
-    if (!engine) {
-      const loading = loadingRemaining(states, now);
-      return {
-        running: 0,
-        waiting: 0,
-        kvCacheUsage: 1,
-        fresh: false,
-        ...(loading ? { loadingRemainingMs: loading } : {}),
-      };
-    }
-    return {
-      ...(prefill.length > 0
-        ? { prefillMsPerPromptToken: prefill.reduce((a, b) => a + b, 0) / prefill.length }
-        : {}),
-      running: engine.running,
-      waiting: engine.waiting,
-      kvCacheUsage: engine.kvCacheUsage,
-      ...(engine.kvCapacityTokens !== undefined ? { kvCapacityTokens: engine.kvCapacityTokens } : {}),
-      ...(tokensPerSecond !== undefined ? { tokensPerSecond } : {}),
-      fresh: true,
-    };
+    return backendSignals(this.#store.read(backend), staleAfterMs(intervalMs), this.#clock.now());
   }
 
   #schedule(endpoint: Endpoint, delayMs: number): void {
@@ -310,81 +216,36 @@ export class EnginePoller {
     if (endpoint.abort === abort) endpoint.abort = undefined;
 
     const now = this.#clock.now();
+    const scraped = readMetrics(metrics, now);
+    if (scraped.ok) {
+      const { snapshot } = scraped;
+      endpoint.rate.observe(snapshot.promptTokensTotal + snapshot.generationTokensTotal, now);
+      endpoint.promptRate.observe(snapshot.promptTokensTotal, now);
+      endpoint.prefillRate.observe(snapshot.prefillSecondsTotal, now);
+    }
     const previous = this.#store.read(endpoint.backend).find((s) => s.url === endpoint.url);
-    const errors: string[] = [];
-    let snapshot = previous?.snapshot;
-    let lastScrapeOkAt = previous?.lastScrapeOkAt;
-    if ("body" in metrics && metrics.status === 200) {
-      const parsed = parseEngineMetrics(metrics.body, now);
-      if (parsed.ok) {
-        snapshot = parsed.snapshot;
-        lastScrapeOkAt = now;
-        endpoint.rate.observe(snapshot.promptTokensTotal + snapshot.generationTokensTotal, now);
-        endpoint.promptRate.observe(snapshot.promptTokensTotal, now);
-        endpoint.prefillRate.observe(snapshot.prefillSecondsTotal, now);
-      } else errors.push(`metrics: ${parsed.error}`);
-    } else errors.push(`metrics: ${"error" in metrics ? metrics.error : `HTTP ${metrics.status}`}`);
-
-    // /health: 200 serving; 404/405 means the server has no such route (not vLLM's API
-    // server, e.g. a separate exporter), so metrics alone decide.
-    let healthAnswer: EndpointEngineState["health"];
-    let healthy: boolean;
-    if ("error" in health) {
-      healthAnswer = "error";
-      healthy = false;
-      errors.push(`health: ${health.error}`);
-    } else if (health.status === 404 || health.status === 405) {
-      healthAnswer = "absent";
-      healthy = lastScrapeOkAt === now;
-    } else {
-      healthAnswer = health.status;
-      healthy = health.status === 200;
-      if (!healthy) errors.push(`health: HTTP ${health.status}`);
-    }
-
-    let status: EndpointStatus;
-    let loadingSince = previous?.loadingSince;
-    const loadDurationsMs = [...(previous?.loadDurationsMs ?? [])];
-    if (healthy) {
-      status = "serving";
-      if (loadingSince !== undefined) {
-        loadDurationsMs.push(now - loadingSince);
-        while (loadDurationsMs.length > this.#loadHistory) loadDurationsMs.shift();
-        loadingSince = undefined;
-      }
-      endpoint.everServing = true;
-    } else {
-      // The first failing /health starts the clock: a 503 is vLLM loading; an endpoint
-      // that cannot be reached is still starting if it was never up, and down otherwise.
-      loadingSince ??= now;
-      status = healthAnswer === 503 || !endpoint.everServing ? "loading" : "down";
-    }
-    if (previous && previous.status !== status)
+    const state = nextEndpointState({
+      endpoint,
+      previous,
+      everServing: endpoint.everServing,
+      metrics: scraped,
+      health,
+      rates: { tokensPerSecond: endpoint.rate.perSecond(), ...prefillPace(endpoint) },
+      loadHistory: this.#loadHistory,
+      now,
+    });
+    if (state.status === "serving") endpoint.everServing = true;
+    if (previous && previous.status !== state.status)
       this.#logger.info("engine endpoint status changed", {
         backend: endpoint.backend,
         url: endpoint.url,
         from: previous.status,
-        to: status,
-        ...(errors.length > 0 ? { error: errors.join("; ") } : {}),
-        ...(status === "serving" && loadDurationsMs.length > 0 ? { loadMs: loadDurationsMs.at(-1) } : {}),
+        to: state.status,
+        ...(state.lastError !== undefined ? { error: state.lastError } : {}),
+        ...(state.status === "serving" && state.loadDurationsMs.length > 0
+          ? { loadMs: state.loadDurationsMs.at(-1) }
+          : {}),
       });
-
-    const state: EndpointEngineState = {
-      backend: endpoint.backend,
-      url: endpoint.url,
-      healthUrl: endpoint.healthUrl,
-      intervalMs: endpoint.intervalMs,
-      status,
-      ...(snapshot ? { snapshot } : {}),
-      ...(lastScrapeOkAt !== undefined ? { lastScrapeOkAt } : {}),
-      lastAttemptAt: now,
-      ...(errors.length > 0 ? { lastError: errors.join("; ") } : {}),
-      health: healthAnswer,
-      ...(loadingSince !== undefined ? { loadingSince } : {}),
-      loadDurationsMs,
-      tokensPerSecond: endpoint.rate.perSecond(),
-      ...prefillPace(endpoint),
-    };
     if (endpoint.removed) return state;
     await this.#store.write(state);
     try {
@@ -395,10 +256,7 @@ export class EnginePoller {
     return state;
   }
 
-  async #get(
-    url: string,
-    signal: AbortSignal,
-  ): Promise<{ status: number; body: string } | { error: string }> {
+  async #get(url: string, signal: AbortSignal): Promise<HttpAnswer> {
     try {
       const response = await this.#fetch(url, { signal });
       const length = Number(response.headers.get("content-length") ?? 0);
@@ -430,38 +288,10 @@ function describeFetchError(error: unknown, signal: AbortSignal): string {
   return cause ? `${err.message ?? "fetch failed"} (${cause})` : (err.message ?? String(error));
 }
 
-/** One endpoint of one backend, as a map key (every engine-state store uses it). */
-export function endpointKey(backend: string, url: string): string {
-  return `${backend}\n${url}`;
-}
-
 /** Prefill ms per prompt token over the rate window, when the engine exports prefill times. */
 function prefillPace(endpoint: Endpoint): { prefillMsPerPromptToken?: number } {
   const prompt = endpoint.promptRate.perSecond();
   const prefill = endpoint.prefillRate.perSecond();
   if (prompt === null || prefill === null || !(prompt > 0) || !(prefill > 0)) return {};
   return { prefillMsPerPromptToken: (prefill * 1000) / prompt };
-}
-
-/**
- * For a backend whose endpoints are all loading: the soonest any of them is expected to
- * serve (median of its past loads, less the time already spent) and at the latest (its
- * longest load). Unknown without a measured load.
- */
-function loadingRemaining(
-  states: readonly EndpointEngineState[],
-  now: number,
-): { expected: number; worst: number } | undefined {
-  let best: { expected: number; worst: number } | undefined;
-  for (const state of states) {
-    if (state.status !== "loading" || state.loadingSince === undefined || state.loadDurationsMs.length === 0)
-      continue;
-    const sorted = [...state.loadDurationsMs].sort((a, b) => a - b);
-    const elapsed = now - state.loadingSince;
-    const median = sorted[Math.floor((sorted.length - 1) / 2)] as number;
-    const longest = sorted.at(-1) as number;
-    const remaining = { expected: Math.max(0, median - elapsed), worst: Math.max(0, longest - elapsed) };
-    if (!best || remaining.expected < best.expected) best = remaining;
-  }
-  return best;
 }

@@ -19,7 +19,8 @@ import type { Redis } from "ioredis";
 import { type Clock, systemClock, type TimerHandle } from "../clock.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import type { EngineSnapshot } from "./engine-state.ts";
-import { type EndpointEngineState, type EngineStateStore, endpointKey, staleAfterMs } from "./poller.ts";
+import { type EndpointEngineState, type EngineStateStore, endpointKey } from "./engine-state-store.ts";
+import { staleAfterMs } from "./engine-status.ts";
 
 export interface TrackedEndpoint {
   readonly backend: string;

@@ -16,6 +16,7 @@ import { listenOn } from "../http/listen.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import { CHAT_TOKENS_PER_MESSAGE, CHAT_TOKENS_PER_REQUEST } from "../openai/parse.ts";
 import { createTokenCounter, type TokenCounter } from "../openai/tokens.ts";
+import { contextLengthError } from "./context-length.ts";
 import { EngineModel, type FinishReason, type SchedulingPolicy } from "./engine-model.ts";
 import { EngineRunner } from "./engine-runner.ts";
 import type { EnginePreset } from "./presets.ts";
@@ -268,13 +269,9 @@ export async function createSimEngine(options: SimEngineOptions): Promise<SimEng
     const choices: Array<{ index: number; promptTokens: number; maxTokens: number; outputTokens: number }> =
       [];
     spec.prompts.forEach((promptTokens, promptIndex) => {
-      if (promptTokens >= maxLen) {
-        throw new ApiError(
-          400,
-          "BadRequestError",
-          `This model's maximum context length is ${maxLen} tokens. However, your request has ${promptTokens} input tokens. Please reduce the length of the input messages.`,
-        );
-      }
+      const promptTooLong = contextLengthError(maxLen, promptTokens, undefined);
+      if (promptTooLong)
+        throw new ApiError(400, "BadRequestError", promptTooLong.message, promptTooLong.param);
       const maxTokens = requestedMax ?? maxLen - promptTokens;
       if (maxTokens < 1) {
         throw new ApiError(
@@ -284,14 +281,8 @@ export async function createSimEngine(options: SimEngineOptions): Promise<SimEng
           "max_tokens",
         );
       }
-      if (promptTokens + maxTokens > maxLen) {
-        throw new ApiError(
-          400,
-          "BadRequestError",
-          `'max_tokens' or 'max_completion_tokens' is too large: ${maxTokens}. This model's maximum context length is ${maxLen} tokens and your request has ${promptTokens} input tokens (${maxTokens} > ${maxLen} - ${promptTokens}).`,
-          "max_tokens",
-        );
-      }
+      const tooLong = contextLengthError(maxLen, promptTokens, maxTokens);
+      if (tooLong) throw new ApiError(400, "BadRequestError", tooLong.message, tooLong.param);
       for (let j = 0; j < n; j++) {
         const outputTokens = ignoreEos ? maxTokens : Math.min(maxTokens, naturalLength());
         choices.push({ index: promptIndex * n + j, promptTokens, maxTokens, outputTokens });
