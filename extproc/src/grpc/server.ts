@@ -5,6 +5,7 @@ import { UsageStreamProcessor } from "../accounting/usage-stream.ts";
 import type { ProcessingRequest, ProcessingResponse } from "./messages.ts";
 import { type ProcessorContext, ProtocolError, StreamProcessor } from "./processor.ts";
 import { EXT_PROC_SERVICE, HEALTH_SERVICE, loadServices } from "./protos.ts";
+import { raiseStreamResetLimit, streamResetLimitHonoured } from "./stream-reset-limit.ts";
 
 export type ServingStatus = "SERVING" | "NOT_SERVING";
 
@@ -33,6 +34,12 @@ export async function startExtProcServer(options: {
     "grpc.max_send_message_length": options.maxMessageBytes + MESSAGE_OVERHEAD_BYTES,
     "grpc.keepalive_permit_without_calls": 1,
   });
+  if (!raiseStreamResetLimit(server) || !streamResetLimitHonoured()) {
+    context.logger.warn(
+      "this Node cannot raise its HTTP/2 stream-reset limit (Node >= 22 can): if Envoy resets more than 1000 ext_proc streams in a burst and then over 33 a second, Node closes that connection and its other requests fail; keep Envoy's ext_proc_graceful_grpc_close runtime flag on (envoy/envoy.yaml)",
+      { node: process.versions.node },
+    );
+  }
   const streams = new Set<grpc.ServerDuplexStream<ProcessingRequest, ProcessingResponse>>();
   /** Observability-mode (usage) streams: they hold nothing and Envoy keeps them open for
    * deferred_close_timeout after the request, so they do not count towards draining. */
