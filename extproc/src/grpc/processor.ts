@@ -55,6 +55,9 @@ export const HEADERS = Object.freeze({
 
 /** Queue wait used when a tenant sets no maxQueueWaitMs. */
 export const DEFAULT_MAX_QUEUE_WAIT_MS = 30_000;
+/** A body at least this large asks Envoy for its time before it is read (parsing and
+ * counting cost about 25 ns a byte, and large bodies tend to arrive together). */
+export const LARGE_BODY_BYTES = 64 * 1024;
 /** How long a finished request waits for its usage stream's report before it lets go of
  * its engine slot with what is known (the report normally arrives first: Envoy sends the
  * last body chunk to the usage filter before the main stream closes). */
@@ -315,6 +318,15 @@ export class StreamProcessor {
     this.#bodyArrivedAt = performance.now();
     const body = Buffer.concat(this.#bodyChunks);
     this.#bodyChunks = [];
+    if (body.length >= LARGE_BODY_BYTES && this.#tenant) {
+      // Reading a large body takes milliseconds, and other streams' large bodies may be
+      // waiting behind it: ask Envoy for the time first, and let those streams ask too
+      // before any parsing starts, so none of them runs into Envoy's message_timeout.
+      const timeouts = this.#ctx.envoyTimeouts();
+      this.#extendTimeout(holdMsFor(this.#tenant, timeouts), timeouts);
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      if (this.#abort.signal.aborted) return;
+    }
     let parsed: ParsedRequest;
     let tenant: TenantPolicy;
     try {
@@ -329,6 +341,14 @@ export class StreamProcessor {
       return;
     }
     await this.#schedule(tenant, parsed);
+  }
+
+  /** Envoy allows one override_message_timeout per message: sent at most once, covering
+   * the hold plus the margin. */
+  #extendTimeout(maxWaitMs: number, timeouts: EnvoyTimeouts): void {
+    if (this.#overrideMs !== undefined) return;
+    this.#overrideMs = overrideFor(maxWaitMs, timeouts);
+    this.#send({ override_message_timeout: msToDuration(this.#overrideMs) });
   }
 
   #checkContext(tenant: TenantPolicy, parsed: ParsedRequest): void {
@@ -358,7 +378,7 @@ export class StreamProcessor {
       return;
     }
     const timeouts = this.#ctx.envoyTimeouts();
-    const maxWaitMs = holdMs(tenant.limits.maxQueueWaitMs ?? DEFAULT_MAX_QUEUE_WAIT_MS, timeouts);
+    const maxWaitMs = holdMsFor(tenant, timeouts);
     const request = {
       id: this.#id,
       tenant,
@@ -377,13 +397,7 @@ export class StreamProcessor {
     // Envoy fails a message after message_timeout (200 ms by default) and allows one
     // override per message. A budget check that goes to Redis may itself take a while on a
     // loaded host, so the override is sent before it, covering the check and any queueing.
-    let extended = false;
-    const extend = () => {
-      if (extended) return;
-      extended = true;
-      this.#overrideMs = overrideFor(maxWaitMs, timeouts);
-      this.#send({ override_message_timeout: msToDuration(this.#overrideMs) });
-    };
+    const extend = () => this.#extendTimeout(maxWaitMs, timeouts);
     if (budgets && budgets.store.kind !== "memory" && budgetLimitsApply(tenant)) extend();
     if (budgets) {
       const output =
@@ -522,6 +536,10 @@ export class StreamProcessor {
     this.#abort.abort(new Error("refused"));
     this.#send(immediateError(refusal, extra));
   }
+}
+
+function holdMsFor(tenant: TenantPolicy, timeouts: EnvoyTimeouts): number {
+  return holdMs(tenant.limits.maxQueueWaitMs ?? DEFAULT_MAX_QUEUE_WAIT_MS, timeouts);
 }
 
 function parseMaxWait(value: string | undefined): number | undefined {

@@ -39,65 +39,83 @@ enum Run {
   Space = 4,
 }
 
-/** One pass over the UTF-16 code units, no allocation: a 4 MiB prompt costs a few ms. */
+/** Not a run: newlines count on their own. */
+const NEWLINE = 5;
+/** The run each ASCII code unit belongs to (newlines are handled apart). */
+const ASCII_RUN = (() => {
+  const table = new Uint8Array(128).fill(Run.Punctuation);
+  for (let c = 97; c <= 122; c++) table[c] = Run.Letters;
+  for (let c = 65; c <= 90; c++) table[c] = Run.Letters;
+  for (let c = 48; c <= 57; c++) table[c] = Run.Digits;
+  table[32] = Run.Space;
+  table[9] = Run.Space;
+  table[10] = NEWLINE;
+  table[13] = NEWLINE;
+  return table;
+})();
+
+/** Tokens a finished run of `length` code units of one kind makes. */
+function runTokens(run: Run, length: number, afterNewline: boolean): number {
+  if (length === 0) return 0;
+  if (run === Run.Letters) return 1 + Math.floor((length - 1) / LETTERS_PER_TOKEN);
+  if (run === Run.Digits) return Math.ceil(length / DIGITS_PER_TOKEN);
+  if (run === Run.Punctuation) return Math.ceil(length / PUNCTUATION_PER_TOKEN);
+  // A single space joins the next word; indentation after a newline joins the newline.
+  if (run === Run.Space && length > 1 && !afterNewline) return 1;
+  return 0;
+}
+
+/** One pass over the UTF-16 code units, no allocation: a 4 MiB prompt costs a few ms
+ * (request bodies are counted on the request path, so this loop is kept tight). */
 export function approximateTokenCount(text: string): number {
   let tokens = 0;
   let run = Run.None;
   let runLength = 0;
   let fractional = 0;
   let afterNewline = false;
-  const closeRun = () => {
-    if (runLength === 0) return;
-    if (run === Run.Letters) tokens += 1 + Math.floor((runLength - 1) / LETTERS_PER_TOKEN);
-    else if (run === Run.Digits) tokens += Math.ceil(runLength / DIGITS_PER_TOKEN);
-    else if (run === Run.Punctuation) tokens += Math.ceil(runLength / PUNCTUATION_PER_TOKEN);
-    // A single space joins the next word; indentation after a newline joins the newline.
-    else if (run === Run.Space && runLength > 1 && !afterNewline) tokens += 1;
-    runLength = 0;
-  };
   for (let i = 0; i < text.length; i++) {
     const code = text.charCodeAt(i);
-    let kind: Run;
-    if ((code >= 97 && code <= 122) || (code >= 65 && code <= 90)) kind = Run.Letters;
-    else if (code >= 48 && code <= 57) kind = Run.Digits;
-    else if (code === 32 || code === 9) kind = Run.Space;
-    else if (code === 10 || code === 13) {
-      closeRun();
-      run = Run.None;
-      // Newline runs are one token each ("\n\n" is a single token).
-      if (i === 0 || (text.charCodeAt(i - 1) !== 10 && text.charCodeAt(i - 1) !== 13)) tokens += 1;
-      afterNewline = true;
-      continue;
-    } else if (code < 128) kind = Run.Punctuation;
-    else {
-      closeRun();
-      run = Run.None;
-      if (code >= 0xd800 && code <= 0xdbff) {
-        fractional += ASTRAL_TOKENS_PER_CHAR;
-        i++; // the low surrogate belongs to the same character
-      } else if (
-        (code >= 0x3040 && code <= 0x30ff) ||
-        (code >= 0x4e00 && code <= 0x9fff) ||
-        (code >= 0xac00 && code <= 0xd7af)
-      ) {
-        fractional += CJK_TOKENS_PER_CHAR;
-      } else if (code >= 0xfe00 && code <= 0xfe0f) {
-        // variation selectors ride along with the preceding emoji
-      } else {
-        fractional += OTHER_TOKENS_PER_CHAR;
+    if (code < 128) {
+      const kind = ASCII_RUN[code] as Run;
+      if (kind === run) {
+        runLength++;
+        continue;
       }
-      continue;
-    }
-    if (kind !== run) {
+      if ((kind as number) === NEWLINE) {
+        // Newline runs are one token each ("\n\n" is a single token).
+        tokens += runTokens(run, runLength, afterNewline);
+        runLength = 0;
+        run = Run.None;
+        if (i === 0 || (text.charCodeAt(i - 1) !== 10 && text.charCodeAt(i - 1) !== 13)) tokens += 1;
+        afterNewline = true;
+        continue;
+      }
       // A single space merges into a following word or punctuation, but not into digits.
       if (run === Run.Space && runLength === 1 && kind === Run.Digits) tokens += 1;
-      closeRun();
+      tokens += runTokens(run, runLength, afterNewline);
       if (kind !== Run.Space) afterNewline = false;
       run = kind;
+      runLength = 1;
+      continue;
     }
-    runLength++;
+    tokens += runTokens(run, runLength, afterNewline);
+    runLength = 0;
+    run = Run.None;
+    if (code >= 0xd800 && code <= 0xdbff) {
+      fractional += ASTRAL_TOKENS_PER_CHAR;
+      i++; // the low surrogate belongs to the same character
+    } else if (
+      (code >= 0x3040 && code <= 0x30ff) ||
+      (code >= 0x4e00 && code <= 0x9fff) ||
+      (code >= 0xac00 && code <= 0xd7af)
+    ) {
+      fractional += CJK_TOKENS_PER_CHAR;
+    } else if (code < 0xfe00 || code > 0xfe0f) {
+      // (variation selectors ride along with the preceding emoji)
+      fractional += OTHER_TOKENS_PER_CHAR;
+    }
   }
-  closeRun();
+  tokens += runTokens(run, runLength, afterNewline);
   return tokens + Math.ceil(fractional);
 }
 
