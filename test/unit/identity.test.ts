@@ -144,3 +144,16 @@ describe("readJwtClaim", () => {
     }
   });
 });
+
+describe("API key lookup at scale", () => {
+  it("finds a key among 20,000 tenants by digest, remembers matches, not misses", () => {
+    const policy = policyFrom({
+      tenants: Array.from({ length: 20_000 }, (_, i) => ({ id: `t${i}`, apiKeys: [hashApiKey(`k${i}`)] })),
+    });
+    assert.equal(policy.tenantOfKey("k19999"), "t19999");
+    assert.equal(policy.tenantOfKey("k0"), "t0");
+    assert.equal(policy.tenantOfKey("k19999"), "t19999", "remembered");
+    assert.equal(policy.tenantOfKey("nope"), undefined);
+    assert.equal(policy.tenantOfKey("nope"), undefined);
+  });
+});

@@ -27,6 +27,9 @@ export interface Policy {
   readonly adminTokens: ReadonlyArray<{ readonly digest: Buffer; readonly index: number }>;
   readonly backends: ReadonlyArray<Readonly<BackendConfig>>;
   tenantFor(id: string): TenantPolicy;
+  /** The tenant a presented API key belongs to: a lookup by the key's sha256 digest, with
+   * the keys seen recently remembered so the request path does not hash each time. */
+  tenantOfKey(key: string): string | undefined;
   backendForModel(model: string | undefined): Readonly<BackendConfig> | undefined;
 }
 
@@ -83,6 +86,23 @@ export function compilePolicy(parsed: ParsedPolicy, text = JSON.stringify(parsed
     }
   }
 
+  // Looked up by digest: an attacker cannot choose digests, so a map lookup reveals
+  // nothing a comparison of every digest would hide, and it stays O(1) with many keys.
+  const tenantByDigest = new Map(apiKeys.map((k) => [k.digest.toString("hex"), k.tenantId]));
+  const recentKeys = new Map<string, string>();
+  const maxRecentKeys = 4_096;
+  const tenantOfKey = (key: string): string | undefined => {
+    const remembered = recentKeys.get(key);
+    if (remembered !== undefined) return remembered;
+    const tenantId = tenantByDigest.get(createHash("sha256").update(key, "utf8").digest("hex"));
+    // Only matches are remembered, so a spray of made-up keys cannot churn the cache.
+    if (tenantId !== undefined) {
+      if (recentKeys.size >= maxRecentKeys) recentKeys.clear();
+      recentKeys.set(key, tenantId);
+    }
+    return tenantId;
+  };
+
   const adminTokens = (source.admin?.tokens ?? []).map((token, index) => ({
     digest: digestOf(token),
     index,
@@ -120,6 +140,7 @@ export function compilePolicy(parsed: ParsedPolicy, text = JSON.stringify(parsed
     adminTokens: deepFreeze(adminTokens),
     backends,
     tenantFor,
+    tenantOfKey,
     backendForModel,
   });
 }

@@ -87,9 +87,9 @@ export function extractApiKey(value: string | undefined, scheme: string): string
   return trimmed.slice(prefix.length).trim() || undefined;
 }
 
-/** Finds the tenant an API key belongs to (see findDigest). */
+/** Finds the tenant an API key belongs to (Policy.tenantOfKey). */
 export function matchApiKey(key: string, policy: Policy): string | undefined {
-  return findDigest(keyDigest(key), policy.apiKeys)?.tenantId;
+  return policy.tenantOfKey(key);
 }
 
 /** The raw sha256 digest of a presented key or token, as policy hashes store it. */
