@@ -113,8 +113,19 @@ describe("fairgate CLI", () => {
       assert.equal(await child.exited, 2, value);
       assert.match(
         child.output(),
-        /--message-timeout-ms must be an integer from 1 to --max-message-timeout-ms/,
+        /--message-timeout-ms must be an integer from 1 to the max_message_timeout \(--max-message-timeout-ms\)/,
       );
     }
+  });
+
+  it("serve refuses a --max-message-timeout-ms that a tenant's maxQueueWaitMs cannot fit under", async () => {
+    const file = join(dir, "wait-policy.yaml");
+    writeFileSync(file, "tenants:\n  - id: slow\n    limits: { maxQueueWaitMs: 120000 }\n");
+    const child = run(["serve", "--config", file, "--max-message-timeout-ms", "60000"]);
+    assert.equal(await child.exited, 2);
+    assert.match(
+      child.output(),
+      /tenants\[0\] \(slow\)\.limits\.maxQueueWaitMs: maxQueueWaitMs 120000 cannot fit under Envoy's max_message_timeout of 60000 ms \(--max-message-timeout-ms\)/,
+    );
   });
 });
