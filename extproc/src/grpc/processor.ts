@@ -398,7 +398,13 @@ export class StreamProcessor {
     // override per message. A budget check that goes to Redis may itself take a while on a
     // loaded host, so the override is sent before it, covering the check and any queueing.
     const extend = () => this.#extendTimeout(maxWaitMs, timeouts);
-    if (budgets && budgets.store.kind !== "memory" && budgetLimitsApply(tenant)) extend();
+    // A budget check that goes to Redis normally answers in a millisecond; only one that
+    // is still out after a quarter of Envoy's message_timeout gets the override, so a
+    // request that does not queue costs no extra message.
+    const slowCheck =
+      budgets && budgets.store.kind !== "memory" && budgetLimitsApply(tenant)
+        ? this.#ctx.clock.setTimeout(extend, slowCheckAfterMs(timeouts))
+        : undefined;
     if (budgets) {
       const output =
         parsed.maxTokens ??
@@ -410,6 +416,8 @@ export class StreamProcessor {
       } catch (error) {
         if (!this.#abort.signal.aborted) this.#refuse(error);
         return;
+      } finally {
+        if (slowCheck) this.#ctx.clock.clearTimeout(slowCheck);
       }
       if (this.#abort.signal.aborted) {
         // The client left while the store answered: give everything back.
@@ -575,6 +583,12 @@ function withEnginePriority(
     header_mutation: headerMutation({ ...headers, "content-length": String(body.length) }),
     body_mutation: { body },
   };
+}
+
+/** When a budget check still out earns the request an override (well inside Envoy's
+ * message_timeout, whatever it is). */
+function slowCheckAfterMs(timeouts: EnvoyTimeouts): number {
+  return Math.max(1, Math.min(50, Math.floor(timeouts.messageTimeoutMs / 4)));
 }
 
 function budgetLimitsApply(tenant: TenantPolicy): boolean {
