@@ -212,7 +212,7 @@ export class StreamProcessor {
     }
     const activeMs = performance.now() - started - this.#heldMs;
     this.#heldMs = 0;
-    if (phase) this.#ctx.metrics.phaseDuration.observe({ phase }, Math.max(0, activeMs) / 1000);
+    if (phase) this.#ctx.metrics.observePhase(phase, Math.max(0, activeMs) / 1000);
   }
 
   /** Ends the stream's claim on everything: leaves the queue, frees the engine slot. */
@@ -454,10 +454,7 @@ export class StreamProcessor {
     this.#usageTicket.onFirstOutput(() => dispatch.firstToken?.());
     this.#chargedTokens = request.promptTokens + request.expectedOutputTokens;
     this.#promptTokens = request.promptTokens;
-    this.#ctx.metrics.queueWait.observe(
-      { tenant: this.#ctx.metrics.tenantLabel(tenant), tier: tenant.tier },
-      dispatch.waitedMs / 1000,
-    );
+    this.#ctx.metrics.observeQueueWait(tenant, dispatch.waitedMs / 1000);
     if (submission.queued)
       this.#ctx.metrics.observeEstimate(backend.name, dispatch.estimate, dispatch.waitedMs);
     this.#ctx.metrics.countRequest(tenant, "dispatched");

@@ -3,6 +3,7 @@ import type { UsageRegistryStats } from "../accounting/usage-registry.ts";
 import type { EngineSignals } from "../admission/gate.ts";
 import type { Policy, TenantPolicy } from "../config/policy.ts";
 import type { Scheduler, SchedulerSnapshot, TenantQueueState } from "../scheduler/types.ts";
+import { childCache } from "./children.ts";
 
 /** Unlisted tenants (trusted-header or JWT identities not in the policy) can be numerous;
  * past this many distinct ids they share one label value so a scrape stays bounded. */
@@ -89,6 +90,14 @@ export class GatewayMetrics {
   /** One scheduler snapshot per scrape: prom-client runs every collect() in one
    * synchronous pass, so the cache is dropped at the next microtask. */
   #scrape: Scrape | undefined;
+  // Labelled children of the per-request metrics (none of which is ever reset).
+  readonly #requestChild = childCache((labels) => this.requests.labels(labels));
+  readonly #phaseChild = childCache((labels) => this.phaseDuration.labels(labels));
+  readonly #queueWaitChild = childCache((labels) => this.queueWait.labels(labels));
+  readonly #budgetCheckChild = childCache((labels) => this.budgetChecks.labels(labels));
+  readonly #admitLatencyChild = childCache((labels) => this.storeLatency.labels(labels));
+  readonly #chargedChild = childCache((labels) => this.budgetTokens.labels(labels));
+  readonly #remainingChild = childCache((labels) => this.budgetRemaining.labels(labels));
 
   constructor(options: GatewayMetricsOptions) {
     this.#options = options;
@@ -253,11 +262,30 @@ export class GatewayMetrics {
 
   /** Records one budget check (see BudgetGate's onAdmit). */
   countBudgetCheck(tenant: TenantPolicy, outcome: string, seconds: number, tokens?: number): void {
-    const labels = { tenant: this.tenantLabel(tenant), tier: tenant.tier };
-    this.budgetChecks.inc({ ...labels, outcome });
-    this.storeLatency.observe({ op: "admit" }, seconds);
-    if (outcome === "admitted" && tokens !== undefined)
-      this.budgetTokens.inc({ ...labels, kind: "charged" }, tokens);
+    const tenantLabel = this.tenantLabel(tenant);
+    const key = `${tenantLabel}\u0001${tenant.tier}\u0001${outcome}`;
+    this.#budgetCheckChild(key, () => ({ tenant: tenantLabel, tier: tenant.tier, outcome })).inc();
+    this.#admitLatencyChild("admit", () => ({ op: "admit" })).observe(seconds);
+    if (outcome === "admitted" && tokens !== undefined) {
+      const charged = `${tenantLabel}\u0001${tenant.tier}`;
+      this.#chargedChild(charged, () => ({ tenant: tenantLabel, tier: tenant.tier, kind: "charged" })).inc(
+        tokens,
+      );
+    }
+  }
+
+  /** One answered ext_proc message's active time. */
+  observePhase(phase: string, seconds: number): void {
+    this.#phaseChild(phase, () => ({ phase })).observe(seconds);
+  }
+
+  /** How long a dispatched request was held. */
+  observeQueueWait(tenant: TenantPolicy, seconds: number): void {
+    const tenantLabel = this.tenantLabel(tenant);
+    this.#queueWaitChild(`${tenantLabel}\u0001${tenant.tier}`, () => ({
+      tenant: tenantLabel,
+      tier: tenant.tier,
+    })).observe(seconds);
   }
 
   /** Records a correction of a charge by `delta` tokens (negative: refunded). */
@@ -270,8 +298,10 @@ export class GatewayMetrics {
   /** The bucket levels after a check, for fairgate_budget_remaining. */
   setBudgetRemaining(tenant: TenantPolicy, requests: number | undefined, tokens: number | undefined): void {
     const label = this.tenantLabel(tenant);
-    if (requests !== undefined) this.budgetRemaining.set({ tenant: label, limit: "requests" }, requests);
-    if (tokens !== undefined) this.budgetRemaining.set({ tenant: label, limit: "tokens" }, tokens);
+    if (requests !== undefined)
+      this.#remainingChild(`${label}\u0001r`, () => ({ tenant: label, limit: "requests" })).set(requests);
+    if (tokens !== undefined)
+      this.#remainingChild(`${label}\u0001t`, () => ({ tenant: label, limit: "tokens" })).set(tokens);
   }
 
   /** The tenant label value: the id, except that unlisted ids beyond the first
@@ -284,12 +314,14 @@ export class GatewayMetrics {
   }
 
   countRequest(tenant: TenantPolicy | undefined, outcome: RequestOutcome, code = ""): void {
-    this.requests.inc({
-      tenant: tenant ? this.tenantLabel(tenant) : "",
-      tier: tenant?.tier ?? "",
+    const tenantLabel = tenant ? this.tenantLabel(tenant) : "";
+    const tier = tenant?.tier ?? "";
+    this.#requestChild(`${tenantLabel}\u0001${tier}\u0001${outcome}\u0001${code}`, () => ({
+      tenant: tenantLabel,
+      tier,
       outcome,
       code,
-    });
+    })).inc();
   }
 
   setPolicyVersion(version: string): void {
