@@ -25,6 +25,9 @@ import { SharedQueueState } from "./queue/shared-state.ts";
 import type { Scheduler } from "./scheduler/types.ts";
 import { type StoreHealth, storeHealthFor } from "./store/store-health.ts";
 
+/** How long start waits for Redis before serving on the local view (its connect timeout). */
+const CONNECT_TIMEOUT_MS = 1_000;
+
 export interface GatewayOptions {
   /** Returns the policy in force; read on every request so a reload applies at once. */
   policy(): Policy;
@@ -137,6 +140,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       clock,
       engineSignals,
     });
+  // Joins the exchange before serving, so the first requests already count against this
+  // replica's claims on the backends' caps (bounded like a Redis connect: it is retried).
+  if (shared) await shared.join(CONNECT_TIMEOUT_MS);
   const metrics = new GatewayMetrics({
     snapshot: () => scheduler.snapshot(),
     virtualCounters: virtualCountersOf(scheduler),
