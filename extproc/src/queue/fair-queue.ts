@@ -504,6 +504,8 @@ export class FairQueueScheduler implements Scheduler {
     const tokens = request.promptTokens + held.predictedOutputTokens;
     backend.costPerToken += 0.05 * (item.cost / Math.max(1, tokens) - backend.costPerToken);
     let released = false;
+    /** Its output became known: at release, or later through correct(). */
+    let outputKnown = false;
     return {
       waitedMs: enqueuedAt === undefined ? 0 : Math.max(0, dispatchedAt - enqueuedAt),
       estimate,
@@ -519,6 +521,7 @@ export class FairQueueScheduler implements Scheduler {
         const now = this.#clock.now();
         backend.ledger.finish(request.tenant.id, held.need, prefill, now);
         const output = outcome?.completionTokens;
+        outputKnown = output !== undefined;
         if (output !== undefined) this.#predictor.observe(request.tenant.id, output);
         backend.policy.complete(
           item,
@@ -528,6 +531,16 @@ export class FairQueueScheduler implements Scheduler {
         backend.rate.record(now, request.promptTokens + (output ?? held.predictedOutputTokens));
         backend.estimator.completed(now, kvTokens, now - dispatchedAt);
         this.#pump(backend);
+      },
+      correct: ({ completionTokens }) => {
+        if (!released || outputKnown || !Number.isFinite(completionTokens) || completionTokens < 0) return;
+        outputKnown = true;
+        this.#predictor.observe(request.tenant.id, completionTokens);
+        backend.policy.recharge?.(
+          item,
+          requestCost(this.#cost, request.promptTokens, completionTokens),
+          charged,
+        );
       },
     };
   }
