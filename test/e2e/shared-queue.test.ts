@@ -27,6 +27,7 @@ const policy = policyFrom({
   backends: [
     { name: "b", maxInFlightRequests: 1 },
     { name: "two", maxInFlightRequests: 2 },
+    { name: "four", maxInFlightRequests: 4 },
   ],
 });
 
@@ -138,6 +139,32 @@ describe("fair queues of two replicas sharing Redis", () => {
       await b.shared.syncNow();
       await flush();
       assert.equal(b.dispatched.length, 2);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it("a replica short of claim takes the room nobody claimed on demand, without waiting for the next exchange", async () => {
+    const a = await replica(redis, "demand:");
+    const b = await replica(redis, "demand:");
+    try {
+      // Idle, with both replicas known: each claims 1 of the 4, half the rest stays unclaimed.
+      await a.shared.syncNow();
+      await b.shared.syncNow();
+      await a.shared.syncNow();
+      await a.shared.syncNow();
+      await b.shared.syncNow();
+      for (let i = 0; i < 3; i++) submit(a, request(`a${i}`, "x", "four"));
+      for (let i = 0; i < 3; i++) submit(b, request(`b${i}`, "y", "four"));
+      await flush();
+      assert.equal(a.dispatched.length + b.dispatched.length, 2, "each within its claim of 1");
+      // No exchange from here on: each asks Redis once for more, and they share the 2 left.
+      const deadline = performance.now() + 2_000;
+      while (a.dispatched.length + b.dispatched.length < 4 && performance.now() < deadline)
+        await new Promise((r) => setTimeout(r, 5));
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(a.dispatched.length + b.dispatched.length, 4, "the cap, and no more");
     } finally {
       await a.close();
       await b.close();

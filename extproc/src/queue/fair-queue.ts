@@ -448,7 +448,10 @@ export class FairQueueScheduler implements Scheduler {
       verdict = admission(capacity, load, held.need, heldBack, light);
     }
     if (verdict !== "admit" || !backend.claim) return verdict;
-    return claimVerdict(backend.claim, capsOf(capacity), backend.ledger.local, held.need);
+    const claimed = claimVerdict(backend.claim, capsOf(capacity), backend.ledger.local, held.need);
+    // The cluster has room this replica's claim lacks: ask for it now.
+    if (claimed !== "admit") this.#shared?.claimNow(backend.name);
+    return claimed;
   }
 
   /** Whether another tenant is owed at least as much as the request's tenant (a higher level, or no larger a standing in its own). */

@@ -94,6 +94,12 @@ export class SharedQueueState {
   readonly #clock: Clock;
   readonly #participants = new Map<string, SharedBackendParticipant>();
   readonly #claims = new Map<string, HeldClaim>();
+  /** Claim renewals under way, per backend (they never overlap: see #renew). */
+  readonly #renewing = new Map<string, Promise<void>>();
+  /** Backends asked to renew now while a renewal was under way. */
+  readonly #renewAgain = new Set<string>();
+  /** When each backend's claim was last renewed on demand. */
+  readonly #onDemandAt = new Map<string, number>();
   #timer: NodeJS.Timeout | undefined;
   #running = false;
   #healthy = true;
@@ -138,6 +144,26 @@ export class SharedQueueState {
   }
 
   /**
+   * A request does not fit this replica's claim on the backend: renews the claim now
+   * rather than at the next exchange, so room nobody claimed (half of what nobody wants
+   * is left unclaimed, lua/claim.lua) reaches it after one round trip. At most once per
+   * interval per backend, so a cap that is really full costs one more call per interval.
+   */
+  claimNow(backend: string): void {
+    const participant = this.#participants.get(backend);
+    if (!participant || this.#stopped || !this.#healthy) return;
+    if (this.#renewing.has(backend)) {
+      this.#renewAgain.add(backend);
+      return;
+    }
+    const now = this.#clock.now();
+    if (now - (this.#onDemandAt.get(backend) ?? Number.NEGATIVE_INFINITY) < this.#intervalMs) return;
+    this.#onDemandAt.set(backend, now);
+    // Not from within the caller: renewing changes the claim, and the queue reacts to that.
+    queueMicrotask(() => void this.#renew(backend, participant, true));
+  }
+
+  /**
    * Waits (at most `timeoutMs`) for Redis and exchanges once, so that a replica starts
    * serving with its claims on the caps rather than its local view. False when Redis did
    * not answer in time (the periodic exchanges keep trying).
@@ -147,14 +173,19 @@ export class SharedQueueState {
     const timeout = new Promise<false>((resolve) => {
       timer = setTimeout(() => resolve(false), timeoutMs);
     });
+    let onReady = () => {};
     const ready =
       this.#client.status === "ready"
         ? Promise.resolve()
-        : new Promise<void>((resolve) => this.#client.once("ready", () => resolve()));
+        : new Promise<void>((resolve) => {
+            onReady = resolve;
+            this.#client.once("ready", onReady);
+          });
     try {
       return await Promise.race([ready.then(() => this.syncNow()).then(() => this.#healthy), timeout]);
     } finally {
       clearTimeout(timer);
+      this.#client.off("ready", onReady);
     }
   }
 
@@ -162,7 +193,9 @@ export class SharedQueueState {
     this.#stopped = true;
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = undefined;
-    // Leave the exchange at once rather than after the staleness bound.
+    // Leave the exchange at once rather than after the staleness bound (after any renewal
+    // under way, which would claim again).
+    await Promise.all(this.#renewing.values());
     for (const backend of this.#participants.keys()) {
       await this.#client.hdel(this.#key(backend, "replicas"), this.replicaId).catch(() => {});
       await this.#client.hdel(this.#key(backend, "claims"), this.replicaId).catch(() => {});
@@ -180,7 +213,22 @@ export class SharedQueueState {
 
   async #sync(backend: string, participant: SharedBackendParticipant): Promise<void> {
     const reachable = await this.#exchangeState(backend, participant);
-    await this.#renewClaim(backend, participant, reachable);
+    await this.#renew(backend, participant, reachable);
+  }
+
+  /** One claim renewal at a time per backend: each starts from the claim the last one left. */
+  async #renew(backend: string, participant: SharedBackendParticipant, reachable: boolean): Promise<void> {
+    for (let running = this.#renewing.get(backend); running; running = this.#renewing.get(backend))
+      await running;
+    let done = () => {};
+    this.#renewing.set(backend, new Promise<void>((resolve) => (done = resolve)));
+    try {
+      await this.#renewClaim(backend, participant, reachable);
+    } finally {
+      this.#renewing.delete(backend);
+      done();
+    }
+    if (this.#renewAgain.delete(backend)) this.claimNow(backend);
   }
 
   /** Counters, load and candidates; false when Redis did not answer. */

@@ -3,8 +3,10 @@
   at each exchange, so that the claims of every live replica add up to at most each cap:
   a replica dispatches only within its own claim, so the cluster never exceeds the cap.
   A replica gets what it wants (what it holds plus what waits there for the backend) as
-  far as the others' claims leave room, plus an equal share of the room nobody wants, so
-  a replica far below the cap dispatches at once. Until the answer reaches it, the replica
+  far as the others' claims leave room, plus a share of the room nobody wants, so a
+  replica far below the cap dispatches at once: alone, all of it; with others, an equal
+  share of half of it, leaving the rest unclaimed for a replica that needs more than its
+  share (it renews on demand, shared-state.ts). Until the answer reaches it, the replica
   still dispatches within what it declares in ARGV[9..11] (its last claim or less): that
   stays counted against the others until its next renewal, so the claim it may be using
   is always counted. Time is the server's.
@@ -62,7 +64,10 @@ for r = 1, 3 do
     -- Others' claims stand until they renew them: only the rest may be claimed here.
     local room = cap - claimed[r]
     local unwanted = math.max(0, cap - math.min(cap, wanted[r]) - want[r])
-    grant[r] = math.max(0, math.min(room, want[r] + math.floor(unwanted / live)))
+    -- Alone, a replica may claim it all; with others, each claims an equal share of half
+    -- of it, and the rest goes to whichever replica asks for more first.
+    local share = live == 1 and unwanted or math.floor(unwanted / (2 * live))
+    grant[r] = math.max(0, math.min(room, want[r] + share))
     -- What the replica may use until this answer reaches it stays counted against the
     -- others until its next renewal.
     held[r] = math.max(grant[r], math.min(tonumber(ARGV[8 + r]), room))
