@@ -22,7 +22,9 @@ import { startRedis, type TestRedis } from "../helpers/redis.ts";
 const REPLICAS = 3;
 const PER_REPLICA = 8;
 const HOLD_MS = 150;
+const PREFILL_MS = 30;
 const PREFIX = "caps:";
+const MESSAGE_TIMEOUT_MS = 2_000;
 const MAX_IN_FLIGHT_REQUESTS = 4;
 /** max_tokens of the KV-capped requests: each reserves its 22-token prompt + 1,000 KV tokens, so 3 fit. */
 const KV_MAX_TOKENS = 1_000;
@@ -33,18 +35,18 @@ const MAX_PREFILL_TOKENS = 350;
 
 const REQUESTS = policyFrom(standardPolicyInput()).source.requests;
 
-/** The engine: answers after HOLD_MS with max_tokens generated; counts what it serves at once. */
+/**
+ * The engine: it prefills a request's prompt for PREFILL_MS, then sends the first bytes of
+ * the response (fairgate's prefill budget frees a prompt when it sees them), and ends it at
+ * HOLD_MS with max_tokens generated. It counts what it serves at once: requests and the KV
+ * they reserve until the end, prompts until their first bytes.
+ */
 async function countingEngine(): Promise<RecordingUpstream & { peak: Map<string, Load> }> {
   const counter = await createTokenCounter("approximate");
   const active = new Map<string, Load>();
   const peak = new Map<string, Load>();
-  const upstream = await startRecordingUpstream((_request, response: ServerResponse, body: Buffer) => {
-    // Counted as fairgate counts them, so the engine's sums compare with the caps exactly.
-    const parsed = parseRequestBody("chat", body, { ...REQUESTS, counter });
-    const model = parsed.model ?? "";
-    const prompt = parsed.promptTokens;
-    const kv = prompt + parsed.expectedOutputTokens;
-    const now = add(active.get(model), { requests: 1, kvTokens: kv, promptTokens: prompt });
+  const change = (model: string, delta: Load) => {
+    const now = add(active.get(model), delta);
     active.set(model, now);
     const was = peak.get(model) ?? { requests: 0, kvTokens: 0, promptTokens: 0 };
     peak.set(model, {
@@ -52,22 +54,25 @@ async function countingEngine(): Promise<RecordingUpstream & { peak: Map<string,
       kvTokens: Math.max(was.kvTokens, now.kvTokens),
       promptTokens: Math.max(was.promptTokens, now.promptTokens),
     });
+  };
+  const upstream = await startRecordingUpstream((_request, response: ServerResponse, body: Buffer) => {
+    // Counted as fairgate counts them, so the engine's sums compare with the caps exactly.
+    const parsed = parseRequestBody("chat", body, { ...REQUESTS, counter });
+    const model = parsed.model ?? "";
+    const prompt = parsed.promptTokens;
+    const output = parsed.expectedOutputTokens;
+    const kv = prompt + output;
+    change(model, { requests: 1, kvTokens: kv, promptTokens: prompt });
     setTimeout(() => {
-      active.set(model, add(active.get(model), { requests: -1, kvTokens: -kv, promptTokens: -prompt }));
-      const payload = JSON.stringify({
-        object: "chat.completion",
-        choices: [{ index: 0, message: { role: "assistant", content: "ok" } }],
-        usage: {
-          prompt_tokens: prompt,
-          completion_tokens: parsed.expectedOutputTokens,
-          total_tokens: kv,
-        },
-      });
-      response.writeHead(200, {
-        "content-type": "application/json",
-        "content-length": Buffer.byteLength(payload),
-      });
-      response.end(payload);
+      change(model, { requests: 0, kvTokens: 0, promptTokens: -prompt });
+      response.writeHead(200, { "content-type": "application/json" });
+      response.write(
+        '{"object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"ok"}}],',
+      );
+    }, PREFILL_MS);
+    setTimeout(() => {
+      change(model, { requests: -1, kvTokens: -kv, promptTokens: 0 });
+      response.end(`"usage":{"prompt_tokens":${prompt},"completion_tokens":${output},"total_tokens":${kv}}}`);
     }, HOLD_MS);
   });
   return Object.assign(upstream, { peak });
@@ -108,9 +113,15 @@ describe("backend caps across three replicas sharing Redis", () => {
       ],
     });
     for (let i = 0; i < REPLICAS; i++) {
-      const gateway = await startTestGateway(input, { messageTimeoutMs: 2_000 });
+      // Three gateways, three proxies and the engine share one event loop here: Envoy's
+      // 200 ms default message timeout would answer 504 whenever that loop lags.
+      const gateway = await startTestGateway(input, { messageTimeoutMs: MESSAGE_TIMEOUT_MS });
       gateways.push(gateway);
-      fronts.push(await startBuiltinFront(gateway.gateway.grpcPort, engine.url));
+      fronts.push(
+        await startBuiltinFront(gateway.gateway.grpcPort, engine.url, undefined, {
+          messageTimeoutMs: MESSAGE_TIMEOUT_MS,
+        }),
+      );
     }
     // Every replica has joined each backend's exchange before the burst.
     const deadline = Date.now() + 5_000;
@@ -130,14 +141,19 @@ describe("backend caps across three replicas sharing Redis", () => {
   });
 
   /** PER_REPLICA requests at once through every replica's proxy; resolves with their statuses. */
-  async function burst(model: string, content: string, maxTokens: number): Promise<number[]> {
+  async function burst(
+    model: string,
+    content: string,
+    maxTokens: number,
+    tenants = ["globex", "acme"],
+  ): Promise<number[]> {
     const all = fronts.flatMap((front, replica) =>
       Array.from({ length: PER_REPLICA }, (_, i) =>
         httpRequest(front.url, {
           method: "POST",
           path: "/v1/chat/completions",
           headers: {
-            authorization: `Bearer key-${i % 2 === 0 ? "globex" : "acme"}`,
+            authorization: `Bearer key-${tenants[i % tenants.length]}`,
             "content-type": "application/json",
           },
           body: JSON.stringify({
@@ -166,13 +182,11 @@ describe("backend caps across three replicas sharing Redis", () => {
   });
 
   it(`maxPrefillTokensInFlight ${MAX_PREFILL_TOKENS}: at most 3 prompts of 109 tokens prefilling at once`, async () => {
-    const statuses = await burst("prefill", LONG_PROMPT, 8);
+    // One tenant: with several, the gate lets a tenant with nothing in flight start one
+    // request whatever the prefill backlog (share-rules.ts), on one replica as on many.
+    const statuses = await burst("prefill", LONG_PROMPT, 8, ["globex"]);
     assert.deepEqual(statuses, Array(REPLICAS * PER_REPLICA).fill(200));
-    const peak = engine.peak.get("prefill");
-    assert.ok(
-      peak && peak.promptTokens <= MAX_PREFILL_TOKENS,
-      `peak prompt tokens in flight ${peak?.promptTokens}`,
-    );
-    assert.equal(peak.requests, 3);
+    const peak = engine.peak.get("prefill")?.promptTokens ?? 0;
+    assert.ok(peak <= MAX_PREFILL_TOKENS, `peak prompt tokens prefilling ${peak}`);
   });
 });
