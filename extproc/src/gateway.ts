@@ -1,7 +1,11 @@
+import { randomUUID } from "node:crypto";
+import { LateUsage } from "./accounting/late-usage.ts";
+import type { Usage } from "./accounting/usage.ts";
 import { UsageRegistry } from "./accounting/usage-registry.ts";
+import { RedisUsageRelay } from "./accounting/usage-relay.ts";
 import { BudgetGate } from "./budget/budget-gate.ts";
 import { createBudgetStore } from "./budget/create.ts";
-import { createBudgetRedisClient } from "./budget/redis-client.ts";
+import { createBudgetRedisClient, createSubscriberRedisClient } from "./budget/redis-client.ts";
 import type { BudgetStore } from "./budget/store.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import type { EnvoyTimeouts } from "./config/envoy-timeouts.ts";
@@ -24,6 +28,9 @@ import { OutputPredictor } from "./queue/output-predictor.ts";
 import { SharedQueueState } from "./queue/shared-state.ts";
 import type { Scheduler } from "./scheduler/types.ts";
 import { type StoreHealth, storeHealthFor } from "./store/store-health.ts";
+
+/** How long start waits for Redis before serving on the local view (its connect timeout). */
+const CONNECT_TIMEOUT_MS = 1_000;
 
 export interface GatewayOptions {
   /** Returns the policy in force; read on every request so a reload applies at once. */
@@ -81,12 +88,16 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   sharedClient?.connect().catch(() => {
     // Unreachable at start: each exchange retries and replicas use their local view meanwhile.
   });
+  // Names this replica in the queue's exchange and in every main stream's id (request-id.ts).
+  const replicaId = randomUUID();
   const shared =
     sharedClient && "redis" in storeConfig
       ? new SharedQueueState({
           client: sharedClient,
           keyPrefix: storeConfig.keyPrefix,
           logger: options.logger,
+          replicaId,
+          clock,
         })
       : undefined;
   // Backends listing vLLM /metrics URLs are gated on engine state too; the others by caps.
@@ -137,6 +148,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       clock,
       engineSignals,
     });
+  // Joins the exchange before serving, so the first requests already count against this
+  // replica's claims on the backends' caps (bounded like a Redis connect: it is retried).
+  if (shared) await shared.join(CONNECT_TIMEOUT_MS);
   const metrics = new GatewayMetrics({
     snapshot: () => scheduler.snapshot(),
     virtualCounters: virtualCountersOf(scheduler),
@@ -196,6 +210,25 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   });
   const usage = new UsageRegistry({ clock });
   metrics.watchUsage(() => usage.stats);
+  // With shared queue state, a usage report reaching another replica is relayed back here,
+  // where the fair queue's charge and the output predictor are.
+  const lateUsage = shared ? new LateUsage({ clock, onApplied: () => usage.relayApplied() }) : undefined;
+  const relay =
+    sharedClient && lateUsage && "redis" in storeConfig
+      ? new RedisUsageRelay({
+          publisher: sharedClient,
+          subscriber: createSubscriberRedisClient(storeConfig.redis, storeConfig.timeoutMs),
+          keyPrefix: storeConfig.keyPrefix,
+          replicaId,
+          logger: options.logger,
+          onReport: (report) => lateUsage.relayed(report.requestId, report.usage),
+        })
+      : undefined;
+  relay?.start().catch((error) => {
+    options.logger.warn("usage relay: cannot subscribe; reports from other replicas are lost", {
+      error: String(error),
+    });
+  });
   const grpc: ExtProcServer = await startExtProcServer({
     listen: grpcBindAddress(options.grpcListen),
     maxMessageBytes: Math.max(initial.source.requests.maxBodyBytes, 4 * 1024 * 1024),
@@ -219,6 +252,13 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       // usage: see extproc/src/accounting/.
       usage,
       ...(options.onUsage ? { onUsage: options.onUsage } : {}),
+      ...(relay && lateUsage
+        ? {
+            replicaId,
+            lateUsage,
+            relayUsage: (requestId: string, report: Usage) => relay.forward(requestId, report),
+          }
+        : {}),
     },
   });
 
@@ -327,6 +367,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         await store.close();
         await createdBudgets.close();
         await shared?.stop();
+        await relay?.close();
         sharedClient?.disconnect();
         if (engineClient !== sharedClient) engineClient?.disconnect();
         usage.close();

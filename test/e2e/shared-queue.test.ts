@@ -1,8 +1,9 @@
 /**
  * Two gateway replicas' fair queues sharing one Redis (queue/shared-state.ts): the
- * backend's caps count both replicas' requests, and weights hold although each tenant's
- * requests reach only one replica. Exchanges are driven by hand (syncNow) so the test
- * controls their order.
+ * backend's caps count both replicas' requests and hold even for what arrives between two
+ * exchanges (each replica dispatches within its claim on the cap), and weights hold
+ * although each tenant's requests reach only one replica. Exchanges are driven by hand
+ * (syncNow) so the test controls their order.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
@@ -23,16 +24,20 @@ const policy = policyFrom({
     { id: "x", tier: "heavy" },
     { id: "y", tier: "light" },
   ],
-  backends: [{ name: "b", maxInFlightRequests: 1 }],
+  backends: [
+    { name: "b", maxInFlightRequests: 1 },
+    { name: "two", maxInFlightRequests: 2 },
+    { name: "four", maxInFlightRequests: 4 },
+  ],
 });
 
 const flush = () => new Promise((resolve) => setImmediate(resolve));
 
-function request(id: string, tenant: string): SchedulingRequest {
+function request(id: string, tenant: string, backend = "b"): SchedulingRequest {
   return {
     id,
     tenant: policy.tenantFor(tenant),
-    backend: "b",
+    backend,
     promptTokens: 100,
     expectedOutputTokens: 100,
     maxWaitMs: 3_600_000,
@@ -46,7 +51,7 @@ interface Replica {
   close(): Promise<void>;
 }
 
-async function replica(redis: TestRedis, prefix: string): Promise<Replica> {
+async function replica(redis: TestRedis, prefix: string, staleMs?: number): Promise<Replica> {
   const client = createBudgetRedisClient(redis.url, 1_000);
   await client.connect();
   const shared = new SharedQueueState({
@@ -54,6 +59,7 @@ async function replica(redis: TestRedis, prefix: string): Promise<Replica> {
     keyPrefix: prefix,
     logger: silentLogger,
     intervalMs: 3_600_000,
+    ...(staleMs === undefined ? {} : { staleMs }),
   });
   const scheduler = new FairQueueScheduler({
     policy: () => policy,
@@ -105,6 +111,60 @@ describe("fair queues of two replicas sharing Redis", () => {
       await b.shared.syncNow();
       await flush();
       assert.equal(b.dispatched.length, 1, "the freed slot goes to B's waiting request");
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it("holds the cap for a burst on both replicas between two exchanges; a replica that stops renewing its claim loses it", async () => {
+    const a = await replica(redis, "claims:", 400);
+    const b = await replica(redis, "claims:", 400);
+    try {
+      // A exchanges first while nobody wants anything: it claims the whole cap of 2.
+      await a.shared.syncNow();
+      await b.shared.syncNow();
+      for (let i = 0; i < 2; i++) submit(a, request(`a${i}`, "x", "two"));
+      for (let i = 0; i < 2; i++) submit(b, request(`b${i}`, "y", "two"));
+      await flush();
+      // Neither has seen the other's new requests: only the claims keep them apart.
+      assert.equal(a.dispatched.length, 2);
+      assert.equal(b.dispatched.length, 0, "B holds no claim on the cap");
+      // A goes silent (it died holding its claim): B waits while the claim is fresh...
+      await b.shared.syncNow();
+      await flush();
+      assert.equal(b.dispatched.length, 0);
+      // ...and takes the cap once A's claim is older than the staleness bound.
+      await new Promise((r) => setTimeout(r, 450));
+      await b.shared.syncNow();
+      await flush();
+      assert.equal(b.dispatched.length, 2);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it("a replica short of claim takes the room nobody claimed on demand, without waiting for the next exchange", async () => {
+    const a = await replica(redis, "demand:");
+    const b = await replica(redis, "demand:");
+    try {
+      // Idle, with both replicas known: each claims 1 of the 4, half the rest stays unclaimed.
+      await a.shared.syncNow();
+      await b.shared.syncNow();
+      await a.shared.syncNow();
+      await a.shared.syncNow();
+      await b.shared.syncNow();
+      for (let i = 0; i < 3; i++) submit(a, request(`a${i}`, "x", "four"));
+      for (let i = 0; i < 3; i++) submit(b, request(`b${i}`, "y", "four"));
+      await flush();
+      assert.equal(a.dispatched.length + b.dispatched.length, 2, "each within its claim of 1");
+      // No exchange from here on: each asks Redis once for more, and they share the 2 left.
+      const deadline = performance.now() + 2_000;
+      while (a.dispatched.length + b.dispatched.length < 4 && performance.now() < deadline)
+        await new Promise((r) => setTimeout(r, 5));
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(a.dispatched.length + b.dispatched.length, 4, "the cap, and no more");
     } finally {
       await a.close();
       await b.close();

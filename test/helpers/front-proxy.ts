@@ -15,7 +15,7 @@ export async function startBuiltinFront(
   grpcPort: number,
   upstream: string,
   maxRequestBodyBytes = 4 * 1024 * 1024,
-  options: { usageFilter?: boolean; maxMessageTimeoutMs?: number } = {},
+  options: { usageFilter?: boolean; maxMessageTimeoutMs?: number; messageTimeoutMs?: number } = {},
 ): Promise<FrontProxy & { proxy: ExtProcProxy }> {
   const proxy = await startExtProcProxy({
     listen: "127.0.0.1:0",
@@ -23,6 +23,7 @@ export async function startBuiltinFront(
     extProc: {
       grpcTarget: `127.0.0.1:${grpcPort}`,
       maxMessageTimeoutMs: options.maxMessageTimeoutMs ?? SHIPPED_MAX_MESSAGE_TIMEOUT_MS,
+      ...(options.messageTimeoutMs === undefined ? {} : { messageTimeoutMs: options.messageTimeoutMs }),
       failureModeAllow: false,
       maxRequestBodyBytes,
     },

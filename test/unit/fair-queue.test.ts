@@ -332,6 +332,45 @@ describe("FairQueueScheduler with VTC and the engine-aware gate", () => {
     assert.equal(counter(), 120, "a release without usage must not change the charge");
   });
 
+  it("correct() after a release without usage corrects the charge and teaches the predictor, once", async () => {
+    const predictor = new OutputPredictor();
+    const h = new Harness(
+      new FairQueueScheduler({
+        policy: () => policy,
+        clock: new ManualClock(),
+        fairness: queuePolicyFor({ policy: "vtc", starvationBound: 10 }),
+        gate: new EngineAwareGate(),
+        predictor,
+      }),
+    );
+    const counter = () => h.scheduler.counters().get("b")?.get("solo");
+    h.submit(request("s1", "solo")); // 50 prompt + 50 predicted, weight 1
+    await flush();
+    const dispatch = h.dispatches.get("s1");
+    assert.ok(dispatch?.correct);
+    dispatch.correct({ completionTokens: 10 });
+    assert.equal(counter(), 100, "nothing is corrected before the release");
+    h.release("s1");
+    assert.equal(counter(), 100);
+    // The usage arrives late (relayed by the replica its usage stream reached).
+    dispatch.correct({ completionTokens: 10 });
+    assert.equal(counter(), 60);
+    assert.equal(predictor.predict("solo", 50), 10);
+    dispatch.correct({ completionTokens: 30 });
+    assert.equal(counter(), 60, "a second correction changes nothing");
+    assert.equal(predictor.predict("solo", 50), 10);
+  });
+
+  it("correct() does nothing to a request whose release already knew its output", async () => {
+    const h = new Harness(vtcScheduler(new ManualClock()));
+    const counter = () => h.scheduler.counters().get("b")?.get("solo");
+    h.submit(request("s1", "solo"));
+    await flush();
+    h.release("s1", { completionTokens: 10 });
+    h.dispatches.get("s1")?.correct?.({ completionTokens: 40 });
+    assert.equal(counter(), 60);
+  });
+
   it("an injected predictor is the one fed by completions, so others (budgets) read the same means", async () => {
     const predictor = new OutputPredictor();
     const h = new Harness(

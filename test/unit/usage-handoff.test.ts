@@ -213,6 +213,35 @@ describe("usage handoff between the main stream and the usage stream", () => {
     budget.end();
   });
 
+  it("an orphaned report is relayed once, with or without a budget handoff; a local one never is", async () => {
+    const { gate, registry, tenant } = setup();
+    const relayed: Array<[string, number]> = [];
+    const stream = () =>
+      new UsageStreamProcessor({
+        registry,
+        tokenCounter: () => approximateCounter,
+        logger: silentLogger,
+        relayOrphan: (id, usage) => relayed.push([id, usage.completionTokens]),
+      });
+    const finish = (s: UsageStreamProcessor, id: string, headers: Record<string, string>) => {
+      s.onMessage(requestHeaders(id, headers));
+      s.onMessage(responseHeaders);
+      s.onMessage(body(jsonWithUsage(40, 60), true));
+      s.close();
+    };
+    finish(stream(), "remote-with-budget", handoffHeaders());
+    finish(stream(), "remote-without-budget", { [TENANT_HEADER]: "acme" });
+    const budget = await gate.admit(tenant, CHARGED, "local");
+    const ticket = registry.register("local");
+    finish(stream(), "local", handoffHeaders());
+    await ticket.usage;
+    assert.deepEqual(relayed, [
+      ["remote-with-budget", 60],
+      ["remote-without-budget", 60],
+    ]);
+    budget.end();
+  });
+
   it("no handoff headers (no budget ticket), unknown tenants and tenants without limits are skipped", async () => {
     const { store, registry, usageStream, orphans } = setup();
     const cases: Array<Record<string, string>> = [

@@ -42,6 +42,8 @@ describe("UsageRegistry", () => {
       missing: 0,
       orphaned: 1,
       orphanReconciled: 0,
+      orphanRelayed: 0,
+      relayApplied: 0,
     });
   });
 

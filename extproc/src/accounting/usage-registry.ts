@@ -53,6 +53,11 @@ export interface UsageRegistryStats {
   /** Orphaned reports of another replica's request that this replica reconciled with the
    * budget store itself (from the request's x-fairgate-tenant and x-fairgate-charged-tokens). */
   orphanReconciled: number;
+  /** Orphaned reports sent on to the replica that admitted the request (usage-relay.ts). */
+  orphanRelayed: number;
+  /** Reports another replica relayed for a request admitted here, applied to the fair
+   * queue's charge and the output predictor (late-usage.ts). */
+  relayApplied: number;
 }
 
 interface Entry {
@@ -80,6 +85,8 @@ export class UsageRegistry {
     missing: 0,
     orphaned: 0,
     orphanReconciled: 0,
+    orphanRelayed: 0,
+    relayApplied: 0,
   };
 
   constructor(options: { clock?: Clock; ttlMs?: number } = {}) {
@@ -171,6 +178,16 @@ export class UsageRegistry {
   /** An orphaned report was reconciled with the budget store by the usage stream itself. */
   orphanReconciled(): void {
     this.stats.orphanReconciled++;
+  }
+
+  /** An orphaned report was relayed to the replica that admitted its request. */
+  orphanRelayed(): void {
+    this.stats.orphanRelayed++;
+  }
+
+  /** A report relayed from another replica was applied here. */
+  relayApplied(): void {
+    this.stats.relayApplied++;
   }
 
   /** Settles everything with undefined (gateway shutdown). */

@@ -37,6 +37,12 @@ export interface UsageStreamContext {
    * stream ever waited for.
    */
   reconcileOrphan?: (orphan: OrphanedUsage) => boolean;
+  /**
+   * Sends the usage of another replica's request on to that replica, whose fair queue
+   * and output predictor learn from it (usage-relay.ts). Called at most once per stream,
+   * only for a report no local main stream ever waited for.
+   */
+  relayOrphan?: (requestId: string, usage: Usage) => void;
 }
 
 interface Handoff {
@@ -144,9 +150,16 @@ export class UsageStreamProcessor {
     if (this.#ctx.registry.report(id, usage)) return;
     // Nobody here waits for it. Observed here: the local main stream already settled and
     // decided (late report). Never observed here: the main stream runs on another replica
-    // and keeps its admission charge, so this stream corrects it in the shared store.
+    // and keeps its admission charge, so this stream corrects it in the shared store, and
+    // relays the usage to that replica for its fair queue and output predictor.
+    if (this.#local || !usage) return;
+    try {
+      this.#ctx.relayOrphan?.(id, usage);
+    } catch (error) {
+      this.#ctx.logger.warn("usage stream: orphan relay failed", { error: String(error) });
+    }
     const handoff = this.#handoff;
-    if (this.#local || !handoff || !usage || !this.#ctx.reconcileOrphan) return;
+    if (!handoff || !this.#ctx.reconcileOrphan) return;
     try {
       if (this.#ctx.reconcileOrphan({ requestId: id, ...handoff, usage }))
         this.#ctx.registry.orphanReconciled();

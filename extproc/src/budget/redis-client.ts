@@ -21,3 +21,20 @@ export function createBudgetRedisClient(url: string, timeoutMs: number): Redis {
   });
   return client;
 }
+
+/**
+ * A connection for pub/sub, which takes it over: unlike the request path's client it
+ * holds its SUBSCRIBE until connected, and ioredis subscribes again after a reconnect.
+ */
+export function createSubscriberRedisClient(url: string, timeoutMs: number): Redis {
+  const client = new Redis(url, {
+    lazyConnect: true,
+    maxRetriesPerRequest: null,
+    connectTimeout: Math.max(timeoutMs, 1_000),
+    retryStrategy: (attempt) => Math.min(attempt * 100, 1_000),
+  });
+  client.on("error", () => {
+    // A lost subscription only delays relayed usage; ioredis keeps reconnecting.
+  });
+  return client;
+}

@@ -1,3 +1,4 @@
+import type { LateUsage } from "../accounting/late-usage.ts";
 import type { Usage } from "../accounting/usage.ts";
 import type { UsageRegistry, UsageTicket } from "../accounting/usage-registry.ts";
 import {
@@ -94,6 +95,13 @@ export interface ProcessorContext {
   usage: UsageRegistry;
   /** Called once per dispatched request when its usage is known (or known to be missing). */
   onUsage?: (info: UsageInfo) => void;
+  /** With replicas sharing Redis: this replica's id, which every main stream's id names
+   * (request-id.ts), so another replica can relay a usage report here. */
+  replicaId?: string;
+  /** Usage relayed from other replicas for requests that settled here without it. */
+  lateUsage?: LateUsage;
+  /** Sends an orphaned report to the replica its request id names; true when it listened. */
+  relayUsage?: (requestId: string, usage: Usage) => Promise<boolean>;
 }
 
 /** A violation of the ext_proc protocol by the client; ends the stream with INVALID_ARGUMENT. */
@@ -515,6 +523,11 @@ export class StreamProcessor {
     const promptTokens = this.#promptTokens;
     void ticket.settle(USAGE_GRACE_MS).then((usage) => {
       dispatch.release(usage ? { completionTokens: usage.completionTokens } : undefined);
+      // Its usage stream may have reached another replica, which relays the usage here.
+      if (!usage)
+        this.#ctx.lateUsage?.settled(this.#id, (late) =>
+          dispatch.correct?.({ completionTokens: late.completionTokens }),
+        );
       // Budgets: charge what was really used (prompt + generated, even if cut off by a
       // cancel); without a report the admission charge stands.
       if (usage) budget?.reconcile((usage.promptTokens ?? promptTokens ?? 0) + usage.completionTokens);

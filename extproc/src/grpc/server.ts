@@ -1,6 +1,8 @@
 import { randomUUID } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import { reconcileOrphanedUsage } from "../accounting/orphan-reconcile.ts";
+import { streamIdOn } from "../accounting/request-id.ts";
+import type { Usage } from "../accounting/usage.ts";
 import { UsageStreamProcessor } from "../accounting/usage-stream.ts";
 import type { ProcessingRequest, ProcessingResponse } from "./messages.ts";
 import { type ProcessorContext, ProtocolError, StreamProcessor } from "./processor.ts";
@@ -58,7 +60,7 @@ export async function startExtProcServer(options: {
     Process(call: grpc.ServerDuplexStream<ProcessingRequest, ProcessingResponse>) {
       streams.add(call);
       context.metrics.streamsActive.inc();
-      const id = randomUUID();
+      const id = context.replicaId ? streamIdOn(context.replicaId) : randomUUID();
       let finished = false;
       const processor = new StreamProcessor(context, id, (response) => {
         if (!finished && !call.destroyed) call.write(response);
@@ -86,6 +88,7 @@ export async function startExtProcServer(options: {
           logger: context.logger,
           // Another replica's request: reconcile its budgets here (usage-registry.ts).
           reconcileOrphan: (orphan) => reconcileOrphanedUsage(context.budgets, context.policy(), orphan),
+          ...(context.relayUsage ? { relayOrphan: relayOrphan(context) } : {}),
         });
         streams.delete(call);
         observers.add(call);
@@ -204,3 +207,16 @@ export async function startExtProcServer(options: {
 }
 
 export { HEALTH_SERVICE };
+
+/** Relays an orphaned report in the background; the usage stream never waits for Redis. */
+function relayOrphan(context: ProcessorContext): (requestId: string, usage: Usage) => void {
+  return (requestId, usage) => {
+    context.relayUsage?.(requestId, usage).then(
+      (sent) => {
+        if (sent) context.usage.orphanRelayed();
+      },
+      // Redis is down: the shared queue state already reports it, once.
+      (error) => context.logger.debug("usage relay failed", { error: String(error) }),
+    );
+  };
+}

@@ -47,6 +47,8 @@ function usageOutcomes(stats: UsageRegistryStats): Array<[string, number]> {
     ["missing", stats.missing],
     ["orphaned", stats.orphaned],
     ["orphan_reconciled", stats.orphanReconciled],
+    ["orphan_relayed", stats.orphanRelayed],
+    ["relay_applied", stats.relayApplied],
   ];
 }
 
@@ -206,7 +208,7 @@ export class GatewayMetrics {
     const usageStats = () => this.#usageStats?.();
     this.usageReports = new Counter({
       name: "fairgate_usage_reports_total",
-      help: "Usage accounting by outcome: registered (dispatched requests awaiting their usage), reported (final report delivered), partial (settled from a partial view), missing (no usage known), orphaned (report for a request no local stream waited for), orphan_reconciled (orphaned reports of another replica's request reconciled with the budget store here).",
+      help: "Usage accounting by outcome: registered (dispatched requests awaiting their usage), reported (final report delivered), partial (settled from a partial view), missing (no usage known), orphaned (report for a request no local stream waited for), orphan_reconciled (orphaned reports of another replica's request reconciled with the budget store here), orphan_relayed (orphaned reports sent on to the replica that admitted the request), relay_applied (reports relayed from another replica applied to this replica's fair queue and output predictor).",
       labelNames: ["outcome"],
       registers,
       collect() {

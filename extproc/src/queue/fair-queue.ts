@@ -24,6 +24,7 @@ import {
   type TenantQueueState,
   type WaitEstimate,
 } from "../scheduler/types.ts";
+import { addAmounts, anyCapped, type ClaimAmounts, capsOf, claimVerdict } from "./claims.ts";
 import { type CostWeights, requestCost, TOKEN_COUNTING } from "./cost.ts";
 import { BackendLedger, type LedgerTenant } from "./ledger.ts";
 import { OutputPredictor } from "./output-predictor.ts";
@@ -73,6 +74,8 @@ interface BackendState {
   heldBy: Waiter | undefined;
   /** The other replicas' best waiting request (shared state). */
   othersBest: SharedCandidate | undefined;
+  /** This replica's claim on the backend's caps (shared state); undefined: the local view decides. */
+  claim: ClaimAmounts | undefined;
 }
 
 /** Used for estimates until a backend has completed anything, when its engine's counters say nothing. */
@@ -435,12 +438,20 @@ export class FairQueueScheduler implements Scheduler {
     const capacity = this.#capacity(backend);
     const now = this.#clock.now();
     const load = backend.ledger.load(now);
-    if (this.#reservationWindowMs === 0) return admission(capacity, load, held.need);
-    const light = backend.reservations.within(tenantId, weight, held.need, capacity);
-    const heldBack = light
-      ? NOTHING_HELD
-      : backend.reservations.heldFrom(tenantId, this.#owedAtLeast(backend, held.item), capacity, now);
-    return admission(capacity, load, held.need, heldBack, light);
+    let verdict: AdmissionVerdict;
+    if (this.#reservationWindowMs === 0) verdict = admission(capacity, load, held.need);
+    else {
+      const light = backend.reservations.within(tenantId, weight, held.need, capacity);
+      const heldBack = light
+        ? NOTHING_HELD
+        : backend.reservations.heldFrom(tenantId, this.#owedAtLeast(backend, held.item), capacity, now);
+      verdict = admission(capacity, load, held.need, heldBack, light);
+    }
+    if (verdict !== "admit" || !backend.claim) return verdict;
+    const claimed = claimVerdict(backend.claim, capsOf(capacity), backend.ledger.local, held.need);
+    // The cluster has room this replica's claim lacks: ask for it now.
+    if (claimed !== "admit") this.#shared?.claimNow(backend.name);
+    return claimed;
   }
 
   /** Whether another tenant is owed at least as much as the request's tenant (a higher level, or no larger a standing in its own). */
@@ -496,6 +507,8 @@ export class FairQueueScheduler implements Scheduler {
     const tokens = request.promptTokens + held.predictedOutputTokens;
     backend.costPerToken += 0.05 * (item.cost / Math.max(1, tokens) - backend.costPerToken);
     let released = false;
+    /** Its output became known: at release, or later through correct(). */
+    let outputKnown = false;
     return {
       waitedMs: enqueuedAt === undefined ? 0 : Math.max(0, dispatchedAt - enqueuedAt),
       estimate,
@@ -511,6 +524,7 @@ export class FairQueueScheduler implements Scheduler {
         const now = this.#clock.now();
         backend.ledger.finish(request.tenant.id, held.need, prefill, now);
         const output = outcome?.completionTokens;
+        outputKnown = output !== undefined;
         if (output !== undefined) this.#predictor.observe(request.tenant.id, output);
         backend.policy.complete(
           item,
@@ -520,6 +534,16 @@ export class FairQueueScheduler implements Scheduler {
         backend.rate.record(now, request.promptTokens + (output ?? held.predictedOutputTokens));
         backend.estimator.completed(now, kvTokens, now - dispatchedAt);
         this.#pump(backend);
+      },
+      correct: ({ completionTokens }) => {
+        if (!released || outputKnown || !Number.isFinite(completionTokens) || completionTokens < 0) return;
+        outputKnown = true;
+        this.#predictor.observe(request.tenant.id, completionTokens);
+        backend.policy.recharge?.(
+          item,
+          requestCost(this.#cost, request.promptTokens, completionTokens),
+          charged,
+        );
       },
     };
   }
@@ -659,6 +683,24 @@ export class FairQueueScheduler implements Scheduler {
         backend.othersBest = view.othersBest;
         this.#pump(backend);
       },
+      claimRequest: () => {
+        const caps = capsOf(this.#capacity(backend));
+        if (!anyCapped(caps)) return undefined;
+        // Counts prefills past their deadline as done first.
+        backend.ledger.load(this.#clock.now());
+        const { inFlight, inFlightTokens, prefillTokens } = backend.ledger.local;
+        const holding = { requests: inFlight, kvTokens: inFlightTokens, prefillTokens };
+        // A replica leaving a freed slot to another one's waiting tenant must not keep
+        // claiming it, or that replica never gets it.
+        const head = backend.policy.peek();
+        const waiter = head ? backend.waiters.get(head) : undefined;
+        const defers = waiter !== undefined && this.#owedElsewhere(backend, waiter);
+        return { caps, wanted: defers ? holding : addAmounts(holding, backend.ledger.waiting) };
+      },
+      applyClaim: (claim) => {
+        backend.claim = claim;
+        this.#pump(backend);
+      },
     });
   }
 
@@ -678,6 +720,7 @@ export class FairQueueScheduler implements Scheduler {
         sharing: undefined,
         heldBy: undefined,
         othersBest: undefined,
+        claim: undefined,
       };
       if (this.#shared) this.#share(state);
       this.#backends.set(name, state);

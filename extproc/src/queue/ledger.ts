@@ -92,6 +92,8 @@ export class BackendLedger {
   #prefill = 0;
   readonly #prefilling = new IndexedHeap<Prefill>((a, b) => a.deadlineMs < b.deadlineMs);
   #queued = 0;
+  #queuedKv = 0;
+  #queuedPrefill = 0;
   /** Sum of the weights of the tenants the ledger holds (active, or idle within the window). */
   #activeWeight = 0;
   /** The other replicas' requests in flight on this backend (shared state). */
@@ -108,6 +110,11 @@ export class BackendLedger {
 
   get activeWeight(): number {
     return this.#activeWeight;
+  }
+
+  /** What waits here: requests, the KV they will reserve and their prompts to prefill. */
+  get waiting(): { requests: number; kvTokens: number; prefillTokens: number } {
+    return { requests: this.#queued, kvTokens: this.#queuedKv, prefillTokens: this.#queuedPrefill };
   }
 
   /** This replica's requests in flight. */
@@ -168,6 +175,8 @@ export class BackendLedger {
     entry.queued++;
     entry.queuedKv += request.kvTokens;
     this.#queued++;
+    this.#queuedKv += request.kvTokens;
+    this.#queuedPrefill += request.prefillTokens;
     this.#settle(entry, now);
   }
 
@@ -178,6 +187,8 @@ export class BackendLedger {
     entry.queued--;
     entry.queuedKv -= request.kvTokens;
     this.#queued--;
+    this.#queuedKv -= request.kvTokens;
+    this.#queuedPrefill -= request.prefillTokens;
     this.#settle(entry, now);
   }
 

@@ -51,6 +51,11 @@ export interface OrderingPolicy {
    * and `charged` what dispatch charged (default: its cost when queued).
    */
   complete(request: QueuedRequest, cost: number | undefined, charged?: number): void;
+  /**
+   * A request completed without its cost learned it later: charges its tenant the
+   * difference between `cost` and `charged`, as complete() would have.
+   */
+  recharge?(request: QueuedRequest, cost: number, charged: number): void;
   /** Per-tenant accounting the policy keeps (virtual counters), for metrics and /v1/queue. */
   tenantCounters(): ReadonlyMap<string, number>;
   /**

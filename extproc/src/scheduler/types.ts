@@ -48,6 +48,12 @@ export interface Dispatch {
    */
   firstToken?(): void;
   release(outcome?: DispatchOutcome): void;
+  /**
+   * The output of a request released without it, learned later (its usage reached
+   * another replica, which relayed it here): corrects its tenant's charge and teaches the
+   * output predictor. Only after a release without completionTokens, and only once.
+   */
+  correct?(outcome: Required<DispatchOutcome>): void;
 }
 
 export interface TenantQueueState {

@@ -96,6 +96,10 @@ export class PriorityLevelsPolicy implements QueuePolicy {
     level.policy.complete(request, cost, charged);
   }
 
+  recharge(request: QueuedRequest, cost: number, charged: number): void {
+    this.#levels.find((l) => l.priority === request.priority)?.policy.recharge?.(request, cost, charged);
+  }
+
   workAhead(probe: WorkProbe): number {
     let ahead = 0;
     for (const level of this.#levels) {

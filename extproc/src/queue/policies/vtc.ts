@@ -168,6 +168,18 @@ export class VtcPolicy implements QueuePolicy {
     this.#forgetIfIdle(account);
   }
 
+  recharge(request: QueuedRequest, cost: number, charged: number): void {
+    const account = this.#accounts.get(request.tenantId);
+    const correction = (cost - charged) / (account?.weight ?? request.weight);
+    // Shared with the other replicas even when the account is forgotten here: it was at
+    // or below virtual time, where a returning tenant is lifted to anyway.
+    this.#addDelta(request.tenantId, correction);
+    if (!account) return;
+    account.counter += correction;
+    this.#backlogged.update(account);
+    this.#forgetIfIdle(account);
+  }
+
   workAhead(probe: WorkProbe): number {
     // The new request goes out when its tenant's counter is the smallest backlogged one,
     // i.e. once its start tag S = c_probe + (what the tenant already has queued) / w_probe
