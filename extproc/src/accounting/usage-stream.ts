@@ -1,20 +1,19 @@
 import type { HttpHeaders, ProcessingRequest } from "../grpc/messages.ts";
 import { headerMapToRecord } from "../grpc/mutations.ts";
+import { HEADERS } from "../headers.ts";
 import type { Logger } from "../log.ts";
 import type { TokenCounter } from "../openai/tokens.ts";
 import { createUsageParser, type Usage, type UsageParser } from "./usage.ts";
 import type { UsageRegistry } from "./usage-registry.ts";
 
-/** The upstream request header carrying the main ext_proc stream's id to the usage stream. */
-export const REQUEST_ID_HEADER = "x-fairgate-request-id";
-/** Upstream request headers the main stream adds so that any replica can reconcile the
- * budget charge: the tenant, the tokens charged to its budgets at admission (only when a
- * budget ticket exists) and the prompt tokens counted then (for estimated usage, which
- * carries no prompt count). Clients cannot send them: every x-fairgate-* request header
- * is stripped by the main stream. */
-export const TENANT_HEADER = "x-fairgate-tenant";
-export const CHARGED_TOKENS_HEADER = "x-fairgate-charged-tokens";
-export const PROMPT_TOKENS_HEADER = "x-fairgate-prompt-tokens";
+/** The upstream request headers the main stream adds so that any replica can reconcile
+ * the budget charge: the request id, the tenant, the tokens charged at admission (only
+ * with a budget ticket) and the prompt tokens counted then (estimated usage carries no
+ * prompt count). Clients cannot send them: the main stream strips every x-fairgate-*. */
+export const REQUEST_ID_HEADER = HEADERS.requestId;
+export const TENANT_HEADER = HEADERS.tenant;
+export const CHARGED_TOKENS_HEADER = HEADERS.chargedTokens;
+export const PROMPT_TOKENS_HEADER = HEADERS.promptTokens;
 
 /** A report for a request whose main stream runs on another replica. */
 export interface OrphanedUsage {

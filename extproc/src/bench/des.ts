@@ -10,6 +10,7 @@ import { compilePolicy, type Policy } from "../config/policy.ts";
 import { type ParsedPolicy, type PolicyInput, policySchema } from "../config/schema.ts";
 import { CounterRate } from "../engine/engine-state.ts";
 import type { FairgateError } from "../errors.ts";
+import { HEADERS } from "../headers.ts";
 import { outputTokensCost, requestCost } from "../queue/cost.ts";
 import { deadlineRefusal } from "../scheduler/deadline.ts";
 import { httpRefusal } from "../scheduler/refusal.ts";
@@ -276,11 +277,7 @@ export async function runScenario(
       expectedOutputTokens: maxTokens,
       maxWaitMs: tenantPolicy.limits.maxQueueWaitMs ?? 3_600_000,
     };
-    const late = deadlineRefusal(
-      scheduler.estimate(request),
-      scenario.clientMaxWaitMs,
-      "x-fairgate-max-wait-ms",
-    );
+    const late = deadlineRefusal(scheduler.estimate(request), scenario.clientMaxWaitMs, HEADERS.maxWaitMs);
     if (late) {
       record.refused = late.code;
       done?.(retryAfterMs(late));

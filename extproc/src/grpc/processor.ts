@@ -2,12 +2,6 @@ import type { LateUsage } from "../accounting/late-usage.ts";
 import type { Usage } from "../accounting/usage.ts";
 import type { UsageRegistry, UsageTicket } from "../accounting/usage-registry.ts";
 import {
-  CHARGED_TOKENS_HEADER,
-  PROMPT_TOKENS_HEADER,
-  REQUEST_ID_HEADER,
-  TENANT_HEADER,
-} from "../accounting/usage-stream.ts";
-import {
   type BudgetGate,
   type BudgetTicket,
   budgetLimitsOf,
@@ -18,13 +12,14 @@ import type { Clock } from "../clock.ts";
 import { type EnvoyTimeouts, holdMs, overrideFor } from "../config/envoy-timeouts.ts";
 import type { Policy, TenantPolicy } from "../config/policy.ts";
 import { FairgateError } from "../errors.ts";
+import { HEADER_PREFIX, HEADERS } from "../headers.ts";
 import { identify } from "../identity/identify.ts";
 import type { Logger } from "../log.ts";
 import type { GatewayMetrics } from "../metrics/gateway-metrics.ts";
 import { type ApiKind, classifyRequest, type ParsedRequest, parseRequestBody } from "../openai/parse.ts";
 import type { TokenCounter } from "../openai/tokens.ts";
 import { deadlineRefusal } from "../scheduler/deadline.ts";
-import { ESTIMATE_HEADERS, estimateHeaders } from "../scheduler/estimate-headers.ts";
+import { estimateHeaders } from "../scheduler/estimate-headers.ts";
 import { httpRefusal } from "../scheduler/refusal.ts";
 import type { Dispatch, Scheduler } from "../scheduler/types.ts";
 import type {
@@ -39,20 +34,7 @@ import { msToDuration } from "./messages.ts";
 import { headerMapToRecord, headerMutation, immediateError } from "./mutations.ts";
 import type { OverrideWatch } from "./override-watch.ts";
 
-export const HEADER_PREFIX = "x-fairgate-";
-export const HEADERS = Object.freeze({
-  tenant: TENANT_HEADER,
-  priority: "x-fairgate-priority",
-  queueWaitMs: "x-fairgate-queue-wait-ms",
-  ...ESTIMATE_HEADERS,
-  maxWaitMs: "x-fairgate-max-wait-ms",
-  /** Upstream only: the main stream's id, which the usage (observability) stream reads. */
-  requestId: REQUEST_ID_HEADER,
-  /** Upstream only, with a budget ticket: what admission charged and the prompt tokens it
-   * counted, so whichever replica receives the usage stream can reconcile the budgets. */
-  chargedTokens: CHARGED_TOKENS_HEADER,
-  promptTokens: PROMPT_TOKENS_HEADER,
-});
+export { HEADER_PREFIX, HEADERS };
 
 /** Queue wait used when a tenant sets no maxQueueWaitMs. */
 export const DEFAULT_MAX_QUEUE_WAIT_MS = 30_000;
