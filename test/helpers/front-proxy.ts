@@ -15,7 +15,7 @@ export async function startBuiltinFront(
   grpcPort: number,
   upstream: string,
   maxRequestBodyBytes = 4 * 1024 * 1024,
-  options: { usageFilter?: boolean } = {},
+  options: { usageFilter?: boolean; gracefulClose?: boolean } = {},
 ): Promise<FrontProxy & { proxy: ExtProcProxy }> {
   const proxy = await startExtProcProxy({
     listen: "127.0.0.1:0",
@@ -25,9 +25,14 @@ export async function startBuiltinFront(
       maxMessageTimeoutMs: SHIPPED_MAX_MESSAGE_TIMEOUT_MS,
       failureModeAllow: false,
       maxRequestBodyBytes,
+      // As envoy/envoy.yaml sets it (ext_proc_graceful_grpc_close); Envoy's default is false.
+      gracefulClose: options.gracefulClose ?? false,
     },
     // fairgate's usage filter after the main one, as in envoy/envoy.yaml (on by default).
-    observers: options.usageFilter === false ? [] : [usageFilterConfig(`127.0.0.1:${grpcPort}`)],
+    observers:
+      options.usageFilter === false
+        ? []
+        : [{ ...usageFilterConfig(`127.0.0.1:${grpcPort}`), gracefulClose: options.gracefulClose ?? false }],
     logger: silentLogger,
   });
   return { kind: "builtin", url: proxy.url, proxy, close: () => proxy.close() };
