@@ -15,7 +15,7 @@ import {
 import { hasBudgetLimits } from "../budget/store.ts";
 import type { Clock } from "../clock.ts";
 import type { Policy, TenantPolicy } from "../config/policy.ts";
-import { FairgateError } from "../errors.ts";
+import { FairgateError, shuttingDownError } from "../errors.ts";
 import { identify } from "../identity/identify.ts";
 import type { Logger } from "../log.ts";
 import type { GatewayMetrics } from "../metrics/gateway-metrics.ts";
@@ -305,7 +305,7 @@ export class StreamProcessor {
 
   async #schedule(tenant: TenantPolicy, parsed: ParsedRequest): Promise<void> {
     if (this.#ctx.isShuttingDown()) {
-      this.#refuse(new FairgateError("shutting_down"));
+      this.#refuse(shuttingDownError());
       return;
     }
     const backend = this.#policy.backendForModel(parsed.model);
