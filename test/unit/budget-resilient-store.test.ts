@@ -11,33 +11,41 @@ import { memoryLogger } from "../../extproc/src/log.ts";
 function fakeRedis() {
   const fake = {
     up: true,
+    /** undefined: every failure is a lost connection; true: a late reply on a live one. */
+    connected: undefined as boolean | undefined,
     admits: 0,
     pings: 0,
+    /** Calls answered, as RedisBudgetStore counts them. */
+    replies: 0,
     fail(): never {
       throw new StoreUnavailableError("fake redis down");
     },
-    async admit(): Promise<AdmitResult> {
+    answer() {
       if (!fake.up) fake.fail();
+      fake.replies++;
+    },
+    async admit(): Promise<AdmitResult> {
+      fake.answer();
       fake.admits++;
       return { ok: true, snapshot: {}, leased: false };
     },
     async reconcile() {
-      if (!fake.up) fake.fail();
+      fake.answer();
     },
     async renewLease() {
-      if (!fake.up) fake.fail();
+      fake.answer();
       return true;
     },
     async releaseLease() {
-      if (!fake.up) fake.fail();
+      fake.answer();
     },
     async peek() {
-      if (!fake.up) fake.fail();
+      fake.answer();
       return {};
     },
     async ping() {
       fake.pings++;
-      if (!fake.up) fake.fail();
+      fake.answer();
     },
     closed: 0,
     async close() {
@@ -126,6 +134,26 @@ describe("ResilientBudgetStore", () => {
     assert.equal(store.counters.unavailable, 2);
     await store.close();
     assert.equal(redis.closed, 1, "close() closes the wrapped Redis store");
+  });
+
+  it("three late replies make an outage even with calls between them that needed no reply from Redis", async () => {
+    const redis = fakeRedis();
+    redis.connected = true;
+    // A reconcile for a tenant without token limits sends nothing to Redis.
+    redis.reconcile = async () => {};
+    const store = new ResilientBudgetStore({
+      redis: redis as unknown as RedisBudgetStore,
+      onOutage: "fail-open",
+      probeIntervalMs: 10_000,
+    });
+    redis.up = false;
+    for (let i = 0; i < 3; i++) {
+      assert.equal(store.state(), "ok", `still ok before late reply ${i + 1}`);
+      await store.admit(admitReq({ rpm: 100 }));
+      await store.reconcile("t", { rpm: 100 }, 5);
+    }
+    assert.equal(store.state(), "outage");
+    await store.close();
   });
 
   it("errors other than StoreUnavailableError are not outages", async () => {

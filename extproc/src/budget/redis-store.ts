@@ -40,6 +40,7 @@ export class RedisBudgetStore implements BudgetStore {
   readonly #client: Redis & BudgetCommands;
   readonly #ownsClient: boolean;
   #connecting: Promise<void> | undefined;
+  #replies = 0;
 
   constructor(options: RedisBudgetStoreOptions) {
     this.keyPrefix = options.keyPrefix ?? "fairgate:";
@@ -156,12 +157,18 @@ export class RedisBudgetStore implements BudgetStore {
     if (this.#ownsClient) this.#client.disconnect();
   }
 
-  /** Runs one Redis operation under the deadline; every failure becomes StoreUnavailableError. */
   /** True while the client holds a working connection. */
   get connected(): boolean {
     return this.#client.status === "ready";
   }
 
+  /** Calls Redis answered within their deadline so far. An operation with nothing to send
+   * (a reconcile for a tenant without token limits) resolves without one. */
+  get replies(): number {
+    return this.#replies;
+  }
+
+  /** Runs one Redis operation under the deadline; every failure becomes StoreUnavailableError. */
   async call<T>(what: string, run: () => Promise<T>): Promise<T> {
     let timer: NodeJS.Timeout | undefined;
     try {
@@ -182,7 +189,9 @@ export class RedisBudgetStore implements BudgetStore {
           this.timeoutMs,
         );
       });
-      return await Promise.race([attempt, deadline]);
+      const reply = await Promise.race([attempt, deadline]);
+      this.#replies++;
+      return reply;
     } catch (error) {
       if (error instanceof StoreUnavailableError) throw error;
       throw new StoreUnavailableError(`redis ${what} failed: ${(error as Error).message}`, { cause: error });

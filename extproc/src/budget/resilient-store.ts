@@ -247,8 +247,12 @@ export class ResilientBudgetStore implements BudgetStore {
   async #route<T>(remote: () => Promise<T>, local: () => Promise<T>): Promise<T> {
     if (this.#state === "ok") {
       try {
+        const replies = this.#redis.replies;
         const result = await remote();
-        this.#consecutiveFailures = 0;
+        // Only an answer from Redis ends a streak of late ones: a call that needed none
+        // says nothing of its health (while Redis was paused, every request's reconcile
+        // for a tenant without token limits "succeeded", and no outage was ever declared).
+        if (this.#redis.replies !== replies) this.#consecutiveFailures = 0;
         return result;
       } catch (error) {
         if (!isStoreUnavailable(error)) throw error;
@@ -295,6 +299,7 @@ export class ResilientBudgetStore implements BudgetStore {
     try {
       await this.#redis.ping();
       if (this.#closed) return;
+      this.#consecutiveFailures = 0;
       const downMs = this.#outageSince === undefined ? 0 : Date.now() - this.#outageSince;
       this.#state = "ok";
       this.#outageSince = undefined;
