@@ -191,6 +191,7 @@ export class StreamProcessor {
   /** Ends the stream's claim on everything: leaves the queue, frees the engine slot. */
   close(reason: "end" | "cancelled" | "error"): void {
     if (this.#state === "closed") return;
+    const state = this.#state;
     if (this.#state === "queued" || this.#state === "request_body") {
       // Never dispatched: nothing was generated, so nothing is charged.
       this.#ticket?.reconcile(0);
@@ -201,7 +202,9 @@ export class StreamProcessor {
     }
     this.#state = "closed";
     this.#abort.abort(new Error(`ext_proc stream ${reason}`));
-    this.#finishRequest();
+    // Ended before any response headers (the upstream reset, or the client left): no
+    // response passed the usage filter, so no report is coming; free the slot now.
+    this.#finishRequest(state === "response_headers" ? 0 : USAGE_GRACE_MS);
     this.#ticket?.end();
   }
 
@@ -448,7 +451,7 @@ export class StreamProcessor {
 
   /** usage: frees the engine slot once the response's usage is known (or the grace
    * passed), telling the scheduler the tokens generated, and reports it to onUsage. */
-  #finishRequest(): void {
+  #finishRequest(graceMs = USAGE_GRACE_MS): void {
     const dispatch = this.#dispatch;
     if (!dispatch || this.#finishing) return;
     this.#finishing = true;
@@ -459,7 +462,7 @@ export class StreamProcessor {
     }
     const budget = this.#ticket;
     const promptTokens = this.#promptTokens;
-    void ticket.settle(USAGE_GRACE_MS).then((usage) => {
+    void ticket.settle(graceMs).then((usage) => {
       dispatch.release(usage ? { completionTokens: usage.completionTokens } : undefined);
       // Budgets: charge what was really used (prompt + generated, even if cut off by a
       // cancel); without a report the admission charge stands.
