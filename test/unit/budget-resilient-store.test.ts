@@ -36,7 +36,7 @@ function fakeRedis() {
       fake.answer();
       return true;
     },
-    async releaseLease() {
+    async releaseLease(_tenant: string, _leaseId: string) {
       fake.answer();
     },
     async peek() {
@@ -153,6 +153,31 @@ describe("ResilientBudgetStore", () => {
       await store.reconcile("t", { rpm: 100 }, 5);
     }
     assert.equal(store.state(), "outage");
+    await store.close();
+  });
+
+  it("fail-open: a Redis lease ended during an outage is still released in Redis, and the outage stands", async () => {
+    const redis = fakeRedis();
+    const released: string[] = [];
+    redis.releaseLease = async (_tenant: string, leaseId: string) => {
+      redis.answer();
+      released.push(leaseId);
+    };
+    const store = new ResilientBudgetStore({
+      redis: redis as unknown as RedisBudgetStore,
+      onOutage: "fail-open",
+      probeIntervalMs: 10_000,
+    });
+    const leased = admitReq({ maxConcurrency: 2 });
+    assert.equal((await store.admit(leased)).ok, true, "a lease held in Redis");
+    redis.up = false;
+    await store.admit(admitReq({ maxConcurrency: 2 }));
+    assert.equal(store.state(), "outage");
+    await store.releaseLease("t", "unreachable-lease");
+    redis.up = true; // answering again; the probe has not seen it yet
+    await store.releaseLease("t", leased.leaseId);
+    assert.deepEqual(released, [leased.leaseId]);
+    assert.equal(store.state(), "outage", "only the probe ends an outage");
     await store.close();
   });
 

@@ -9,8 +9,8 @@
  *  - `fail-open`: admits go to a local MemoryBudgetStore whose limits are divided by the
  *    replica count last seen (rounded up, at least 1), so replicas falling back together
  *    stay near the cluster-wide limit. Leases taken locally are renewed and released
- *    locally, even after Redis is back; leases held in Redis when it went away expire there
- *    by their TTL.
+ *    locally, even after Redis is back; leases held in Redis when it went away are not
+ *    renewed (they expire there by their TTL) but their release is still sent.
  *
  * Calls never wait on a sick Redis longer than its `timeoutMs`, and during an outage they
  * do not wait on it at all. close() closes the wrapped RedisBudgetStore too (close a
@@ -222,6 +222,13 @@ export class ResilientBudgetStore implements BudgetStore {
 
   async releaseLease(tenant: string, leaseId: string): Promise<void> {
     if (this.#local.hasLease(tenant, leaseId)) return this.#local.releaseLease(tenant, leaseId);
+    if (this.#state === "outage") {
+      // Sent even now: nothing waits on a release, and a Redis that was only slow (paused,
+      // starved of CPU) frees the slot when it catches up, not a whole lease TTL later.
+      // Its outcome says nothing the probe does not.
+      await this.#redis.releaseLease(tenant, leaseId).catch(() => {});
+      return;
+    }
     await this.#route(
       () => this.#redis.releaseLease(tenant, leaseId),
       async () => {},
