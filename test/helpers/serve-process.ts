@@ -14,6 +14,7 @@ export interface ServeProcess {
   readonly child: ChildProcess;
   /** Resolves when the process has exited, with how. */
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** The last 64 KiB it wrote to stdout and stderr. */
   output(): string;
   /** Signals the process (SIGTERM by default) and waits for it to exit. */
   stop(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
@@ -69,9 +70,13 @@ export async function startServe(options: ServeOptions): Promise<ServeProcess> {
     { stdio: ["ignore", "pipe", "pipe"] },
   );
   running.add(child);
+  // The tail only: a long run (test/soak) must not grow without bound.
   let output = "";
-  child.stdout?.on("data", (d) => (output += d));
-  child.stderr?.on("data", (d) => (output += d));
+  const keep = (d: Buffer) => {
+    output = (output + d.toString()).slice(-64 * 1024);
+  };
+  child.stdout?.on("data", keep);
+  child.stderr?.on("data", keep);
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.once("exit", (code, signal) => {
       running.delete(child);
