@@ -11,6 +11,7 @@ import assert from "node:assert/strict";
 import { after, describe, it, type TestContext } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
+import { storedLeases } from "../helpers/leases.ts";
 import { chatBody, type Outcome, openLoop, post, tally } from "../helpers/open-loop.ts";
 import { policyYaml } from "../helpers/policy-yaml.ts";
 import { startRedis, type TestRedis } from "../helpers/redis.ts";
@@ -103,7 +104,8 @@ describe("faults: Redis paused, frozen and stopped under load", () => {
           // timeoutMs left at its default, 25 ms.
           store: `{ redis: "${redis.url}", onOutage: ${mode} }`,
           tenants: [
-            { id: "steady", limits: "{ rpm: 1000000 }" },
+            // maxConcurrency: each request takes a lease in Redis (30 s TTL by default).
+            { id: "steady", limits: "{ rpm: 1000000, maxConcurrency: 1000 }" },
             { id: "tight", limits: "{ rpm: 4 }" },
           ],
         }),
@@ -117,9 +119,9 @@ describe("faults: Redis paused, frozen and stopped under load", () => {
         (await post({ url: proxyUrl, tenant: "tight", body: chatBody(), patienceMs: 5_000 })).status,
         200,
       );
-      const load = openLoop(20, () =>
-        post({ url: proxyUrl, tenant: "steady", body: chatBody(), patienceMs: 10_000 }),
-      );
+      const steadyLoad = () =>
+        openLoop(20, () => post({ url: proxyUrl, tenant: "steady", body: chatBody(), patienceMs: 10_000 }));
+      let load = steadyLoad();
       const windows: Window[] = [];
       const recoveries: Record<string, number> = {};
       await sleep(500);
@@ -142,6 +144,15 @@ describe("faults: Redis paused, frozen and stopped under load", () => {
       windows.push({ fault: "DEBUG SLEEP", from, to: performance.now() });
       recoveries["DEBUG SLEEP"] = await recovered(serve);
 
+      // With nothing in flight, well inside the 30 s lease TTL: every lease was released,
+      // those of requests that ended during a fault, and those late admits took when Redis
+      // ran them after the pause.
+      const paused = await load.stop();
+      const sentPaused = load.sent();
+      const { live } = await storedLeases(redis.url);
+      assert.deepEqual(live, [], `${live.length} leases left live in Redis after the pauses`);
+      load = steadyLoad();
+
       // 3. Stopped, then started again (empty) on the same port.
       from = performance.now();
       await redis.stop();
@@ -154,8 +165,8 @@ describe("faults: Redis paused, frozen and stopped under load", () => {
       recoveries.stop = await recovered(serve);
 
       await sleep(300);
-      const outcomes = await load.stop();
-      assert.equal(outcomes.length, load.sent(), "every request sent was answered");
+      const outcomes = [...paused, ...(await load.stop())];
+      assert.equal(outcomes.length, sentPaused + load.sent(), "every request sent was answered");
       assert.equal(tally(outcomes).get("hung"), undefined);
       assert.ok(serve.child.exitCode === null, "the same process served throughout");
       t.diagnostic(

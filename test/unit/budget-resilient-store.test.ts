@@ -181,6 +181,33 @@ describe("ResilientBudgetStore", () => {
     await store.close();
   });
 
+  for (const onOutage of ["fail-open", "fail-closed"] as const) {
+    it(`${onOutage}: an admit without an answer in time is followed by a release of its lease in Redis`, async () => {
+      const redis = fakeRedis();
+      redis.connected = true;
+      const released: string[] = [];
+      redis.releaseLease = async (_tenant: string, leaseId: string) => {
+        released.push(leaseId);
+      };
+      const store = new ResilientBudgetStore({
+        redis: redis as unknown as RedisBudgetStore,
+        onOutage,
+        probeIntervalMs: 10_000,
+      });
+      redis.up = false; // late, not gone: Redis may still run the admit
+      const late = admitReq({ maxConcurrency: 2 });
+      const outcome = await store.admit(late).then(
+        (result) => result.ok,
+        (error: unknown) => error instanceof StoreUnavailableError,
+      );
+      assert.equal(outcome, true, onOutage === "fail-open" ? "admitted locally" : "refused");
+      assert.deepEqual(released, [late.leaseId]);
+      await store.admit(admitReq({ rpm: 10 })).catch(() => {});
+      assert.deepEqual(released, [late.leaseId], "nothing to withdraw without maxConcurrency");
+      await store.close();
+    });
+  }
+
   it("errors other than StoreUnavailableError are not outages", async () => {
     const redis = fakeRedis();
     redis.admit = async () => {

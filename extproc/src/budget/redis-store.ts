@@ -7,7 +7,8 @@
  * Every call has a deadline (`timeoutMs`): on timeout, connection failure or any Redis error
  * it rejects with StoreUnavailableError; a refusal is a result, never an error.
  * Caveat: a call that timed out may still have reached Redis and be applied later (a charge
- * with no admission; its lease expires by TTL). Charges are never resent after a reconnect.
+ * with no admission; ResilientBudgetStore follows such an admit with a release of its
+ * lease). Charges are never resent after a reconnect.
  */
 import type { Redis } from "ioredis";
 import { createBudgetRedisClient } from "./redis-client.ts";

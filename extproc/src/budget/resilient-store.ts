@@ -139,31 +139,54 @@ export class ResilientBudgetStore implements BudgetStore {
   }
 
   async admit(request: AdmitRequest): Promise<AdmitResult> {
-    return this.#route(
-      async () => {
-        const result = await this.#redis.admit(request);
-        this.#remember(request.tenant, result.snapshot);
-        return result;
-      },
-      async () => {
-        this.#counters.fallbackAdmits++;
-        const limits = this.#fallbackLimits(request.limits, request.tokens);
-        // Continue from what Redis last said for this tenant (this replica's share of it),
-        // not from full buckets: a fallback must not hand out a fresh minute's allowance.
-        // Re-seeded whenever Redis has reported newer levels since the last fallback.
-        const last = this.#lastSeen.get(request.tenant);
-        if (last && last.version !== this.#seededVersion.get(request.tenant)) {
-          this.#seededVersion.set(request.tenant, last.version);
-          const replicas = Math.max(1, Math.floor(this.#replicas()) || 1);
-          this.#local.seedBuckets(request.tenant, limits, {
-            ...(last.requests !== undefined ? { requests: last.requests / replicas } : {}),
-            ...(last.tokens !== undefined ? { tokens: last.tokens / replicas } : {}),
-          });
-        }
-        const result = await this.#local.admit({ ...request, limits });
-        return { ...result, snapshot: reportLimits(result.snapshot, request.limits) };
-      },
-    );
+    let sent = false;
+    try {
+      return await this.#route(
+        async () => {
+          sent = true;
+          const result = await this.#redis.admit(request);
+          this.#remember(request.tenant, result.snapshot);
+          return result;
+        },
+        async () => {
+          if (sent) this.#withdrawLateLease(request);
+          return this.#fallbackAdmit(request);
+        },
+      );
+    } catch (error) {
+      if (sent && isStoreUnavailable(error)) this.#withdrawLateLease(request);
+      throw error;
+    }
+  }
+
+  /**
+   * An admit that got no answer in time may still run in Redis later and take a lease there
+   * that nobody releases (this request is served locally, or refused), holding one of the
+   * tenant's slots for a whole lease TTL. A release sent after it on the same connection
+   * runs after it. (Its charge is the documented cost of a timeout; nothing is resent.)
+   */
+  #withdrawLateLease(request: AdmitRequest): void {
+    if (request.limits.maxConcurrency === undefined) return;
+    this.#redis.releaseLease(request.tenant, request.leaseId).catch(() => {});
+  }
+
+  async #fallbackAdmit(request: AdmitRequest): Promise<AdmitResult> {
+    this.#counters.fallbackAdmits++;
+    const limits = this.#fallbackLimits(request.limits, request.tokens);
+    // Continue from what Redis last said for this tenant (this replica's share of it),
+    // not from full buckets: a fallback must not hand out a fresh minute's allowance.
+    // Re-seeded whenever Redis has reported newer levels since the last fallback.
+    const last = this.#lastSeen.get(request.tenant);
+    if (last && last.version !== this.#seededVersion.get(request.tenant)) {
+      this.#seededVersion.set(request.tenant, last.version);
+      const replicas = Math.max(1, Math.floor(this.#replicas()) || 1);
+      this.#local.seedBuckets(request.tenant, limits, {
+        ...(last.requests !== undefined ? { requests: last.requests / replicas } : {}),
+        ...(last.tokens !== undefined ? { tokens: last.tokens / replicas } : {}),
+      });
+    }
+    const result = await this.#local.admit({ ...request, limits });
+    return { ...result, snapshot: reportLimits(result.snapshot, request.limits) };
   }
 
   /**
