@@ -21,7 +21,8 @@ export const SOAK_TENANTS = [
   { id: "chat-a", tier: "premium", limits: "{ rpm: 1000000, tpm: 100000000, maxConcurrency: 200 }" },
   { id: "chat-b", tier: "premium", limits: "{ rpm: 1000000, maxConcurrency: 200 }" },
   { id: "batch", tier: "standard", limits: "{ tpm: 100000000, tokensPerDay: 1000000000000 }" },
-  // Sent more than it may: its refusals (429 rate_limit_requests) are part of the mix.
+  // 10 % of the load: at 500 rps five times its rpm, so its refusals (429) are part of the
+  // mix; at 100 rps it sits at its limit.
   { id: "free", tier: "free", limits: "{ rpm: 600, maxConcurrency: 8 }" },
 ];
 
