@@ -30,12 +30,17 @@ export interface ServeOptions {
   readyTimeoutMs?: number;
 }
 
-const running = new Set<ChildProcess>();
+/** Each running child and its policy file's directory. */
+const running = new Map<ChildProcess, string>();
 
 /** SIGKILLs every serve process still running; for `after` hooks, so a failed test cannot
  * leave a child that keeps the test runner from ending. */
 export function killLeftoverServes(): void {
-  for (const child of running) child.kill("SIGKILL");
+  for (const [child, dir] of running) {
+    child.kill("SIGKILL");
+    // The runner may end before the exit event: remove the directory now.
+    rmSync(dir, { recursive: true, force: true });
+  }
   running.clear();
 }
 
@@ -69,7 +74,7 @@ export async function startServe(options: ServeOptions): Promise<ServeProcess> {
     ],
     { stdio: ["ignore", "pipe", "pipe"] },
   );
-  running.add(child);
+  running.set(child, dir);
   // The tail only: a long run (test/soak) must not grow without bound.
   let output = "";
   const keep = (d: Buffer) => {
