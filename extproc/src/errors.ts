@@ -189,6 +189,15 @@ export class FairgateError extends Error {
   }
 }
 
+/** The gateway is going away: a retry can succeed at once on another replica, so
+ * retry-after is the header's floor, 1 s. */
+export function shuttingDownError(message?: string): FairgateError {
+  return new FairgateError("shutting_down", {
+    ...(message !== undefined ? { message } : {}),
+    headers: { "retry-after": "1" },
+  });
+}
+
 export function isFairgateError(value: unknown): value is FairgateError {
   return value instanceof FairgateError;
 }

@@ -9,6 +9,7 @@ import {
   requestBody,
   requestHeaders,
   sendChat,
+  setHeaders,
 } from "../helpers/raw-ext-proc.ts";
 
 describe("graceful shutdown", () => {
@@ -36,6 +37,7 @@ describe("graceful shutdown", () => {
       JSON.parse(Buffer.from(immediate.body as Uint8Array).toString()).error.code,
       "shutting_down",
     );
+    assert.equal(setHeaders({ header_mutation: immediate.headers })["retry-after"], "1");
     await stopping;
     await running.status;
     client.close();

@@ -15,7 +15,12 @@ export async function startBuiltinFront(
   grpcPort: number,
   upstream: string,
   maxRequestBodyBytes = 4 * 1024 * 1024,
-  options: { usageFilter?: boolean; maxMessageTimeoutMs?: number; messageTimeoutMs?: number } = {},
+  options: {
+    usageFilter?: boolean;
+    maxMessageTimeoutMs?: number;
+    messageTimeoutMs?: number;
+    gracefulClose?: boolean;
+  } = {},
 ): Promise<FrontProxy & { proxy: ExtProcProxy }> {
   const proxy = await startExtProcProxy({
     listen: "127.0.0.1:0",
@@ -26,9 +31,14 @@ export async function startBuiltinFront(
       ...(options.messageTimeoutMs === undefined ? {} : { messageTimeoutMs: options.messageTimeoutMs }),
       failureModeAllow: false,
       maxRequestBodyBytes,
+      // Envoy's default (false); envoy/envoy.yaml turns ext_proc_graceful_grpc_close on.
+      gracefulClose: options.gracefulClose ?? false,
     },
     // fairgate's usage filter after the main one, as in envoy/envoy.yaml (on by default).
-    observers: options.usageFilter === false ? [] : [usageFilterConfig(`127.0.0.1:${grpcPort}`)],
+    observers:
+      options.usageFilter === false
+        ? []
+        : [{ ...usageFilterConfig(`127.0.0.1:${grpcPort}`), gracefulClose: options.gracefulClose ?? false }],
     logger: silentLogger,
   });
   return { kind: "builtin", url: proxy.url, proxy, close: () => proxy.close() };

@@ -34,8 +34,9 @@ async function canListen(port: number): Promise<boolean> {
   });
 }
 
-/** `port`: reuse a port (to restart a stopped server where its clients expect it). */
-export async function startRedis(options: { port?: number } = {}): Promise<TestRedis> {
+/** `port`: reuse a port (to restart a stopped server where its clients expect it);
+ * `args`: further redis-server options, e.g. ["--enable-debug-command", "local"]. */
+export async function startRedis(options: { port?: number; args?: string[] } = {}): Promise<TestRedis> {
   const port = options.port ?? (await freePort());
   const child: ChildProcess = spawn(
     "redis-server",
@@ -50,6 +51,7 @@ export async function startRedis(options: { port?: number } = {}): Promise<TestR
       "no",
       "--protected-mode",
       "no",
+      ...(options.args ?? []),
     ],
     { stdio: "ignore" },
   );

@@ -11,33 +11,41 @@ import { memoryLogger } from "../../extproc/src/log.ts";
 function fakeRedis() {
   const fake = {
     up: true,
+    /** undefined: every failure is a lost connection; true: a late reply on a live one. */
+    connected: undefined as boolean | undefined,
     admits: 0,
     pings: 0,
+    /** Calls answered, as RedisBudgetStore counts them. */
+    replies: 0,
     fail(): never {
       throw new StoreUnavailableError("fake redis down");
     },
-    async admit(): Promise<AdmitResult> {
+    answer() {
       if (!fake.up) fake.fail();
+      fake.replies++;
+    },
+    async admit(): Promise<AdmitResult> {
+      fake.answer();
       fake.admits++;
       return { ok: true, snapshot: {}, leased: false };
     },
     async reconcile() {
-      if (!fake.up) fake.fail();
+      fake.answer();
     },
     async renewLease() {
-      if (!fake.up) fake.fail();
+      fake.answer();
       return true;
     },
-    async releaseLease() {
-      if (!fake.up) fake.fail();
+    async releaseLease(_tenant: string, _leaseId: string) {
+      fake.answer();
     },
     async peek() {
-      if (!fake.up) fake.fail();
+      fake.answer();
       return {};
     },
     async ping() {
       fake.pings++;
-      if (!fake.up) fake.fail();
+      fake.answer();
     },
     closed: 0,
     async close() {
@@ -127,6 +135,78 @@ describe("ResilientBudgetStore", () => {
     await store.close();
     assert.equal(redis.closed, 1, "close() closes the wrapped Redis store");
   });
+
+  it("three late replies make an outage even with calls between them that needed no reply from Redis", async () => {
+    const redis = fakeRedis();
+    redis.connected = true;
+    // A reconcile for a tenant without token limits sends nothing to Redis.
+    redis.reconcile = async () => {};
+    const store = new ResilientBudgetStore({
+      redis: redis as unknown as RedisBudgetStore,
+      onOutage: "fail-open",
+      probeIntervalMs: 10_000,
+    });
+    redis.up = false;
+    for (let i = 0; i < 3; i++) {
+      assert.equal(store.state(), "ok", `still ok before late reply ${i + 1}`);
+      await store.admit(admitReq({ rpm: 100 }));
+      await store.reconcile("t", { rpm: 100 }, 5);
+    }
+    assert.equal(store.state(), "outage");
+    await store.close();
+  });
+
+  it("fail-open: a Redis lease ended during an outage is still released in Redis, and the outage stands", async () => {
+    const redis = fakeRedis();
+    const released: string[] = [];
+    redis.releaseLease = async (_tenant: string, leaseId: string) => {
+      redis.answer();
+      released.push(leaseId);
+    };
+    const store = new ResilientBudgetStore({
+      redis: redis as unknown as RedisBudgetStore,
+      onOutage: "fail-open",
+      probeIntervalMs: 10_000,
+    });
+    const leased = admitReq({ maxConcurrency: 2 });
+    assert.equal((await store.admit(leased)).ok, true, "a lease held in Redis");
+    redis.up = false;
+    await store.admit(admitReq({ maxConcurrency: 2 }));
+    assert.equal(store.state(), "outage");
+    await store.releaseLease("t", "unreachable-lease");
+    redis.up = true; // answering again; the probe has not seen it yet
+    await store.releaseLease("t", leased.leaseId);
+    assert.deepEqual(released, [leased.leaseId]);
+    assert.equal(store.state(), "outage", "only the probe ends an outage");
+    await store.close();
+  });
+
+  for (const onOutage of ["fail-open", "fail-closed"] as const) {
+    it(`${onOutage}: an admit without an answer in time is followed by a release of its lease in Redis`, async () => {
+      const redis = fakeRedis();
+      redis.connected = true;
+      const released: string[] = [];
+      redis.releaseLease = async (_tenant: string, leaseId: string) => {
+        released.push(leaseId);
+      };
+      const store = new ResilientBudgetStore({
+        redis: redis as unknown as RedisBudgetStore,
+        onOutage,
+        probeIntervalMs: 10_000,
+      });
+      redis.up = false; // late, not gone: Redis may still run the admit
+      const late = admitReq({ maxConcurrency: 2 });
+      const outcome = await store.admit(late).then(
+        (result) => result.ok,
+        (error: unknown) => error instanceof StoreUnavailableError,
+      );
+      assert.equal(outcome, true, onOutage === "fail-open" ? "admitted locally" : "refused");
+      assert.deepEqual(released, [late.leaseId]);
+      await store.admit(admitReq({ rpm: 10 })).catch(() => {});
+      assert.deepEqual(released, [late.leaseId], "nothing to withdraw without maxConcurrency");
+      await store.close();
+    });
+  }
 
   it("errors other than StoreUnavailableError are not outages", async () => {
     const redis = fakeRedis();

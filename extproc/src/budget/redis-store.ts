@@ -7,7 +7,8 @@
  * Every call has a deadline (`timeoutMs`): on timeout, connection failure or any Redis error
  * it rejects with StoreUnavailableError; a refusal is a result, never an error.
  * Caveat: a call that timed out may still have reached Redis and be applied later (a charge
- * with no admission; its lease expires by TTL). Charges are never resent after a reconnect.
+ * with no admission; ResilientBudgetStore follows such an admit with a release of its
+ * lease). Charges are never resent after a reconnect.
  */
 import type { Redis } from "ioredis";
 import { createBudgetRedisClient } from "./redis-client.ts";
@@ -40,6 +41,7 @@ export class RedisBudgetStore implements BudgetStore {
   readonly #client: Redis & BudgetCommands;
   readonly #ownsClient: boolean;
   #connecting: Promise<void> | undefined;
+  #replies = 0;
 
   constructor(options: RedisBudgetStoreOptions) {
     this.keyPrefix = options.keyPrefix ?? "fairgate:";
@@ -156,12 +158,18 @@ export class RedisBudgetStore implements BudgetStore {
     if (this.#ownsClient) this.#client.disconnect();
   }
 
-  /** Runs one Redis operation under the deadline; every failure becomes StoreUnavailableError. */
   /** True while the client holds a working connection. */
   get connected(): boolean {
     return this.#client.status === "ready";
   }
 
+  /** Calls Redis answered within their deadline so far. An operation with nothing to send
+   * (a reconcile for a tenant without token limits) resolves without one. */
+  get replies(): number {
+    return this.#replies;
+  }
+
+  /** Runs one Redis operation under the deadline; every failure becomes StoreUnavailableError. */
   async call<T>(what: string, run: () => Promise<T>): Promise<T> {
     let timer: NodeJS.Timeout | undefined;
     try {
@@ -182,7 +190,9 @@ export class RedisBudgetStore implements BudgetStore {
           this.timeoutMs,
         );
       });
-      return await Promise.race([attempt, deadline]);
+      const reply = await Promise.race([attempt, deadline]);
+      this.#replies++;
+      return reply;
     } catch (error) {
       if (error instanceof StoreUnavailableError) throw error;
       throw new StoreUnavailableError(`redis ${what} failed: ${(error as Error).message}`, { cause: error });

@@ -9,8 +9,8 @@
  *  - `fail-open`: admits go to a local MemoryBudgetStore whose limits are divided by the
  *    replica count last seen (rounded up, at least 1), so replicas falling back together
  *    stay near the cluster-wide limit. Leases taken locally are renewed and released
- *    locally, even after Redis is back; leases held in Redis when it went away expire there
- *    by their TTL.
+ *    locally, even after Redis is back; leases held in Redis when it went away are not
+ *    renewed (they expire there by their TTL) but their release is still sent.
  *
  * Calls never wait on a sick Redis longer than its `timeoutMs`, and during an outage they
  * do not wait on it at all. close() closes the wrapped RedisBudgetStore too (close a
@@ -139,31 +139,54 @@ export class ResilientBudgetStore implements BudgetStore {
   }
 
   async admit(request: AdmitRequest): Promise<AdmitResult> {
-    return this.#route(
-      async () => {
-        const result = await this.#redis.admit(request);
-        this.#remember(request.tenant, result.snapshot);
-        return result;
-      },
-      async () => {
-        this.#counters.fallbackAdmits++;
-        const limits = this.#fallbackLimits(request.limits, request.tokens);
-        // Continue from what Redis last said for this tenant (this replica's share of it),
-        // not from full buckets: a fallback must not hand out a fresh minute's allowance.
-        // Re-seeded whenever Redis has reported newer levels since the last fallback.
-        const last = this.#lastSeen.get(request.tenant);
-        if (last && last.version !== this.#seededVersion.get(request.tenant)) {
-          this.#seededVersion.set(request.tenant, last.version);
-          const replicas = Math.max(1, Math.floor(this.#replicas()) || 1);
-          this.#local.seedBuckets(request.tenant, limits, {
-            ...(last.requests !== undefined ? { requests: last.requests / replicas } : {}),
-            ...(last.tokens !== undefined ? { tokens: last.tokens / replicas } : {}),
-          });
-        }
-        const result = await this.#local.admit({ ...request, limits });
-        return { ...result, snapshot: reportLimits(result.snapshot, request.limits) };
-      },
-    );
+    let sent = false;
+    try {
+      return await this.#route(
+        async () => {
+          sent = true;
+          const result = await this.#redis.admit(request);
+          this.#remember(request.tenant, result.snapshot);
+          return result;
+        },
+        async () => {
+          if (sent) this.#withdrawLateLease(request);
+          return this.#fallbackAdmit(request);
+        },
+      );
+    } catch (error) {
+      if (sent && isStoreUnavailable(error)) this.#withdrawLateLease(request);
+      throw error;
+    }
+  }
+
+  /**
+   * An admit that got no answer in time may still run in Redis later and take a lease there
+   * that nobody releases (this request is served locally, or refused), holding one of the
+   * tenant's slots for a whole lease TTL. A release sent after it on the same connection
+   * runs after it. (Its charge is the documented cost of a timeout; nothing is resent.)
+   */
+  #withdrawLateLease(request: AdmitRequest): void {
+    if (request.limits.maxConcurrency === undefined) return;
+    this.#redis.releaseLease(request.tenant, request.leaseId).catch(() => {});
+  }
+
+  async #fallbackAdmit(request: AdmitRequest): Promise<AdmitResult> {
+    this.#counters.fallbackAdmits++;
+    const limits = this.#fallbackLimits(request.limits, request.tokens);
+    // Continue from what Redis last said for this tenant (this replica's share of it),
+    // not from full buckets: a fallback must not hand out a fresh minute's allowance.
+    // Re-seeded whenever Redis has reported newer levels since the last fallback.
+    const last = this.#lastSeen.get(request.tenant);
+    if (last && last.version !== this.#seededVersion.get(request.tenant)) {
+      this.#seededVersion.set(request.tenant, last.version);
+      const replicas = Math.max(1, Math.floor(this.#replicas()) || 1);
+      this.#local.seedBuckets(request.tenant, limits, {
+        ...(last.requests !== undefined ? { requests: last.requests / replicas } : {}),
+        ...(last.tokens !== undefined ? { tokens: last.tokens / replicas } : {}),
+      });
+    }
+    const result = await this.#local.admit({ ...request, limits });
+    return { ...result, snapshot: reportLimits(result.snapshot, request.limits) };
   }
 
   /**
@@ -222,6 +245,13 @@ export class ResilientBudgetStore implements BudgetStore {
 
   async releaseLease(tenant: string, leaseId: string): Promise<void> {
     if (this.#local.hasLease(tenant, leaseId)) return this.#local.releaseLease(tenant, leaseId);
+    if (this.#state === "outage") {
+      // Sent even now: nothing waits on a release, and a Redis that was only slow (paused,
+      // starved of CPU) frees the slot when it catches up, not a whole lease TTL later.
+      // Its outcome says nothing the probe does not.
+      await this.#redis.releaseLease(tenant, leaseId).catch(() => {});
+      return;
+    }
     await this.#route(
       () => this.#redis.releaseLease(tenant, leaseId),
       async () => {},
@@ -247,8 +277,12 @@ export class ResilientBudgetStore implements BudgetStore {
   async #route<T>(remote: () => Promise<T>, local: () => Promise<T>): Promise<T> {
     if (this.#state === "ok") {
       try {
+        const replies = this.#redis.replies;
         const result = await remote();
-        this.#consecutiveFailures = 0;
+        // Only an answer from Redis ends a streak of late ones: a call that needed none
+        // says nothing of its health (while Redis was paused, every request's reconcile
+        // for a tenant without token limits "succeeded", and no outage was ever declared).
+        if (this.#redis.replies !== replies) this.#consecutiveFailures = 0;
         return result;
       } catch (error) {
         if (!isStoreUnavailable(error)) throw error;
@@ -295,6 +329,7 @@ export class ResilientBudgetStore implements BudgetStore {
     try {
       await this.#redis.ping();
       if (this.#closed) return;
+      this.#consecutiveFailures = 0;
       const downMs = this.#outageSince === undefined ? 0 : Date.now() - this.#outageSince;
       this.#state = "ok";
       this.#outageSince = undefined;

@@ -153,8 +153,10 @@ export async function runServe(args: string[], io: CommandIo): Promise<number> {
       process.off("SIGHUP", onHup);
       void (async () => {
         holder.close();
-        await proxy?.close();
+        // The proxy carries each queued request's dispatch or 503 to its client, so it
+        // closes only once the gateway has drained: closed first, it resets them all.
         await gateway?.shutdown();
+        await proxy?.close();
         resolve(0);
       })();
     };

@@ -11,7 +11,7 @@ import { hasBudgetLimits } from "../budget/store.ts";
 import type { Clock } from "../clock.ts";
 import { type EnvoyTimeouts, holdMs, overrideFor } from "../config/envoy-timeouts.ts";
 import type { Policy, TenantPolicy } from "../config/policy.ts";
-import { FairgateError } from "../errors.ts";
+import { FairgateError, shuttingDownError } from "../errors.ts";
 import { HEADER_PREFIX, HEADERS } from "../headers.ts";
 import { identify } from "../identity/identify.ts";
 import type { Logger } from "../log.ts";
@@ -208,6 +208,7 @@ export class StreamProcessor {
   /** Ends the stream's claim on everything: leaves the queue, frees the engine slot. */
   close(reason: "end" | "cancelled" | "error"): void {
     if (this.#state === "closed") return;
+    const state = this.#state;
     if (this.#state === "queued" || this.#state === "request_body") {
       // Never dispatched: nothing was generated, so nothing is charged.
       this.#ticket?.reconcile(0);
@@ -224,7 +225,9 @@ export class StreamProcessor {
     }
     this.#state = "closed";
     this.#abort.abort(new Error(`ext_proc stream ${reason}`));
-    this.#finishRequest();
+    // Ended before any response headers (the upstream reset, or the client left): no
+    // response passed the usage filter, so no report is coming; free the slot now.
+    this.#finishRequest(state === "response_headers" ? 0 : USAGE_GRACE_MS);
     this.#ticket?.end();
   }
 
@@ -354,7 +357,7 @@ export class StreamProcessor {
 
   async #schedule(tenant: TenantPolicy, parsed: ParsedRequest): Promise<void> {
     if (this.#ctx.isShuttingDown()) {
-      this.#refuse(new FairgateError("shutting_down"));
+      this.#refuse(shuttingDownError());
       return;
     }
     const backend = this.#policy.backendForModel(parsed.model);
@@ -492,7 +495,7 @@ export class StreamProcessor {
 
   /** usage: frees the engine slot once the response's usage is known (or the grace
    * passed), telling the scheduler the tokens generated, and reports it to onUsage. */
-  #finishRequest(): void {
+  #finishRequest(graceMs = USAGE_GRACE_MS): void {
     const dispatch = this.#dispatch;
     if (!dispatch || this.#finishing) return;
     this.#finishing = true;
@@ -503,7 +506,7 @@ export class StreamProcessor {
     }
     const budget = this.#ticket;
     const promptTokens = this.#promptTokens;
-    void ticket.settle(USAGE_GRACE_MS).then((usage) => {
+    void ticket.settle(graceMs).then((usage) => {
       dispatch.release(usage ? { completionTokens: usage.completionTokens } : undefined);
       // Its usage stream may have reached another replica, which relays the usage here.
       if (!usage)

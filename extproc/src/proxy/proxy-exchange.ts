@@ -45,7 +45,12 @@ export interface ExchangeDeps extends ExtProcFilterDeps {
   track(filter: ExtProcFilter): () => void;
 }
 
-const NEVER = new Promise<never>(() => {});
+/**
+ * A promise that never settles, for a race whose other side may not come. A fresh one per
+ * race: a shared one keeps every race's reaction forever (Promise.race subscribes to it),
+ * and with it each exchange's promises and closures, about 1 KB per request.
+ */
+const never = () => new Promise<never>(() => {});
 
 export async function handleExchange(request: IncomingMessage, response: ServerResponse, deps: ExchangeDeps) {
   const exchange = new Exchange(request, response, deps);
@@ -114,7 +119,7 @@ class Exchange {
         ? new BodyCollector(this.#request, this.#config.maxRequestBodyBytes)
         : undefined;
     if (!collector) this.#request.pause();
-    const tooLarge = collector ? collector.done.then((o) => (o === "too-large" ? o : NEVER)) : NEVER;
+    const tooLarge = collector ? collector.done.then((o) => (o === "too-large" ? o : never())) : never();
 
     const decoded = await Promise.race([this.#filter.decodeHeaders(headers, noBody), tooLarge]);
     if (this.#stopped) return;
@@ -203,7 +208,7 @@ class Exchange {
     const collector = buffering
       ? new BodyCollector(upstreamResponse, this.#config.maxResponseBodyBytes)
       : undefined;
-    const tooLarge = collector ? collector.done.then((o) => (o === "too-large" ? o : NEVER)) : NEVER;
+    const tooLarge = collector ? collector.done.then((o) => (o === "too-large" ? o : never())) : never();
 
     const encoded = await Promise.race([this.#filter.encodeHeaders(headers, noBody), tooLarge]);
     if (this.#stopped) return;

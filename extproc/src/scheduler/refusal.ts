@@ -1,4 +1,4 @@
-import { FairgateError } from "../errors.ts";
+import { FairgateError, shuttingDownError } from "../errors.ts";
 import { refusalHeaders } from "./estimate-headers.ts";
 import { QueueRefusal } from "./types.ts";
 
@@ -9,6 +9,7 @@ import { QueueRefusal } from "./types.ts";
  */
 export function httpRefusal(error: unknown): FairgateError | undefined {
   if (error instanceof QueueRefusal) {
+    if (error.code === "shutting_down") return shuttingDownError(error.message);
     return new FairgateError(error.code, {
       message: error.message,
       ...(error.estimate ? { headers: refusalHeaders(error.estimate) } : {}),
