@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { staleAfterMs } from "../../extproc/src/engine/poller.ts";
+import { staleAfterMs } from "../../extproc/src/engine/engine-status.ts";
 import { type FrontProxy, startBuiltinFront } from "../helpers/front-proxy.ts";
 import { until } from "../helpers/gate-hold.ts";
 import { startTestGateway, type TestGateway } from "../helpers/gateway.ts";
