@@ -7,7 +7,7 @@
  */
 import { GrpcChannel } from "./grpc-h2.ts";
 import { LifecycleDriver, type LifecycleOptions, type MessageCounters } from "./lifecycle-client.ts";
-import type { ClientCommand, ClientReport, LoadShare } from "./protocol.ts";
+import type { ClientCommand, ClientReport, CompletedCount, LoadShare } from "./protocol.ts";
 import { percentile } from "./stats.ts";
 
 /** One connection per server, kept across runs (as Envoy keeps its gRPC connection). */
@@ -40,6 +40,8 @@ class Run {
   readonly #outside: MessageCounters = { mainReplies: 0, overrides: 0, usageReplies: 0 };
   #startedInWindow = 0;
   #completedInWindow = 0;
+  /** Every request completed so far, window or not. */
+  completed = 0;
   #refused = 0;
   #failed = 0;
   readonly #problems: string[] = [];
@@ -113,6 +115,7 @@ class Run {
       const endedAt = performance.now();
       if (outcome.ok) {
         if (measured) this.#latencies.push(outcome.latencyMs);
+        this.completed++;
         if (this.#inWindow(endedAt)) this.#completedInWindow++;
         return;
       }
@@ -171,6 +174,9 @@ async function handle(command: ClientCommand): Promise<void> {
     case "end-window":
       current?.endWindow();
       return;
+    case "count":
+      send({ type: "count", completed: current?.completed ?? 0 });
+      return;
     case "stop": {
       if (!current) throw new Error("stop without a run");
       const report = await current.stop();
@@ -184,7 +190,7 @@ async function handle(command: ClientCommand): Promise<void> {
   }
 }
 
-function send(message: ClientReport | { type: "running" } | { type: "ready" }): void {
+function send(message: ClientReport | CompletedCount | { type: "running" } | { type: "ready" }): void {
   process.send?.(message);
 }
 

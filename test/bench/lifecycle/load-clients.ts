@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { join } from "node:path";
 import type { LifecycleOptions } from "./lifecycle-client.ts";
-import type { ClientCommand, ClientReport, Load, LoadShare } from "./protocol.ts";
+import type { ClientCommand, ClientReport, CompletedCount, Load, LoadShare } from "./protocol.ts";
 
 const LOAD_CLIENT = join(import.meta.dirname, "load-client.ts");
 
@@ -55,6 +55,18 @@ export class LoadClients {
 
   endWindow(): void {
     for (const child of this.#children) send(child, { type: "end-window" });
+  }
+
+  /** Requests completed so far in the current run, over every client. */
+  async completed(): Promise<number> {
+    const counts = await Promise.all(
+      this.#children.map((child) => {
+        const count = nextMessage<CompletedCount>(child, "count");
+        send(child, { type: "count" });
+        return count;
+      }),
+    );
+    return counts.reduce((sum, c) => sum + c.completed, 0);
   }
 
   async stop(): Promise<ClientReport[]> {

@@ -50,10 +50,12 @@ export async function measureCell(
     timesBetween(clientsBefore[i] ?? processTimes(pid), processTimes(pid)),
   );
   const redisAfter = redis ? await redisCounters(redis.client) : undefined;
-  const redisRoundTrips =
-    redis && plan.roundTripSampleMs > 0
-      ? await sampleRoundTrips(redis.url, plan.roundTripSampleMs)
-      : undefined;
+  let redisRoundTrips: WindowSample["redisRoundTrips"];
+  if (redis && plan.roundTripSampleMs > 0) {
+    const completedBefore = await clients.completed();
+    const calls = await sampleRoundTrips(redis.url, plan.roundTripSampleMs);
+    redisRoundTrips = { calls, requests: (await clients.completed()) - completedBefore };
+  }
   const reports = await clients.stop();
   const sample: WindowSample = {
     windowMs: to - from,

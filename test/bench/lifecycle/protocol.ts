@@ -19,8 +19,15 @@ export type ClientCommand =
   | { type: "run"; port: number; share: LoadShare; options: LifecycleOptions }
   | { type: "mark" }
   | { type: "end-window" }
+  | { type: "count" }
   | { type: "stop" }
   | { type: "exit" };
+
+/** Requests completed so far in the current run. */
+export interface CompletedCount {
+  type: "count";
+  completed: number;
+}
 
 export interface ClientReport {
   type: "result";

@@ -46,7 +46,8 @@ export interface WindowSample {
   clients: ProcessTimes[];
   redisBefore?: RedisCounters;
   redisAfter?: RedisCounters;
-  redisRoundTrips?: { ms: number; calls: Record<string, number> };
+  /** Top-level Redis calls during a MONITOR sample, and the requests completed meanwhile. */
+  redisRoundTrips?: { calls: Record<string, number>; requests: number };
 }
 
 export function cellResult(load: Load, server: ServerKind, sample: WindowSample, reports: ClientReport[]) {
@@ -86,9 +87,8 @@ export function cellResult(load: Load, server: ServerKind, sample: WindowSample,
     );
   }
   const sampled = sample.redisRoundTrips;
-  if (sampled && result.throughput > 0) {
-    // Calls per second in the sample ÷ the window's requests per second.
-    const perRequestOfSample = (count: number) => (count * 1000) / sampled.ms / result.throughput;
+  if (sampled && sampled.requests > 0) {
+    const perRequestOfSample = (count: number) => count / sampled.requests;
     result.redisRoundTripsPerRequest = round(perRequestOfSample(sum(Object.values(sampled.calls))), 3);
     result.redisRoundTripsByName = Object.fromEntries(
       Object.entries(sampled.calls).map(([name, count]) => [name, round(perRequestOfSample(count), 3)]),
