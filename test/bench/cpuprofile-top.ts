@@ -3,7 +3,10 @@
  * `test/bench/lifecycle.ts --cpu-prof DIR`), aggregated over every call path of a
  * function, with file:line, and the same time rolled up by package.
  *
- *   node --import tsx test/bench/cpuprofile-top.ts FILE.cpuprofile|DIR [--top N]
+ *   node --import tsx test/bench/cpuprofile-top.ts FILE.cpuprofile|DIR [--top N] [--callers FUNCTION]
+ *
+ * --callers: the self time of FUNCTION (e.g. a native one such as writeUtf8String) by the
+ * nearest caller outside Node's own code.
  */
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
@@ -17,7 +20,7 @@ interface CallFrame {
 }
 
 interface CpuProfile {
-  nodes: Array<{ id: number; callFrame: CallFrame }>;
+  nodes: Array<{ id: number; callFrame: CallFrame; children?: number[] }>;
   startTime: number;
   endTime: number;
   samples: number[];
@@ -59,6 +62,24 @@ export function selfTimes(profile: CpuProfile, root = process.cwd()): FunctionSe
   return [...byFunction.values()].sort((a, b) => b.selfUs - a.selfUs);
 }
 
+/** Where the self time of `name` comes from: the nearest caller outside Node's own code. */
+export function callersOf(profile: CpuProfile, name: string, root = process.cwd()): FunctionSelfTime[] {
+  const parents = new Map<number, number>();
+  for (const node of profile.nodes) for (const child of node.children ?? []) parents.set(child, node.id);
+  const frames = new Map(profile.nodes.map((node) => [node.id, node.callFrame]));
+  const attributed: CpuProfile = {
+    ...profile,
+    samples: profile.samples.map((id) => {
+      if (frames.get(id)?.functionName !== name) return -1;
+      let caller = parents.get(id);
+      const inNode = (url = "") => url === "" || url.startsWith("node:");
+      while (caller !== undefined && inNode(frames.get(caller)?.url)) caller = parents.get(caller);
+      return caller ?? -1;
+    }),
+  };
+  return selfTimes(attributed, root);
+}
+
 function shortUrl(url: string, root: string): string {
   if (!url.startsWith("file://")) return url;
   const path = new URL(url).pathname;
@@ -68,7 +89,7 @@ function shortUrl(url: string, root: string): string {
 
 /** node_modules package, "fairgate <dir>" for the project's own code, node internals, or V8. */
 function packageOf(url: string, root: string): string {
-  if (!url) return "(V8: GC, program, idle)";
+  if (!url) return "(V8 and native code)";
   if (url.startsWith("node:")) return "node internals";
   const path = shortUrl(url, root);
   const inModules = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(path);
@@ -114,14 +135,16 @@ function profilesIn(path: string): string[] {
 if (import.meta.url === `file://${process.argv[1]}`) {
   const { values, positionals } = parseArgs({
     allowPositionals: true,
-    options: { top: { type: "string", default: "25" } },
+    options: { top: { type: "string", default: "25" }, callers: { type: "string" } },
   });
   if (positionals.length === 0) {
-    process.stderr.write("usage: cpuprofile-top.ts FILE.cpuprofile|DIR [--top N]\n");
+    process.stderr.write("usage: cpuprofile-top.ts FILE.cpuprofile|DIR [--top N] [--callers FUNCTION]\n");
     process.exit(2);
   }
   for (const file of positionals.flatMap(profilesIn)) {
     const profile = JSON.parse(readFileSync(file, "utf8")) as CpuProfile;
-    process.stdout.write(`\n${file}\n\n${formatTop(selfTimes(profile), Number(values.top))}`);
+    const entries = values.callers ? callersOf(profile, values.callers) : selfTimes(profile);
+    const heading = values.callers ? `${file}: callers of ${values.callers}` : file;
+    process.stdout.write(`\n${heading}\n\n${formatTop(entries, Number(values.top))}`);
   }
 }
