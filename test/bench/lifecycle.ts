@@ -24,15 +24,8 @@ import { startRedis, type TestRedis } from "../helpers/redis.ts";
 import type { LifecycleOptions } from "./lifecycle/lifecycle-client.ts";
 import { LoadClients } from "./lifecycle/load-clients.ts";
 import { type CellPlan, idleCores, measureCell, prime, type RedisAccess } from "./lifecycle/measure.ts";
-import { type Load, loadLabel } from "./lifecycle/protocol.ts";
-import {
-  type CellResult,
-  compareWithBare,
-  comparisonTable,
-  measurementsTable,
-  redisRoundTripsTable,
-  targetsTable,
-} from "./lifecycle/report.ts";
+import type { Load } from "./lifecycle/protocol.ts";
+import { type CellResult, compareWithBare } from "./lifecycle/report.ts";
 import {
   benchApiKeys,
   fairgateBuild,
@@ -44,6 +37,15 @@ import {
   startFairgate,
   writeBenchPolicy,
 } from "./lifecycle/servers.ts";
+import {
+  comparisonTable,
+  measurementsTable,
+  progressLine,
+  redisRoundTripsTable,
+  saturationNotes,
+  serverLogTable,
+  targetsTable,
+} from "./lifecycle/tables.ts";
 
 const { values } = parseArgs({
   options: {
@@ -63,7 +65,7 @@ const { values } = parseArgs({
 // The full run's warm-up outlasts deferred_close_timeout, so the usage streams the previous
 // cell left open have closed before a window starts.
 const warmupMs = Number(values["warmup-ms"] ?? (values.quick ? 1_000 : 5_000));
-const measureMs = Number(values["measure-ms"] ?? (values.quick ? 2_500 : 9_000));
+const measureMs = Number(values["measure-ms"] ?? (values.quick ? 2_000 : 9_000));
 const primeMs = values.quick ? 1_500 : 3_000;
 const idleMs = values.quick ? 1_000 : 2_000;
 const roundTripSampleMs = values.quick ? 500 : 1_000;
@@ -157,9 +159,7 @@ async function main(): Promise<void> {
         const redisUse = kind === "redis" ? redisAccess : undefined;
         const cell = await measureCell(clients, server, load, planFor(kind, loadIndex + 1), redisUse);
         cells.push(cell);
-        out(
-          `${loadLabel(load).padEnd(14)} ${SERVER_LABELS[kind].padEnd(18)} ${cell.throughput.toFixed(0).padStart(6)} req/s  p50 ${cell.p50Ms.toFixed(2)} p99 ${cell.p99Ms.toFixed(2)} ms  CPU ${cell.serverCpuUsPerRequest.toFixed(0)} µs/req  replies ${cell.mainRepliesPerRequest.toFixed(2)}/req${cell.refused + cell.failed > 0 ? `  REFUSED ${cell.refused} FAILED ${cell.failed}: ${cell.problems[0]}` : ""}\n`,
-        );
+        out(progressLine(cell));
       }
     }
 
@@ -177,7 +177,14 @@ async function main(): Promise<void> {
       out("\nRedis round trips per request (MONITOR sample after each window, scripts named by file)\n\n");
       out(redisRoundTripsTable(cells));
     }
-    warnIfClientSaturated(cells);
+    const logged = serverLogTable(cells);
+    if (logged) out(`\nLogged by the servers during the windows\n\n${logged}`);
+    const saturated = saturationNotes(cells);
+    if (saturated) {
+      out(
+        `\nWARNING: in these open-loop rows the load generator fell behind its schedule or ran short of CPU; they may measure the client or the machine (see "server CPU wait") more than the server. A busy client: try --clients 2.\n\n${saturated}`,
+      );
+    }
     if (values.json) {
       writeFileSync(
         values.json,
@@ -214,21 +221,6 @@ async function main(): Promise<void> {
     const profiles = readdirSync(cpuProfDir).filter((f) => f.endsWith(".cpuprofile"));
     out(`\nCPU profiles in ${cpuProfDir}: ${profiles.join(", ")}\n`);
     out(`Summarise: node --import tsx test/bench/cpuprofile-top.ts ${cpuProfDir} --top 25\n`);
-  }
-}
-
-/** At 1000 req/s the bare server's p50 should be a few ms at most; a load generator that
- * falls behind its schedule, or is short of CPU, is measuring itself or the machine. */
-function warnIfClientSaturated(cells: readonly CellResult[]): void {
-  for (const cell of cells) {
-    if (cell.load.kind !== "open") continue;
-    const behind = cell.clientCpuCores > 0.85 || cell.clientLagP99Ms > 10;
-    const slowBare = cell.server === "bare" && cell.p50Ms > 3;
-    if (behind || slowBare) {
-      out(
-        `\nWARNING: ${loadLabel(cell.load)} ${SERVER_LABELS[cell.server]}: the load generator used ${cell.clientCpuCores.toFixed(2)} cores, waited for CPU ${(cell.clientCpuWaitShare * 100).toFixed(0)} % of the window, started requests up to ${cell.clientLagP99Ms.toFixed(1)} ms late (p99); bare p50 ${cell.p50Ms.toFixed(2)} ms. Short of CPU: the machine is busy (see "server CPU wait"); busy itself: try --clients 2.\n`,
-      );
-    }
   }
 }
 

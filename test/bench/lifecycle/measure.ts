@@ -5,7 +5,7 @@ import { processTimes, timesBetween } from "./proc-stats.ts";
 import type { Load } from "./protocol.ts";
 import { redisCounters, sampleRoundTrips } from "./redis-stats.ts";
 import { type CellResult, cellResult, type WindowSample } from "./report.ts";
-import type { ServerKind, ServerProcess } from "./servers.ts";
+import { type ServerKind, type ServerProcess, storeOutageState } from "./servers.ts";
 
 /** One server's view of the shared Redis, when it uses it. */
 export interface RedisAccess {
@@ -37,8 +37,10 @@ export async function measureCell(
 ): Promise<CellResult> {
   await clients.run(server.port, load, plan.keys, plan.seed, plan.options);
   await sleep(plan.warmupMs);
+  const storeBefore = redis ? await storeOutageState(server) : undefined;
   const redisBefore = redis ? await redisCounters(redis.client) : undefined;
   const serverBefore = server.times();
+  const logBefore = server.logCounts();
   const clientsBefore = clients.pids.map(processTimes);
   const from = performance.now();
   clients.mark();
@@ -46,10 +48,16 @@ export async function measureCell(
   clients.endWindow();
   const to = performance.now();
   const serverTimes = timesBetween(serverBefore, server.times());
+  const serverLog = countsBetween(logBefore, server.logCounts());
   const clientTimes = clients.pids.map((pid, i) =>
     timesBetween(clientsBefore[i] ?? processTimes(pid), processTimes(pid)),
   );
   const redisAfter = redis ? await redisCounters(redis.client) : undefined;
+  const storeAfter = redis ? await storeOutageState(server) : undefined;
+  const storeOutage =
+    storeBefore !== undefined &&
+    storeAfter !== undefined &&
+    (storeBefore.outage || storeAfter.outage || storeAfter.outages > storeBefore.outages);
   let redisRoundTrips: WindowSample["redisRoundTrips"];
   if (redis && plan.roundTripSampleMs > 0) {
     const completedBefore = await clients.completed();
@@ -61,6 +69,8 @@ export async function measureCell(
     windowMs: to - from,
     server: serverTimes,
     clients: clientTimes,
+    serverLog,
+    storeOutage,
     ...(redisBefore && redisAfter ? { redisBefore, redisAfter } : {}),
     ...(redisRoundTrips ? { redisRoundTrips } : {}),
   };
@@ -89,6 +99,18 @@ export async function idleCores(
   return new Map(
     servers.map((s, i) => [s.kind, timesBetween(before[i] ?? s.times(), s.times()).cpuNs / (ms * 1e6)]),
   );
+}
+
+function countsBetween(
+  before: Record<string, number>,
+  after: Record<string, number>,
+): Record<string, number> {
+  const delta: Record<string, number> = {};
+  for (const [key, count] of Object.entries(after)) {
+    const added = count - (before[key] ?? 0);
+    if (added > 0) delta[key] = added;
+  }
+  return delta;
 }
 
 export function sleep(ms: number): Promise<void> {

@@ -1,7 +1,7 @@
 import type { ProcessTimes } from "./proc-stats.ts";
 import { type ClientReport, type Load, loadLabel } from "./protocol.ts";
 import { callsBetween, type RedisCounters } from "./redis-stats.ts";
-import { SERVER_LABELS, type ServerKind } from "./servers.ts";
+import type { ServerKind } from "./servers.ts";
 import { percentile, round } from "./stats.ts";
 
 /** One server under one load, over the measured window. */
@@ -38,12 +38,20 @@ export interface CellResult {
   refused: number;
   failed: number;
   problems: string[];
+  /** What the server logged during the window (e.g. "warn: budget store outage"). */
+  serverLog: Record<string, number>;
+  /** Redis was dropped for local budgets during the window (fairgate_store_outage). */
+  storeOutage: boolean;
 }
 
 export interface WindowSample {
   windowMs: number;
   server: ProcessTimes;
   clients: ProcessTimes[];
+  /** Messages the server logged during the window, by message. */
+  serverLog: Record<string, number>;
+  /** fairgate's budget store was in an outage (fail-open, local budgets) at some point. */
+  storeOutage: boolean;
   redisBefore?: RedisCounters;
   redisAfter?: RedisCounters;
   /** Top-level Redis calls during a MONITOR sample, and the requests completed meanwhile. */
@@ -77,6 +85,8 @@ export function cellResult(load: Load, server: ServerKind, sample: WindowSample,
     refused: sum(reports.map((r) => r.refused)),
     failed: sum(reports.map((r) => r.failed)),
     problems: reports.flatMap((r) => r.problems).slice(0, 5),
+    serverLog: sample.serverLog,
+    storeOutage: sample.storeOutage,
   };
   if (sample.redisBefore && sample.redisAfter) {
     const calls = callsBetween(sample.redisBefore, sample.redisAfter);
@@ -125,168 +135,6 @@ export function compareWithBare(cells: readonly CellResult[]): Comparison[] {
     });
   }
   return comparisons;
-}
-
-export function measurementsTable(cells: readonly CellResult[]): string {
-  const rows = cells.map((c) => [
-    loadLabel(c.load),
-    SERVER_LABELS[c.server],
-    c.throughput.toFixed(0),
-    c.p50Ms.toFixed(2),
-    c.p90Ms.toFixed(2),
-    c.p99Ms.toFixed(2),
-    c.serverCpuUsPerRequest.toFixed(0),
-    c.serverCpuCores.toFixed(2),
-    `${(c.serverCpuWaitShare * 100).toFixed(0)} %`,
-    `${c.mainRepliesPerRequest.toFixed(2)} (${c.overridesPerRequest.toFixed(2)})`,
-    c.redisCpuUsPerRequest === undefined ? "-" : c.redisCpuUsPerRequest.toFixed(0),
-    c.redisRoundTripsPerRequest === undefined ? "-" : c.redisRoundTripsPerRequest.toFixed(2),
-    c.clientCpuCores.toFixed(2),
-    c.refused + c.failed > 0 ? `${c.refused}/${c.failed}` : "0",
-  ]);
-  return markdownTable(
-    [
-      "load",
-      "server",
-      "req/s",
-      "p50 ms",
-      "p90 ms",
-      "p99 ms",
-      "server CPU µs/req",
-      "server cores",
-      "server CPU wait",
-      "replies/req (overrides)",
-      "Redis CPU µs/req",
-      "Redis round trips/req",
-      "client cores",
-      "refused/failed",
-    ],
-    rows,
-  );
-}
-
-export function comparisonTable(comparisons: readonly Comparison[]): string {
-  const rows = comparisons.map((c) => [
-    loadLabel(c.load),
-    SERVER_LABELS[c.server],
-    signed(c.addedCpuUsPerRequest, 0),
-    `${c.throughputRatio.toFixed(2)}×`,
-    signed(c.addedP50Ms, 2),
-    signed(c.addedP99Ms, 2),
-    signed(c.extraMessagesPerRequest, 2),
-  ]);
-  return markdownTable(
-    [
-      "load",
-      "server",
-      "added CPU µs/req",
-      "throughput ÷ bare",
-      "added p50 ms",
-      "added p99 ms",
-      "extra replies/req",
-    ],
-    rows,
-  );
-}
-
-/** Issue 16's targets, met or not, per fairgate store. */
-export function targetsTable(cells: readonly CellResult[], comparisons: readonly Comparison[]): string {
-  const stores = [...new Set(comparisons.map((c) => c.server))];
-  const of = (server: ServerKind) => comparisons.filter((c) => c.server === server);
-  const worst = (values: number[], pick: (...values: number[]) => number) =>
-    values.length === 0 ? undefined : pick(...values);
-  const verdict = (value: number | undefined, ok: (v: number) => boolean, digits: number, unit = "") =>
-    value === undefined ? "-" : `${value.toFixed(digits)}${unit} ${ok(value) ? "✓" : "✗"}`;
-  const at1000 = (server: ServerKind) =>
-    of(server).find((c) => c.load.kind === "open" && c.load.rate === 1000);
-  const targets: Array<[string, (server: ServerKind) => string]> = [
-    [
-      "added CPU ≤ 100 µs/req (worst load)",
-      (s) =>
-        verdict(
-          worst(
-            of(s).map((c) => c.addedCpuUsPerRequest),
-            Math.max,
-          ),
-          (v) => v <= 100,
-          0,
-          " µs",
-        ),
-    ],
-    [
-      "closed-loop throughput ≥ 0.85× bare (worst C)",
-      (s) =>
-        verdict(
-          worst(
-            of(s)
-              .filter((c) => c.load.kind === "closed")
-              .map((c) => c.throughputRatio),
-            Math.min,
-          ),
-          (v) => v >= 0.85,
-          2,
-          "×",
-        ),
-    ],
-    ["added p50 ≤ 1 ms at 1000 req/s", (s) => verdict(at1000(s)?.addedP50Ms, (v) => v <= 1, 2, " ms")],
-    ["added p99 ≤ 5 ms at 1000 req/s", (s) => verdict(at1000(s)?.addedP99Ms, (v) => v <= 5, 2, " ms")],
-    [
-      "no extra ext_proc message (worst load)",
-      (s) =>
-        verdict(
-          worst(
-            of(s).map((c) => c.extraMessagesPerRequest),
-            Math.max,
-          ),
-          (v) => v <= 0.001,
-          2,
-          "/req",
-        ),
-    ],
-    [
-      "≤ 1 Redis round trip per request to dispatch (admit.lua, worst load)",
-      (s) =>
-        verdict(
-          worst(
-            cells
-              .filter((c) => c.server === s && c.redisRoundTripsByName !== undefined)
-              .map((c) => c.redisRoundTripsByName?.["admit.lua"] ?? 0),
-            Math.max,
-          ),
-          (v) => v <= 1.01,
-          2,
-        ),
-    ],
-  ];
-  return markdownTable(
-    ["issue 16 target", ...stores.map((s) => SERVER_LABELS[s])],
-    targets.map(([name, measure]) => [name, ...stores.map(measure)]),
-  );
-}
-
-/** Which Redis calls a request makes, from the MONITOR samples. */
-export function redisRoundTripsTable(cells: readonly CellResult[]): string {
-  const sampled = cells.filter((c) => c.redisRoundTripsByName !== undefined);
-  const names = [...new Set(sampled.flatMap((c) => Object.keys(c.redisRoundTripsByName ?? {})))].sort();
-  return markdownTable(
-    ["load", "server", ...names, "total"],
-    sampled.map((c) => [
-      loadLabel(c.load),
-      SERVER_LABELS[c.server],
-      ...names.map((n) => (c.redisRoundTripsByName?.[n] ?? 0).toFixed(2)),
-      (c.redisRoundTripsPerRequest ?? 0).toFixed(2),
-    ]),
-  );
-}
-
-function markdownTable(header: string[], rows: string[][]): string {
-  const lines = [`| ${header.join(" | ")} |`, `| ${header.map(() => "---").join(" | ")} |`];
-  for (const row of rows) lines.push(`| ${row.join(" | ")} |`);
-  return `${lines.join("\n")}\n`;
-}
-
-function signed(value: number, digits: number): string {
-  return `${value >= 0 ? "+" : ""}${value.toFixed(digits)}`;
 }
 
 function sum(values: readonly number[]): number {

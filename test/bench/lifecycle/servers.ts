@@ -25,12 +25,16 @@ export interface ServerProcess {
   readonly kind: ServerKind;
   readonly port: number;
   readonly pid: number;
+  /** fairgate's HTTP API (/metrics); none for the bare server. */
+  readonly httpPort: number | undefined;
   /** CPU and run-queue time the process has used so far, all threads. */
   times(): ProcessTimes;
   /** SIGTERM and wait for the exit (a --cpu-prof profile is written then). */
   stop(): Promise<void>;
   /** SIGKILL now (the benchmark itself is exiting abnormally). */
   kill(): void;
+  /** How many times the server logged each message so far (fairgate's JSON `msg`). */
+  logCounts(): Record<string, number>;
 }
 
 const ROOT = join(import.meta.dirname, "..", "..", "..");
@@ -142,15 +146,23 @@ export async function startFairgate(options: {
     ],
     { stdio: ["ignore", "ignore", "pipe"] },
   );
-  forwardStderr(child, kind);
+  const log = new ServerLog(child);
   const exited = new Promise<never>((_, reject) =>
     child.once("exit", (code) =>
-      reject(new Error(`fairgate (${kind}) exited with ${code} before it was ready`)),
+      reject(new Error(`fairgate (${kind}) exited with ${code} before it was ready:\n${log.tail()}`)),
     ),
   );
   exited.catch(() => {});
   await Promise.race([waitForReady(httpPort), exited]);
-  return serverProcess(kind, child, grpcPort);
+  return serverProcess(kind, child, grpcPort, { log, httpPort });
+}
+
+/** Whether fairgate's budget store was in an outage (fail-open: local budgets, no Redis). */
+export async function storeOutageState(server: ServerProcess): Promise<{ outage: boolean; outages: number }> {
+  if (server.httpPort === undefined) return { outage: false, outages: 0 };
+  const text = await (await fetch(`http://127.0.0.1:${server.httpPort}/metrics`)).text();
+  const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1] ?? 0);
+  return { outage: value("fairgate_store_outage") > 0, outages: value("fairgate_store_outages_total") };
 }
 
 async function waitForReady(httpPort: number): Promise<void> {
@@ -167,24 +179,45 @@ async function waitForReady(httpPort: number): Promise<void> {
   }
 }
 
-/** The first lines a server writes go through, prefixed; a flood is summarised at exit. */
-function forwardStderr(child: ChildProcess, kind: ServerKind): void {
-  let lines = 0;
-  let partial = "";
-  child.stderr?.setEncoding("utf8");
-  child.stderr?.on("data", (text: string) => {
-    const parts = (partial + text).split("\n");
-    partial = parts.pop() ?? "";
-    for (const line of parts) {
-      if (++lines <= 10) process.stderr.write(`[${kind}] ${line}\n`);
+/** fairgate's stderr (JSON lines): counted by message, the last lines kept for errors. */
+class ServerLog {
+  readonly counts: Record<string, number> = {};
+  readonly #last: string[] = [];
+  #partial = "";
+
+  constructor(child: ChildProcess) {
+    child.stderr?.setEncoding("utf8");
+    child.stderr?.on("data", (text: string) => {
+      const lines = (this.#partial + text).split("\n");
+      this.#partial = lines.pop() ?? "";
+      for (const line of lines) this.#add(line);
+    });
+  }
+
+  tail(): string {
+    return this.#last.join("\n");
+  }
+
+  #add(line: string): void {
+    this.#last.push(line);
+    if (this.#last.length > 20) this.#last.shift();
+    let message = line.slice(0, 120);
+    try {
+      const record = JSON.parse(line) as { msg?: unknown; level?: unknown };
+      if (typeof record.msg === "string") message = `${record.level ?? "log"}: ${record.msg}`;
+    } catch {
+      // Not a log record (a crash, a Node warning): counted as it is.
     }
-  });
-  child.once("exit", () => {
-    if (lines > 10) process.stderr.write(`[${kind}] … ${lines - 10} more stderr lines\n`);
-  });
+    this.counts[message] = (this.counts[message] ?? 0) + 1;
+  }
 }
 
-function serverProcess(kind: ServerKind, child: ChildProcess, port: number): ServerProcess {
+function serverProcess(
+  kind: ServerKind,
+  child: ChildProcess,
+  port: number,
+  fairgate?: { log: ServerLog; httpPort: number },
+): ServerProcess {
   const pid = child.pid;
   if (pid === undefined) throw new Error(`${kind} server has no pid`);
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
@@ -192,6 +225,7 @@ function serverProcess(kind: ServerKind, child: ChildProcess, port: number): Ser
     kind,
     port,
     pid,
+    httpPort: fairgate?.httpPort,
     times: () => processTimes(pid),
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;
@@ -203,5 +237,6 @@ function serverProcess(kind: ServerKind, child: ChildProcess, port: number): Ser
     kill() {
       if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
     },
+    logCounts: () => ({ ...fairgate?.log.counts }),
   };
 }
