@@ -3,7 +3,7 @@ import type { LifecycleOptions } from "./lifecycle-client.ts";
 import type { LoadClients } from "./load-clients.ts";
 import { processTimes, timesBetween } from "./proc-stats.ts";
 import type { Load } from "./protocol.ts";
-import { redisCounters, sampleRoundTrips } from "./redis-stats.ts";
+import { redisCounters, startRoundTripSample } from "./redis-stats.ts";
 import { type CellResult, cellResult, type WindowSample } from "./report.ts";
 import { type ServerKind, type ServerProcess, storeOutageState } from "./servers.ts";
 
@@ -60,9 +60,11 @@ export async function measureCell(
     (storeBefore.outage || storeAfter.outage || storeAfter.outages > storeBefore.outages);
   let redisRoundTrips: WindowSample["redisRoundTrips"];
   if (redis && plan.roundTripSampleMs > 0) {
+    const sampling = await startRoundTripSample(redis.url);
     const completedBefore = await clients.completed();
-    const calls = await sampleRoundTrips(redis.url, plan.roundTripSampleMs);
-    redisRoundTrips = { calls, requests: (await clients.completed()) - completedBefore };
+    await sleep(plan.roundTripSampleMs);
+    const requests = (await clients.completed()) - completedBefore;
+    redisRoundTrips = { calls: sampling.stop(), requests };
   }
   const reports = await clients.stop();
   const sample: WindowSample = {

@@ -57,21 +57,32 @@ function scriptNames(): Map<string, string> {
   return names;
 }
 
+export interface RoundTripSample {
+  /** Stops the sample: the top-level commands seen, scripts named by file. */
+  stop(): Record<string, number>;
+}
+
 /**
- * Top-level commands Redis received during `ms` (round trips), scripts named by file. A raw
- * MONITOR connection: commands a script runs are reported with the source "lua" and left out.
+ * Starts counting the top-level commands Redis receives (round trips) on a raw MONITOR
+ * connection; resolves once Redis confirmed MONITOR. Commands a script runs are reported
+ * with the source "lua" and left out.
  */
-export async function sampleRoundTrips(url: string, ms: number): Promise<Record<string, number>> {
+export async function startRoundTripSample(url: string): Promise<RoundTripSample> {
   const names = scriptNames();
   const { hostname, port } = new URL(url);
   const socket = connect(Number(port), hostname);
   socket.setEncoding("utf8");
   const calls: Record<string, number> = {};
   let partial = "";
+  let confirmed: () => void = () => {};
+  const monitoring = new Promise<void>((resolve) => {
+    confirmed = resolve;
+  });
   socket.on("data", (text: string) => {
     const lines = (partial + text).split("\r\n");
     partial = lines.pop() ?? "";
     for (const line of lines) {
+      if (line === "+OK") confirmed();
       // +1733337000.123456 [0 127.0.0.1:50000] "evalsha" "5a0c…" "5" …
       const match = /^\+\d+\.\d+ \[\d+ ([^\]]+)\] "([^"]*)"(?: "([^"]*)")?/.exec(line);
       if (!match || match[1] === "lua") continue;
@@ -81,12 +92,15 @@ export async function sampleRoundTrips(url: string, ms: number): Promise<Record<
       calls[name] = (calls[name] ?? 0) + 1;
     }
   });
-  socket.on("error", () => {});
-  await new Promise<void>((resolve) => socket.once("connect", () => resolve()));
-  socket.write("MONITOR\r\n");
-  await new Promise((resolve) => setTimeout(resolve, ms));
-  socket.destroy();
-  return calls;
+  socket.on("error", () => confirmed());
+  socket.once("connect", () => socket.write("MONITOR\r\n"));
+  await monitoring;
+  return {
+    stop() {
+      socket.destroy();
+      return { ...calls };
+    },
+  };
 }
 
 function sha1Of(text: string): string {
