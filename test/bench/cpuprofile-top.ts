@@ -1,7 +1,7 @@
 /**
  * The top functions by self time in V8 CPU profiles (`node --cpu-prof`, e.g. written by
  * `test/bench/lifecycle.ts --cpu-prof DIR`), aggregated over every call path of a
- * function, with file:line, and the same time rolled up by package.
+ * function, with file:line, and the busy time rolled up by package.
  *
  *   node --import tsx test/bench/cpuprofile-top.ts FILE.cpuprofile|DIR [--top N] [--callers FUNCTION]
  *
@@ -30,54 +30,90 @@ interface CpuProfile {
 export interface FunctionSelfTime {
   name: string;
   location: string;
-  package: string;
   selfUs: number;
 }
 
-/** V8's pseudo-frames: not code anyone wrote. */
 const IDLE = "(idle)";
 
-/** Self time per function: each sample lasts until the next one (as DevTools counts it). */
-export function selfTimes(profile: CpuProfile, root = process.cwd()): FunctionSelfTime[] {
-  const frames = new Map(profile.nodes.map((node) => [node.id, node.callFrame]));
-  const byFunction = new Map<string, FunctionSelfTime>();
+/** How long each sample lasted: until the next one (as DevTools counts it), in µs. */
+function sampleDurations(profile: CpuProfile): number[] {
   let at = profile.startTime;
   const stamps = profile.timeDeltas.map((delta) => {
     at += delta;
     return at;
   });
+  return stamps.map((stamp, i) => Math.max(0, (stamps[i + 1] ?? profile.endTime) - stamp));
+}
+
+/** Self time per function over all its call paths; samples mapped to -1 are skipped. */
+export function selfTimes(profile: CpuProfile, root = process.cwd()): FunctionSelfTime[] {
+  const frames = new Map(profile.nodes.map((node) => [node.id, node.callFrame]));
+  const durations = sampleDurations(profile);
+  const byFunction = new Map<string, FunctionSelfTime>();
   for (const [i, nodeId] of profile.samples.entries()) {
     const frame = frames.get(nodeId);
     if (!frame) continue;
-    const duration = (stamps[i + 1] ?? profile.endTime) - (stamps[i] ?? profile.endTime);
     const location = frame.url
       ? `${shortUrl(frame.url, root)}:${frame.lineNumber + 1}:${frame.columnNumber + 1}`
       : "";
     const name = frame.functionName || "(anonymous)";
     const key = `${name} ${location}`;
-    const entry = byFunction.get(key) ?? { name, location, package: packageOf(frame.url, root), selfUs: 0 };
-    entry.selfUs += Math.max(0, duration);
+    const entry = byFunction.get(key) ?? { name, location, selfUs: 0 };
+    entry.selfUs += durations[i] ?? 0;
     byFunction.set(key, entry);
   }
   return [...byFunction.values()].sort((a, b) => b.selfUs - a.selfUs);
 }
 
-/** Where the self time of `name` comes from: the nearest caller outside Node's own code. */
-export function callersOf(profile: CpuProfile, name: string, root = process.cwd()): FunctionSelfTime[] {
+/** For each profile node, the nearest node (itself or a caller) outside Node's own and native code. */
+function nearestOwners(profile: CpuProfile): (id: number) => number | undefined {
   const parents = new Map<number, number>();
   for (const node of profile.nodes) for (const child of node.children ?? []) parents.set(child, node.id);
   const frames = new Map(profile.nodes.map((node) => [node.id, node.callFrame]));
-  const attributed: CpuProfile = {
-    ...profile,
-    samples: profile.samples.map((id) => {
-      if (frames.get(id)?.functionName !== name) return -1;
-      let caller = parents.get(id);
-      const inNode = (url = "") => url === "" || url.startsWith("node:");
-      while (caller !== undefined && inNode(frames.get(caller)?.url)) caller = parents.get(caller);
-      return caller ?? -1;
-    }),
+  const inNode = (id: number) => {
+    const url = frames.get(id)?.url ?? "";
+    return url === "" || url.startsWith("node:");
   };
-  return selfTimes(attributed, root);
+  return (id) => {
+    let owner: number | undefined = id;
+    while (owner !== undefined && inNode(owner)) owner = parents.get(owner);
+    return owner;
+  };
+}
+
+/** Where the self time of `name` comes from: the nearest caller outside Node's own code. */
+export function callersOf(profile: CpuProfile, name: string, root = process.cwd()): FunctionSelfTime[] {
+  const frames = new Map(profile.nodes.map((node) => [node.id, node.callFrame]));
+  const owner = nearestOwners(profile);
+  const samples = profile.samples.map((id) =>
+    frames.get(id)?.functionName === name ? (owner(id) ?? -1) : -1,
+  );
+  return selfTimes({ ...profile, samples }, root);
+}
+
+/**
+ * Busy time by package, Node's own code and native code counted to the package that called
+ * them (a socket write to the Redis client that issued it); V8's "(garbage collector)" and
+ * "(program)" stay apart.
+ */
+export function packageTotals(profile: CpuProfile, root = process.cwd()): Map<string, number> {
+  const frames = new Map(profile.nodes.map((node) => [node.id, node.callFrame]));
+  const owner = nearestOwners(profile);
+  const durations = sampleDurations(profile);
+  const totals = new Map<string, number>();
+  for (const [i, id] of profile.samples.entries()) {
+    const name = frames.get(id)?.functionName ?? "";
+    if (name === IDLE) continue;
+    const ownerId = owner(id);
+    const bucket =
+      ownerId !== undefined
+        ? packageOf(frames.get(ownerId)?.url ?? "", root)
+        : name.startsWith("(")
+          ? name
+          : "node internals";
+    totals.set(bucket, (totals.get(bucket) ?? 0) + (durations[i] ?? 0));
+  }
+  return totals;
 }
 
 function shortUrl(url: string, root: string): string {
@@ -87,21 +123,20 @@ function shortUrl(url: string, root: string): string {
   return fromRoot.startsWith("..") ? path : fromRoot;
 }
 
-/** node_modules package, "fairgate <dir>" for the project's own code, node internals, or V8. */
+/** node_modules package, or "fairgate <dir>" for the project's own code. */
 function packageOf(url: string, root: string): string {
-  if (!url) return "(V8 and native code)";
-  if (url.startsWith("node:")) return "node internals";
   const path = shortUrl(url, root);
   const inModules = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(path);
   if (inModules?.[1]) return inModules[1];
-  const [top, second] = path.split("/");
-  if (top === "dist" || top === "extproc")
-    return `fairgate ${top === "dist" ? "" : "extproc/src/"}${second ?? ""}`;
+  const parts = path.split("/");
+  if (parts[0] === "dist") return `fairgate ${parts[1] ?? ""}`;
+  if (parts[0] === "extproc") return `fairgate ${parts[2] ?? ""}`;
   return path;
 }
 
 export function formatTop(entries: readonly FunctionSelfTime[], top: number): string {
-  const busyUs = entries.filter((e) => e.name !== IDLE).reduce((sum, e) => sum + e.selfUs, 0);
+  const busy = entries.filter((e) => e.name !== IDLE);
+  const busyUs = busy.reduce((sum, e) => sum + e.selfUs, 0);
   const idleUs = entries.find((e) => e.name === IDLE)?.selfUs ?? 0;
   const lines = [
     `busy ${(busyUs / 1000).toFixed(0)} ms, idle ${(idleUs / 1000).toFixed(0)} ms; shares are of busy time`,
@@ -109,16 +144,18 @@ export function formatTop(entries: readonly FunctionSelfTime[], top: number): st
     "| # | self ms | self % | function | location |",
     "| --- | --- | --- | --- | --- |",
   ];
-  const busy = entries.filter((e) => e.name !== IDLE);
   for (const [i, e] of busy.slice(0, top).entries()) {
     lines.push(
       `| ${i + 1} | ${(e.selfUs / 1000).toFixed(1)} | ${((100 * e.selfUs) / busyUs).toFixed(1)} | ${e.name} | ${e.location} |`,
     );
   }
-  const byPackage = new Map<string, number>();
-  for (const e of busy) byPackage.set(e.package, (byPackage.get(e.package) ?? 0) + e.selfUs);
-  lines.push("", "| package | self ms | self % |", "| --- | --- | --- |");
-  for (const [name, us] of [...byPackage].sort((a, b) => b[1] - a[1]).slice(0, 12)) {
+  return `${lines.join("\n")}\n`;
+}
+
+export function formatPackages(totals: ReadonlyMap<string, number>): string {
+  const busyUs = [...totals.values()].reduce((a, b) => a + b, 0);
+  const lines = ["| package (with the Node and native code it called) | ms | % |", "| --- | --- | --- |"];
+  for (const [name, us] of [...totals].sort((a, b) => b[1] - a[1]).slice(0, 15)) {
     lines.push(`| ${name} | ${(us / 1000).toFixed(1)} | ${((100 * us) / busyUs).toFixed(1)} |`);
   }
   return `${lines.join("\n")}\n`;
@@ -143,8 +180,12 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   }
   for (const file of positionals.flatMap(profilesIn)) {
     const profile = JSON.parse(readFileSync(file, "utf8")) as CpuProfile;
-    const entries = values.callers ? callersOf(profile, values.callers) : selfTimes(profile);
-    const heading = values.callers ? `${file}: callers of ${values.callers}` : file;
-    process.stdout.write(`\n${heading}\n\n${formatTop(entries, Number(values.top))}`);
+    if (values.callers) {
+      const callers = formatTop(callersOf(profile, values.callers), Number(values.top));
+      process.stdout.write(`\n${file}: callers of ${values.callers}\n\n${callers}`);
+    } else {
+      const top = formatTop(selfTimes(profile), Number(values.top));
+      process.stdout.write(`\n${file}\n\n${top}\n${formatPackages(packageTotals(profile))}`);
+    }
   }
 }
