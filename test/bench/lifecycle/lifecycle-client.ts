@@ -68,6 +68,11 @@ export class LifecycleDriver {
     this.#deferredCloses = new FixedDelayQueue(options.deferredCloseMs, 50);
   }
 
+  /** Why the shared connection broke (a GOAWAY from the server, a socket error), if it did. */
+  get connectionError(): string | undefined {
+    return this.#channel.error?.message;
+  }
+
   async run(apiKey: string, counters: MessageCounters): Promise<LifecycleOutcome> {
     const broken = this.#channel.error;
     if (broken) return { ok: false, reason: "failed", detail: broken.message };

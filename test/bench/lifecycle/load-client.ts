@@ -84,6 +84,7 @@ class Run {
       refused: this.#refused,
       failed: this.#failed,
       problems: this.#problems.slice(0, 5),
+      ...(this.#driver.connectionError ? { connectionError: this.#driver.connectionError } : {}),
       counters: this.#window,
       lagP99Ms: percentile(
         this.#lags.sort((a, b) => a - b),

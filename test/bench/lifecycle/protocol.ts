@@ -40,6 +40,8 @@ export interface ClientReport {
   refused: number;
   failed: number;
   problems: string[];
+  /** The shared connection broke during the run (e.g. "server sent GOAWAY (2)"). */
+  connectionError?: string;
   /** Messages the server sent for the requests started in the window. */
   counters: MessageCounters;
   /** Open loop: how late requests started against their schedule (client saturation). */

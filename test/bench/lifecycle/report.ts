@@ -38,6 +38,8 @@ export interface CellResult {
   refused: number;
   failed: number;
   problems: string[];
+  /** Why a client's connection to the server broke, if one did. */
+  connectionErrors: string[];
   /** What the server logged during the window (e.g. "warn: budget store outage"). */
   serverLog: Record<string, number>;
   /** Redis was dropped for local budgets during the window (fairgate_store_outage). */
@@ -85,6 +87,7 @@ export function cellResult(load: Load, server: ServerKind, sample: WindowSample,
     refused: sum(reports.map((r) => r.refused)),
     failed: sum(reports.map((r) => r.failed)),
     problems: reports.flatMap((r) => r.problems).slice(0, 5),
+    connectionErrors: reports.flatMap((r) => (r.connectionError ? [r.connectionError] : [])),
     serverLog: sample.serverLog,
     storeOutage: sample.storeOutage,
   };
