@@ -23,7 +23,14 @@ import { Redis } from "ioredis";
 import { startRedis, type TestRedis } from "../helpers/redis.ts";
 import type { LifecycleOptions } from "./lifecycle/lifecycle-client.ts";
 import { LoadClients } from "./lifecycle/load-clients.ts";
-import { type CellPlan, idleCores, measureCell, prime, type RedisAccess } from "./lifecycle/measure.ts";
+import {
+  type CellPlan,
+  idleCores,
+  measureCell,
+  prime,
+  type RedisAccess,
+  sleep,
+} from "./lifecycle/measure.ts";
 import type { Load } from "./lifecycle/protocol.ts";
 import { type CellResult, compareWithBare } from "./lifecycle/report.ts";
 import {
@@ -160,6 +167,14 @@ async function main(): Promise<void> {
         const cell = await measureCell(clients, server, load, planFor(kind, loadIndex + 1), redisUse);
         cells.push(cell);
         out(progressLine(cell));
+        if (cell.failed > 0 || cell.connectionErrors.length > 0) {
+          // A collapsed cell leaves thousands of streams timing out and resetting in the load
+          // generator; let them finish before the next server is measured.
+          const settleMs =
+            lifecycle.requestTimeoutMs + lifecycle.deferredCloseMs + lifecycle.remoteCloseTimeoutMs;
+          out(`  (settling ${settleMs / 1000} s after the failures)\n`);
+          await sleep(settleMs);
+        }
       }
     }
 

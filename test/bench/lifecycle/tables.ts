@@ -5,9 +5,11 @@ import { SERVER_LABELS, type ServerKind } from "./servers.ts";
 /** The lifecycle benchmark's output: a line per cell as it finishes, then markdown tables. */
 
 export function progressLine(cell: CellResult): string {
+  const lost =
+    cell.connectionErrors.length > 0 ? ` (connection lost: ${cell.connectionErrors.join(", ")})` : "";
   const errors =
     cell.refused + cell.failed > 0
-      ? `  REFUSED ${cell.refused} FAILED ${cell.failed}: ${cell.problems[0]}`
+      ? `  REFUSED ${cell.refused} FAILED ${cell.failed}: ${cell.problems[0]}${lost}`
       : "";
   const logged = Object.entries(cell.serverLog)
     .map(([message, count]) => `  logged ${count}× "${message}"`)
