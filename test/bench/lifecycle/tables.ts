@@ -134,7 +134,7 @@ export function targetsTable(cells: readonly CellResult[], comparisons: readonly
         ),
     ],
     [
-      "≤ 1 Redis round trip per request to dispatch (admit.lua, worst load without a store outage)",
+      "1 Redis round trip per request to dispatch (admit.lua per request, sampled ±10 %; worst load without a store outage)",
       (s) =>
         verdict(
           worst(
@@ -143,7 +143,7 @@ export function targetsTable(cells: readonly CellResult[], comparisons: readonly
               .map((c) => c.redisRoundTripsByName?.["admit.lua"] ?? 0),
             Math.max,
           ),
-          (v) => v <= 1.01,
+          (v) => v <= 1.1,
           2,
         ),
     ],
