@@ -10,7 +10,7 @@
  * headers with the main filter's x-fairgate-request-id, response headers, the STREAMED SSE
  * chunks; closed deferred_close_timeout later). Tenants rotate over 100 API keys.
  *
- *   node --import tsx test/bench/lifecycle.ts [--quick] [--json FILE] [--cpu-prof DIR]
+ *   node --import tsx test/bench/lifecycle.ts [--quick] [--json FILE] [--cpu-prof DIR [--cpu-prof-interval US]]
  *     [--servers bare,redis,memory] [--loads open:250,open:500,open:1000,closed:1,closed:16,closed:64]
  *     [--clients N] [--warmup-ms N] [--measure-ms N] [--arrivals poisson|uniform]
  *     [--deferred-close-ms N]
@@ -59,6 +59,7 @@ const { values } = parseArgs({
     quick: { type: "boolean", default: false },
     json: { type: "string" },
     "cpu-prof": { type: "string" },
+    "cpu-prof-interval": { type: "string" },
     servers: { type: "string", default: SERVER_KINDS.join(",") },
     loads: { type: "string", default: "open:250,open:500,open:1000,closed:1,closed:16,closed:64" },
     clients: { type: "string", default: "1" },
@@ -138,6 +139,9 @@ async function main(): Promise<void> {
               store: kind === "redis" ? { kind: "redis", url: (redis as TestRedis).url } : { kind: "memory" },
               policyPath,
               ...(cpuProfDir ? { cpuProfDir } : {}),
+              ...(values["cpu-prof-interval"]
+                ? { cpuProfIntervalUs: Number(values["cpu-prof-interval"]) }
+                : {}),
             });
       running.set(kind, server);
     }

@@ -145,9 +145,11 @@ export class GrpcStream {
     if (!this.#stream.closed) this.#stream.end();
   }
 
-  /** RST_STREAM CANCEL, as Envoy's resetStream. */
-  cancel(): void {
-    if (!this.#stream.closed) this.#stream.close(http2.constants.NGHTTP2_CANCEL);
+  /** RST_STREAM CANCEL, as Envoy's resetStream; false if the stream was already over. */
+  cancel(): boolean {
+    if (this.#stream.closed) return false;
+    this.#stream.close(http2.constants.NGHTTP2_CANCEL);
+    return true;
   }
 }
 

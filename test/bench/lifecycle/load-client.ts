@@ -36,8 +36,8 @@ class Run {
   #stopped = false;
   readonly #latencies: number[] = [];
   readonly #lags: number[] = [];
-  readonly #window: MessageCounters = { mainReplies: 0, overrides: 0, usageReplies: 0 };
-  readonly #outside: MessageCounters = { mainReplies: 0, overrides: 0, usageReplies: 0 };
+  readonly #window: MessageCounters = { mainReplies: 0, overrides: 0, usageReplies: 0, resets: 0 };
+  readonly #outside: MessageCounters = { mainReplies: 0, overrides: 0, usageReplies: 0, resets: 0 };
   #startedInWindow = 0;
   #completedInWindow = 0;
   /** Every request completed so far, window or not. */

@@ -24,6 +24,8 @@ export interface CellResult {
   mainRepliesPerRequest: number;
   overridesPerRequest: number;
   usageRepliesPerRequest: number;
+  /** RST_STREAMs the client sent per request (remote close timeouts, failures). */
+  resetsPerRequest: number;
   redisCpuUsPerRequest?: number;
   /** Every command Redis ran, those inside Lua scripts included (INFO commandstats). */
   redisCommandsPerRequest?: number;
@@ -81,6 +83,7 @@ export function cellResult(load: Load, server: ServerKind, sample: WindowSample,
     mainRepliesPerRequest: round(sum(reports.map((r) => r.counters.mainReplies)) / started, 3),
     overridesPerRequest: round(sum(reports.map((r) => r.counters.overrides)) / started, 3),
     usageRepliesPerRequest: round(sum(reports.map((r) => r.counters.usageReplies)) / started, 3),
+    resetsPerRequest: round(sum(reports.map((r) => r.counters.resets)) / started, 3),
     clientCpuCores: round(Math.max(...sample.clients.map((c) => c.cpuNs / windowNs)), 3),
     clientCpuWaitShare: round(Math.max(...sample.clients.map((c) => c.waitNs / windowNs)), 3),
     clientLagP99Ms: round(Math.max(...reports.map((r) => r.lagP99Ms))),

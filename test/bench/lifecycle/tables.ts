@@ -32,6 +32,7 @@ export function measurementsTable(cells: readonly CellResult[]): string {
     c.redisCpuUsPerRequest === undefined ? "-" : c.redisCpuUsPerRequest.toFixed(0),
     c.redisRoundTripsPerRequest === undefined ? "-" : c.redisRoundTripsPerRequest.toFixed(2),
     c.clientCpuCores.toFixed(2),
+    c.resetsPerRequest.toFixed(2),
     c.refused + c.failed > 0 ? `${c.refused}/${c.failed}` : "0",
   ]);
   return markdownTable(
@@ -49,6 +50,7 @@ export function measurementsTable(cells: readonly CellResult[]): string {
       "Redis CPU µs/req",
       "Redis round trips/req",
       "client cores",
+      "resets sent/req",
       "refused/failed",
     ],
     rows,
