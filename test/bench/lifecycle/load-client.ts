@@ -86,6 +86,7 @@ class Run {
       problems: this.#problems.slice(0, 5),
       ...(this.#driver.connectionError ? { connectionError: this.#driver.connectionError } : {}),
       counters: this.#window,
+      resetsInRun: this.#window.resets + this.#outside.resets,
       lagP99Ms: percentile(
         this.#lags.sort((a, b) => a - b),
         99,

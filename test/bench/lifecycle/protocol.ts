@@ -44,6 +44,8 @@ export interface ClientReport {
   connectionError?: string;
   /** Messages the server sent for the requests started in the window. */
   counters: MessageCounters;
+  /** RST_STREAMs sent over the whole run, warm-up included (a collapse may start there). */
+  resetsInRun: number;
   /** Open loop: how late requests started against their schedule (client saturation). */
   lagP99Ms: number;
 }

@@ -26,6 +26,8 @@ export interface CellResult {
   usageRepliesPerRequest: number;
   /** RST_STREAMs the client sent per request (remote close timeouts, failures). */
   resetsPerRequest: number;
+  /** RST_STREAMs sent over the whole run, warm-up and the requests after the window too. */
+  resetsInRun: number;
   redisCpuUsPerRequest?: number;
   /** Every command Redis ran, those inside Lua scripts included (INFO commandstats). */
   redisCommandsPerRequest?: number;
@@ -84,6 +86,7 @@ export function cellResult(load: Load, server: ServerKind, sample: WindowSample,
     overridesPerRequest: round(sum(reports.map((r) => r.counters.overrides)) / started, 3),
     usageRepliesPerRequest: round(sum(reports.map((r) => r.counters.usageReplies)) / started, 3),
     resetsPerRequest: round(sum(reports.map((r) => r.counters.resets)) / started, 3),
+    resetsInRun: sum(reports.map((r) => r.resetsInRun)),
     clientCpuCores: round(Math.max(...sample.clients.map((c) => c.cpuNs / windowNs)), 3),
     clientCpuWaitShare: round(Math.max(...sample.clients.map((c) => c.waitNs / windowNs)), 3),
     clientLagP99Ms: round(Math.max(...reports.map((r) => r.lagP99Ms))),

@@ -9,7 +9,7 @@ export function progressLine(cell: CellResult): string {
     cell.connectionErrors.length > 0 ? ` (connection lost: ${cell.connectionErrors.join(", ")})` : "";
   const errors =
     cell.refused + cell.failed > 0
-      ? `  REFUSED ${cell.refused} FAILED ${cell.failed}: ${cell.problems[0]}${lost}`
+      ? `  REFUSED ${cell.refused} FAILED ${cell.failed}: ${cell.problems[0]}${lost}; ${cell.resetsInRun} streams reset in the run`
       : "";
   const logged = Object.entries(cell.serverLog)
     .map(([message, count]) => `  logged ${count}× "${message}"`)
