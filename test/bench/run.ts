@@ -1,6 +1,10 @@
 // `npm run bench` / `make bench`: every benchmark, each against a baseline from the same run.
 // 1. ext_proc overhead against a pass-through processor.
 await import("./overhead.ts");
+// 1b. The whole request lifecycle through Envoy's two ext_proc filters (main + usage), each
+//     server in its own process: CPU per request, open-loop latency, closed-loop throughput,
+//     against a bare CONTINUE server, fairgate with the Redis and the memory store (~5 min).
+await import("./lifecycle.ts");
 // 2. Fairness: fairgate against FCFS, rate limiting, strict priority and round-robin on
 //    every built-in scenario, in virtual time (docs/benchmarks.md).
 const { runBenchCommand } = await import("../../extproc/src/commands/bench.ts");
