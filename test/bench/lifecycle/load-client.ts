@@ -5,6 +5,7 @@
  * finish) and answers with the window's figures. Runs in its own process so that the
  * client's CPU is its own and several can share a load.
  */
+import { seededRandom } from "../../../extproc/src/sim/random.ts";
 import { GrpcChannel } from "./grpc-h2.ts";
 import { LifecycleDriver, type LifecycleOptions, type MessageCounters } from "./lifecycle-client.ts";
 import type { ClientCommand, ClientReport, CompletedCount, LoadShare } from "./protocol.ts";
@@ -132,7 +133,7 @@ class Run {
 
   /** Requests start on schedule whether or not earlier ones finished. */
   async #openLoop(rate: number, arrivals: "poisson" | "uniform"): Promise<void> {
-    const random = mulberry32(this.#share.seed);
+    const random = seededRandom(this.#share.seed);
     const gapMs = () => (arrivals === "uniform" ? 1000 / rate : (-Math.log(1 - random()) * 1000) / rate);
     let due = performance.now();
     while (!this.#stopped) {
@@ -198,17 +199,6 @@ function send(message: ClientReport | CompletedCount | { type: "running" } | { t
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 process.on("disconnect", () => process.exit(0));
