@@ -7,11 +7,11 @@
  * the queue, then a summary of the victims' time to first token. Exits by itself.
  */
 import { fileURLToPath } from "node:url";
+import { SHIPPED_MAX_MESSAGE_TIMEOUT_MS } from "../extproc/src/config/envoy-timeouts.ts";
 import { loadPolicyFile } from "../extproc/src/config/load.ts";
 import { compilePolicy, type Policy } from "../extproc/src/config/policy.ts";
 import { policySchema } from "../extproc/src/config/schema.ts";
 import { type Gateway, startGateway } from "../extproc/src/gateway.ts";
-import { SHIPPED_MAX_MESSAGE_TIMEOUT_MS } from "../extproc/src/grpc/processing-mode.ts";
 import { silentLogger } from "../extproc/src/log.ts";
 import { usageFilterConfig } from "../extproc/src/proxy/config.ts";
 import { type ExtProcProxy, startExtProcProxy } from "../extproc/src/proxy/proxy-server.ts";

@@ -3,13 +3,10 @@ import { readdirSync, readFileSync } from "node:fs";
 import { before, describe, it } from "node:test";
 import type protobuf from "protobufjs";
 import { parse, parseAllDocuments } from "yaml";
+import { SHIPPED_MAX_MESSAGE_TIMEOUT_MS } from "../../extproc/src/config/envoy-timeouts.ts";
 import { loadPolicyFile } from "../../extproc/src/config/load.ts";
 import { policySchema } from "../../extproc/src/config/schema.ts";
-import {
-  EXPECTED_PROCESSING_MODE,
-  SHIPPED_MAX_MESSAGE_TIMEOUT_MS,
-  USAGE_PROCESSING_MODE,
-} from "../../extproc/src/grpc/processing-mode.ts";
+import { EXPECTED_PROCESSING_MODE, USAGE_PROCESSING_MODE } from "../../extproc/src/grpc/processing-mode.ts";
 import { loadEnvoyRoot, validateMessage } from "../helpers/proto-schema.ts";
 
 const read = (path: string) => readFileSync(new URL(`../../${path}`, import.meta.url), "utf8");

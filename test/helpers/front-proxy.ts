@@ -1,4 +1,4 @@
-import { SHIPPED_MAX_MESSAGE_TIMEOUT_MS } from "../../extproc/src/grpc/processing-mode.ts";
+import { SHIPPED_MAX_MESSAGE_TIMEOUT_MS } from "../../extproc/src/config/envoy-timeouts.ts";
 import { silentLogger } from "../../extproc/src/log.ts";
 import { usageFilterConfig } from "../../extproc/src/proxy/config.ts";
 import { type ExtProcProxy, startExtProcProxy } from "../../extproc/src/proxy/proxy-server.ts";

@@ -1,11 +1,14 @@
 import { parseArgs } from "node:util";
-import { queueWaitsThatCannotFit } from "../config/envoy-timeouts.ts";
+import {
+  ENVOY_DEFAULT_MESSAGE_TIMEOUT_MS,
+  queueWaitsThatCannotFit,
+  SHIPPED_MAX_MESSAGE_TIMEOUT_MS,
+} from "../config/envoy-timeouts.ts";
 import { formatPolicyErrors, loadPolicyFile } from "../config/load.ts";
 import { compilePolicy, type Policy } from "../config/policy.ts";
 import { PolicyHolder } from "../config/reload.ts";
 import type { ParsedPolicy } from "../config/schema.ts";
 import { startGateway } from "../gateway.ts";
-import { ENVOY_DEFAULT_MESSAGE_TIMEOUT_MS, SHIPPED_MAX_MESSAGE_TIMEOUT_MS } from "../grpc/processing-mode.ts";
 import { createLogger, type LogLevel } from "../log.ts";
 import { usageFilterConfig } from "../proxy/config.ts";
 import { startExtProcProxy } from "../proxy/proxy-server.ts";

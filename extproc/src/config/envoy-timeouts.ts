@@ -1,4 +1,3 @@
-import { ENVOY_DEFAULT_MESSAGE_TIMEOUT_MS, SHIPPED_MAX_MESSAGE_TIMEOUT_MS } from "../grpc/processing-mode.ts";
 import type { ParsedPolicy } from "./schema.ts";
 
 /**
@@ -13,6 +12,11 @@ export interface EnvoyTimeouts {
   /** Envoy's `message_timeout` on that filter (200 ms by default). */
   readonly messageTimeoutMs: number;
 }
+
+/** Envoy's default per-message timeout, and the ceiling fairgate's shipped configs allow
+ * `override_message_timeout` to extend it to while a request is queued. */
+export const ENVOY_DEFAULT_MESSAGE_TIMEOUT_MS = 200;
+export const SHIPPED_MAX_MESSAGE_TIMEOUT_MS = 300_000;
 
 export const DEFAULT_ENVOY_TIMEOUTS: EnvoyTimeouts = Object.freeze({
   maxMessageTimeoutMs: SHIPPED_MAX_MESSAGE_TIMEOUT_MS,

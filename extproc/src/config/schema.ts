@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { ENVOY_DEFAULT_MESSAGE_TIMEOUT_MS, SHIPPED_MAX_MESSAGE_TIMEOUT_MS } from "../grpc/processing-mode.ts";
+import { ENVOY_DEFAULT_MESSAGE_TIMEOUT_MS, SHIPPED_MAX_MESSAGE_TIMEOUT_MS } from "./envoy-timeouts.ts";
 
 /**
  * The policy file schema (DESIGN.md §1). Objects are strict: an unknown key is an error,

@@ -26,8 +26,3 @@ export const USAGE_PROCESSING_MODE = Object.freeze({
   request_trailer_mode: "SKIP",
   response_trailer_mode: "SKIP",
 } as const);
-
-/** Envoy's default per-message timeout, and the ceiling fairgate's shipped configs allow
- * `override_message_timeout` to extend it to while a request is queued. */
-export const ENVOY_DEFAULT_MESSAGE_TIMEOUT_MS = 200;
-export const SHIPPED_MAX_MESSAGE_TIMEOUT_MS = 300_000;

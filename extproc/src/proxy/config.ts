@@ -1,8 +1,5 @@
-import {
-  ENVOY_DEFAULT_MESSAGE_TIMEOUT_MS,
-  EXPECTED_PROCESSING_MODE,
-  USAGE_PROCESSING_MODE,
-} from "../grpc/processing-mode.ts";
+import { ENVOY_DEFAULT_MESSAGE_TIMEOUT_MS } from "../config/envoy-timeouts.ts";
+import { EXPECTED_PROCESSING_MODE, USAGE_PROCESSING_MODE } from "../grpc/processing-mode.ts";
 
 /**
  * Configuration of the built-in proxy's ext_proc filter. Field names follow
