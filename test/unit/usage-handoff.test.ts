@@ -10,19 +10,14 @@ import { describe, it } from "node:test";
 import { reconcileOrphanedUsage } from "../../extproc/src/accounting/orphan-reconcile.ts";
 import type { Usage } from "../../extproc/src/accounting/usage.ts";
 import { UsageRegistry } from "../../extproc/src/accounting/usage-registry.ts";
-import {
-  CHARGED_TOKENS_HEADER,
-  PROMPT_TOKENS_HEADER,
-  REQUEST_ID_HEADER,
-  TENANT_HEADER,
-  UsageStreamProcessor,
-} from "../../extproc/src/accounting/usage-stream.ts";
 import { BudgetGate } from "../../extproc/src/budget/budget-gate.ts";
 import { MemoryBudgetStore } from "../../extproc/src/budget/memory-store.ts";
 import type { BudgetLimits } from "../../extproc/src/budget/store.ts";
 import { ManualClock } from "../../extproc/src/clock.ts";
 import type { TenantPolicy } from "../../extproc/src/config/policy.ts";
 import type { ProcessingRequest } from "../../extproc/src/grpc/messages.ts";
+import { UsageStreamProcessor } from "../../extproc/src/grpc/usage-stream.ts";
+import { HEADERS } from "../../extproc/src/headers.ts";
 import { silentLogger } from "../../extproc/src/log.ts";
 import { approximateCounter } from "../../extproc/src/openai/tokens.ts";
 import { policyFrom, standardPolicyInput } from "../helpers/policy.ts";
@@ -72,7 +67,7 @@ function requestHeaders(id: string, extra: Record<string, string>): ProcessingRe
         headers: [
           header(":method", "POST"),
           header(":path", "/v1/chat/completions"),
-          header(REQUEST_ID_HEADER, id),
+          header(HEADERS.requestId, id),
           ...Object.entries(extra).map(([k, v]) => header(k, v)),
         ],
       },
@@ -81,9 +76,9 @@ function requestHeaders(id: string, extra: Record<string, string>): ProcessingRe
 }
 
 const handoffHeaders = (tenant = "globex", charged = CHARGED, prompt = 40) => ({
-  [TENANT_HEADER]: tenant,
-  [CHARGED_TOKENS_HEADER]: String(charged),
-  [PROMPT_TOKENS_HEADER]: String(prompt),
+  [HEADERS.tenant]: tenant,
+  [HEADERS.chargedTokens]: String(charged),
+  [HEADERS.promptTokens]: String(prompt),
 });
 
 const responseHeaders: ProcessingRequest = {
@@ -230,7 +225,7 @@ describe("usage handoff between the main stream and the usage stream", () => {
       s.close();
     };
     finish(stream(), "remote-with-budget", handoffHeaders());
-    finish(stream(), "remote-without-budget", { [TENANT_HEADER]: "acme" });
+    finish(stream(), "remote-without-budget", { [HEADERS.tenant]: "acme" });
     const budget = await gate.admit(tenant, CHARGED, "local");
     const ticket = registry.register("local");
     finish(stream(), "local", handoffHeaders());
@@ -245,10 +240,10 @@ describe("usage handoff between the main stream and the usage stream", () => {
   it("no handoff headers (no budget ticket), unknown tenants and tenants without limits are skipped", async () => {
     const { store, registry, usageStream, orphans } = setup();
     const cases: Array<Record<string, string>> = [
-      { [TENANT_HEADER]: "globex" }, // no charge header: nothing was charged
+      { [HEADERS.tenant]: "globex" }, // no charge header: nothing was charged
       handoffHeaders("nobody"), // not in the policy
       handoffHeaders("acme"), // listed, but without budget limits
-      { [TENANT_HEADER]: "globex", [CHARGED_TOKENS_HEADER]: "12abc" }, // malformed
+      { [HEADERS.tenant]: "globex", [HEADERS.chargedTokens]: "12abc" }, // malformed
     ];
     for (const [i, headers] of cases.entries()) {
       const stream = usageStream();

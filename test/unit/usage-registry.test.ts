@@ -2,9 +2,10 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { Usage } from "../../extproc/src/accounting/usage.ts";
 import { UsageRegistry } from "../../extproc/src/accounting/usage-registry.ts";
-import { REQUEST_ID_HEADER, UsageStreamProcessor } from "../../extproc/src/accounting/usage-stream.ts";
 import { ManualClock } from "../../extproc/src/clock.ts";
 import type { ProcessingRequest } from "../../extproc/src/grpc/messages.ts";
+import { UsageStreamProcessor } from "../../extproc/src/grpc/usage-stream.ts";
+import { HEADERS } from "../../extproc/src/headers.ts";
 import { silentLogger } from "../../extproc/src/log.ts";
 import { approximateCounter } from "../../extproc/src/openai/tokens.ts";
 
@@ -145,7 +146,7 @@ describe("UsageStreamProcessor", () => {
     const { registry, processor } = setup();
     const ticket = registry.register("id-1");
     processor.onMessage(
-      observed({ request_headers: { ...headers({ ":path": "/v1/chat", [REQUEST_ID_HEADER]: "id-1" }) } }),
+      observed({ request_headers: { ...headers({ ":path": "/v1/chat", [HEADERS.requestId]: "id-1" }) } }),
     );
     processor.onMessage(
       observed({ response_headers: headers({ ":status": "200", "content-type": "text/event-stream" }) }),
@@ -168,7 +169,7 @@ describe("UsageStreamProcessor", () => {
     let calls = 0;
     ticket.onFirstOutput(() => calls++);
     processor.onMessage(
-      observed({ request_headers: { ...headers({ ":path": "/v1/chat", [REQUEST_ID_HEADER]: "id-f" }) } }),
+      observed({ request_headers: { ...headers({ ":path": "/v1/chat", [HEADERS.requestId]: "id-f" }) } }),
     );
     processor.onMessage(
       observed({ response_headers: headers({ ":status": "200", "content-type": "text/event-stream" }) }),
@@ -186,7 +187,7 @@ describe("UsageStreamProcessor", () => {
   it("reports a partial when the stream closes early, zero output for an error status", async () => {
     const { registry, processor } = setup();
     const ticket = registry.register("id-2");
-    processor.onMessage(observed({ request_headers: headers({ [REQUEST_ID_HEADER]: "id-2" }) }));
+    processor.onMessage(observed({ request_headers: headers({ [HEADERS.requestId]: "id-2" }) }));
     processor.onMessage(
       observed({ response_headers: headers({ ":status": "200", "content-type": "text/event-stream" }) }),
     );
@@ -203,7 +204,7 @@ describe("UsageStreamProcessor", () => {
 
     const second = setup();
     const failed = second.registry.register("id-3");
-    second.processor.onMessage(observed({ request_headers: headers({ [REQUEST_ID_HEADER]: "id-3" }) }));
+    second.processor.onMessage(observed({ request_headers: headers({ [HEADERS.requestId]: "id-3" }) }));
     second.processor.onMessage(
       observed({ response_headers: { ...headers({ ":status": "503" }), end_of_stream: true } }),
     );

@@ -1,6 +1,6 @@
 import type { BudgetGate } from "../budget/budget-gate.ts";
 import type { Policy } from "../config/policy.ts";
-import type { OrphanedUsage } from "./usage-stream.ts";
+import type { OrphanedUsage } from "./usage-observer.ts";
 
 /**
  * Reconciles the budgets of a request admitted by another replica, whose usage stream

@@ -14,7 +14,7 @@ import type { Usage } from "./usage.ts";
  * usage stream never found here (`observe` returned false: the main stream runs on another
  * replica, whose registration settles at once as missing and keeps its charge) is orphaned,
  * and the usage stream reconciles it directly with the shared budget store (see
- * usage-stream.ts). A late report for an id that was observed here but already settled is
+ * usage-observer.ts). A late report for an id that was observed here but already settled is
  * dropped: its main stream already decided.
  *
  * Every entry leaves the registry exactly once: when usage is delivered, when the main

@@ -2,7 +2,7 @@ import type { TokenCounter } from "../openai/tokens.ts";
 
 /**
  * Actual token usage of one response, read from the response body as it streams past
- * (see usage-stream.ts): the engine's own `usage` object when the body carries one, or
+ * (see usage-observer.ts): the engine's own `usage` object when the body carries one, or
  * an estimate of the generated tokens from the text seen so far.
  *
  * The parsers are incremental and keep bounded memory whatever the body's size: the JSON

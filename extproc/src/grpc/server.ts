@@ -3,11 +3,11 @@ import * as grpc from "@grpc/grpc-js";
 import { reconcileOrphanedUsage } from "../accounting/orphan-reconcile.ts";
 import { streamIdOn } from "../accounting/request-id.ts";
 import type { Usage } from "../accounting/usage.ts";
-import { UsageStreamProcessor } from "../accounting/usage-stream.ts";
 import type { ProcessingRequest, ProcessingResponse } from "./messages.ts";
 import { type ProcessorContext, ProtocolError, StreamProcessor } from "./processor.ts";
 import { EXT_PROC_SERVICE, HEALTH_SERVICE, loadServices } from "./protos.ts";
 import { raiseStreamResetLimit, streamResetLimitHonoured } from "./stream-reset-limit.ts";
+import { UsageStreamProcessor } from "./usage-stream.ts";
 
 export type ServingStatus = "SERVING" | "NOT_SERVING";
 

@@ -1,19 +1,8 @@
-import type { HttpHeaders, ProcessingRequest } from "../grpc/messages.ts";
-import { headerMapToRecord } from "../grpc/mutations.ts";
 import { HEADERS } from "../headers.ts";
 import type { Logger } from "../log.ts";
 import type { TokenCounter } from "../openai/tokens.ts";
 import { createUsageParser, type Usage, type UsageParser } from "./usage.ts";
 import type { UsageRegistry } from "./usage-registry.ts";
-
-/** The upstream request headers the main stream adds so that any replica can reconcile
- * the budget charge: the request id, the tenant, the tokens charged at admission (only
- * with a budget ticket) and the prompt tokens counted then (estimated usage carries no
- * prompt count). Clients cannot send them: the main stream strips every x-fairgate-*. */
-export const REQUEST_ID_HEADER = HEADERS.requestId;
-export const TENANT_HEADER = HEADERS.tenant;
-export const CHARGED_TOKENS_HEADER = HEADERS.chargedTokens;
-export const PROMPT_TOKENS_HEADER = HEADERS.promptTokens;
 
 /** A report for a request whose main stream runs on another replica. */
 export interface OrphanedUsage {
@@ -51,16 +40,18 @@ interface Handoff {
 }
 
 /**
- * Handles one ext_proc stream of the observability-mode filter (every message carries
- * `observability_mode: true`). Envoy sends without waiting and ignores replies
- * (`Filter::sendHeadersInObservabilityMode`, `sendDataInObservabilityMode`), so this
- * processor never replies, and never fails the stream on unexpected input: it only reads
- * the response body to learn the request's usage and reports it to the registry.
+ * Watches one response on its way to the client, to learn the request's usage and report
+ * it to the registry. It reads the upstream request headers the main stream added so that
+ * any replica can reconcile the budget charge: the request id, the tenant, the tokens
+ * charged at admission (only with a budget ticket) and the prompt tokens counted then
+ * (estimated usage carries no prompt count). Clients cannot send them: the main stream
+ * strips every x-fairgate-*. It never fails on unexpected input: what it cannot read, it
+ * does not report.
  */
-export class UsageStreamProcessor {
+export class UsageObserver {
   readonly #ctx: UsageStreamContext;
   #requestId: string | undefined;
-  /** A local main stream registered the id: it reconciles, this stream never does. */
+  /** A local main stream registered the id: it reconciles, this observer never does. */
   #local = false;
   #handoff: Handoff | undefined;
   #parser: UsageParser | undefined;
@@ -73,53 +64,30 @@ export class UsageStreamProcessor {
     this.#ctx = ctx;
   }
 
-  onMessage(message: ProcessingRequest): void {
-    if (this.#done) return;
-    try {
-      if (message.request_headers) this.#onRequestHeaders(message.request_headers);
-      else if (message.response_headers) this.#onResponseHeaders(message.response_headers);
-      else if (message.response_body) {
-        const { body, end_of_stream } = message.response_body;
-        if (body && body.length > 0) {
-          if (!this.#sawOutput && this.#local && this.#requestId !== undefined) {
-            this.#sawOutput = true;
-            this.#ctx.registry.firstOutput(this.#requestId);
-          }
-          this.#parser?.push(body);
-        }
-        if (end_of_stream) this.#finish(true);
-      } else if (message.response_trailers) this.#finish(true);
-    } catch (error) {
-      this.#ctx.logger.debug("usage stream: unreadable message ignored", { error: String(error) });
-    }
+  /** True once the usage was reported (or is known never to be). */
+  get done(): boolean {
+    return this.#done;
   }
 
-  /** The stream ended (deferred close after the request, reset, error). */
-  close(): void {
+  requestHeaders(headers: ReadonlyMap<string, string>): void {
     if (this.#done) return;
-    this.#finish(false);
-  }
-
-  #onRequestHeaders(message: HttpHeaders): void {
-    const headers = headerMapToRecord(message.headers);
-    const id = headers.get(REQUEST_ID_HEADER)?.trim();
+    const id = headers.get(HEADERS.requestId)?.trim();
     if (!id || this.#requestId !== undefined) return;
     this.#requestId = id;
     this.#local = this.#ctx.registry.observe(id, () => this.#current(false));
-    const tenantId = headers.get(TENANT_HEADER)?.trim();
-    const chargedTokens = parseCount(headers.get(CHARGED_TOKENS_HEADER));
+    const tenantId = headers.get(HEADERS.tenant)?.trim();
+    const chargedTokens = parseCount(headers.get(HEADERS.chargedTokens));
     if (!this.#local && tenantId && chargedTokens !== undefined) {
       this.#handoff = {
         tenantId,
         chargedTokens,
-        promptTokens: parseCount(headers.get(PROMPT_TOKENS_HEADER)),
+        promptTokens: parseCount(headers.get(HEADERS.promptTokens)),
       };
     }
   }
 
-  #onResponseHeaders(message: HttpHeaders): void {
-    if (this.#requestId === undefined) return;
-    const headers = headerMapToRecord(message.headers);
+  responseHeaders(headers: ReadonlyMap<string, string>, endOfStream: boolean): void {
+    if (this.#done || this.#requestId === undefined) return;
     const status = Number(headers.get(":status"));
     if (!(status >= 200 && status < 300)) this.#failedStatus = true;
     else {
@@ -128,7 +96,31 @@ export class UsageStreamProcessor {
         this.#ctx.tokenCounter(),
       );
     }
-    if (message.end_of_stream) this.#finish(true);
+    if (endOfStream) this.#finish(true);
+  }
+
+  responseBody(body: Uint8Array | undefined, endOfStream: boolean): void {
+    if (this.#done) return;
+    if (body && body.length > 0) {
+      if (!this.#sawOutput && this.#local && this.#requestId !== undefined) {
+        this.#sawOutput = true;
+        this.#ctx.registry.firstOutput(this.#requestId);
+      }
+      this.#parser?.push(body);
+    }
+    if (endOfStream) this.#finish(true);
+  }
+
+  /** The response is complete (its trailers went by). */
+  responseEnded(): void {
+    if (this.#done) return;
+    this.#finish(true);
+  }
+
+  /** The stream ended (deferred close after the request, reset, error). */
+  close(): void {
+    if (this.#done) return;
+    this.#finish(false);
   }
 
   #current(complete: boolean): Usage | undefined {
