@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { request as httpRequest } from "node:http";
 import { after, before, describe, it } from "node:test";
 import { policySchema } from "../../extproc/src/config/schema.ts";
-import type { UsageInfo } from "../../extproc/src/grpc/processor.ts";
+import type { UsageInfo } from "../../extproc/src/pipeline/context.ts";
 import { requestCost } from "../../extproc/src/queue/cost.ts";
 import type { FairQueueScheduler } from "../../extproc/src/queue/fair-queue.ts";
 import { getPreset } from "../../extproc/src/sim/presets.ts";
