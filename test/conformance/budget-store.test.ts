@@ -334,6 +334,75 @@ for (const implementation of [memoryImplementation(), redisImplementation()]) {
       assert.equal((await h.store.admit(request(b, limits))).ok, true);
     });
 
+    it("settle: corrects the charge and releases the lease in one step, like reconcile then releaseLease", async () => {
+      const tenant = nextTenant();
+      const limits = { tpm: 2000, maxConcurrency: 1 };
+      const held = request(tenant, limits, 1500);
+      assert.equal((await h.store.admit(held)).ok, true);
+      assert.equal((await h.store.admit(request(tenant, limits, 10))).ok, false, "the lease holds the slot");
+      await h.store.settle(tenant, limits, held.leaseId, -1000);
+      assertNear((await h.store.peek(tenant, limits)).tokens?.remaining, 1500, h.slack, "after settle -1000");
+      await h.store.settle(tenant, limits, held.leaseId, 0); // idempotent for the lease
+      assert.equal((await h.store.admit(request(tenant, limits, 10))).ok, true, "the slot is free");
+      await h.store.settle(tenant, { tpm: 2000 }, undefined, 0); // nothing to do
+    });
+
+    it("property: settle(delta, lease) leaves what reconcile(delta) + releaseLease leave", async () => {
+      await fc.assert(
+        fc.asyncProperty(
+          fc.record({
+            tpm: fc.option(fc.integer({ min: 600, max: 3_000 }), { nil: undefined }),
+            tokensPerDay: fc.option(fc.integer({ min: 3_000, max: 100_000 }), { nil: undefined }),
+            leased: fc.boolean(),
+          }),
+          fc.integer({ min: 1, max: 600 }),
+          fc.integer({ min: -1_500, max: 4_000 }),
+          async ({ tpm, tokensPerDay, leased }, tokens, delta) => {
+            const limits: BudgetLimits = {
+              ...(tpm !== undefined ? { tpm } : {}),
+              ...(tokensPerDay !== undefined ? { tokensPerDay } : {}),
+              ...(leased ? { maxConcurrency: 1 } : {}),
+            };
+            const merged = nextTenant();
+            const separate = nextTenant();
+            const a = request(merged, limits, tokens);
+            const b = request(separate, limits, tokens);
+            assert.equal((await h.store.admit(a)).ok, true);
+            assert.equal((await h.store.admit(b)).ok, true);
+            await h.store.settle(merged, limits, leased ? a.leaseId : undefined, delta);
+            await h.store.reconcile(separate, limits, delta);
+            if (leased) await h.store.releaseLease(separate, b.leaseId);
+            for (const tenant of [merged, separate]) {
+              if (tpm !== undefined) {
+                const level = Math.min(tpm, Math.max(-tpm, tpm - tokens - delta));
+                const remaining = (await h.store.peek(tenant, limits)).tokens?.remaining;
+                assertNear(remaining, Math.max(0, Math.floor(level)), h.slack, `${tenant} tpm remaining`);
+              }
+              if (tokensPerDay !== undefined) {
+                const left = tokensPerDay - Math.max(0, tokens + delta);
+                const day = { tokensPerDay };
+                if (left > 0)
+                  assert.equal(
+                    (await h.store.admit(request(tenant, day, left))).ok,
+                    true,
+                    `${left} left today`,
+                  );
+                const over = await h.store.admit(request(tenant, day, 1));
+                assert.equal(
+                  !over.ok && over.code,
+                  "token_budget_exhausted",
+                  `${tenant}: the day budget is used up`,
+                );
+              }
+              if (leased)
+                assert.equal((await h.store.admit(request(tenant, { maxConcurrency: 1 }))).ok, true);
+            }
+          },
+        ),
+        { numRuns: implementation.name === "memory" ? 200 : 25 },
+      );
+    });
+
     if (implementation.name === "redis") {
       it("atomic across concurrent callers: 200 concurrent admits for rpm 50 admit exactly 50", async () => {
         const tenant = nextTenant();
@@ -342,6 +411,19 @@ for (const implementation of [memoryImplementation(), redisImplementation()]) {
           Array.from({ length: 200 }, () => h.store.admit(request(tenant, limits))),
         );
         assert.equal(results.filter((r) => r.ok).length, 50);
+      });
+
+      it("settle is one round trip, and none when there is nothing to settle", async () => {
+        const redisStore = h.store as RedisBudgetStore;
+        const tenant = nextTenant();
+        const limits = { tpm: 2000, tokensPerDay: 10_000, maxConcurrency: 2 };
+        const held = request(tenant, limits, 500);
+        assert.equal((await h.store.admit(held)).ok, true);
+        const before = redisStore.replies;
+        await h.store.settle(tenant, limits, held.leaseId, -200);
+        assert.equal(redisStore.replies - before, 1);
+        await h.store.settle(tenant, { rpm: 5 }, undefined, -200);
+        assert.equal(redisStore.replies - before, 1, "no token limit, no lease: nothing sent");
       });
 
       it("atomic with concurrency leases: 100 concurrent admits for maxConcurrency 7 lease exactly 7", async () => {

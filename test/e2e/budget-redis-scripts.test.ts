@@ -26,7 +26,7 @@ describe("RedisBudgetStore scripts and keys", () => {
   });
 
   it("every script file has a KEYS/ARGV header", async () => {
-    for (const name of ["admit", "reconcile", "renew", "release", "peek", "heartbeat"]) {
+    for (const name of ["admit", "reconcile", "renew", "release", "settle", "peek", "heartbeat"]) {
       const lua = loadLua(name);
       assert.match(lua, /^--\[\[[\s\S]*KEYS\[1\][\s\S]*ARGV\[1\][\s\S]*\]\]/, name);
       assert.doesNotMatch(lua, /@include/, `${name}: includes resolved`);

@@ -35,6 +35,16 @@ class CountingStore extends MemoryBudgetStore {
     this.deltas.push(delta);
     return super.reconcile(tenant, limits, delta);
   }
+  /** A request's own settle carries its correction (the lease release rides along). */
+  override settle(
+    tenant: string,
+    limits: BudgetLimits,
+    leaseId: string | undefined,
+    delta: number,
+  ): Promise<void> {
+    if (delta !== 0) this.deltas.push(delta);
+    return super.settle(tenant, limits, leaseId, delta);
+  }
   override async close(): Promise<void> {
     // Shared by both gateways: each closes it on shutdown.
   }

@@ -39,6 +39,12 @@ function fakeRedis() {
     async releaseLease(_tenant: string, _leaseId: string) {
       fake.answer();
     },
+    /** Every settle that reached this fake: [leaseId, delta]. */
+    settles: [] as Array<[string | undefined, number]>,
+    async settle(_tenant: string, _limits: unknown, leaseId: string | undefined, delta: number) {
+      fake.answer();
+      fake.settles.push([leaseId, delta]);
+    },
     async peek() {
       fake.answer();
       return {};
@@ -279,6 +285,32 @@ describe("ResilientBudgetStore", () => {
       "request_too_large_for_limit",
       "above the real limit stays too large",
     );
+    await store.close();
+  });
+
+  it("settle: one Redis call while healthy; a local lease is released locally; during an outage, as release and reconcile", async () => {
+    const redis = fakeRedis();
+    const store = new ResilientBudgetStore({
+      redis: redis as unknown as RedisBudgetStore,
+      onOutage: "fail-open",
+      probeIntervalMs: 60_000,
+    });
+    const before = redis.replies;
+    await store.settle("t", { tpm: 100, maxConcurrency: 2 }, "redis-lease", -5);
+    assert.deepEqual(redis.settles, [["redis-lease", -5]]);
+    assert.equal(redis.replies - before, 1);
+    redis.up = false;
+    const local = admitReq({ maxConcurrency: 1 });
+    assert.equal((await store.admit(local)).ok, true, "admitted by the local fallback");
+    assert.equal(store.state(), "outage");
+    await store.settle("t", { maxConcurrency: 1 }, local.leaseId, 0);
+    assert.equal(
+      (await store.admit(admitReq({ maxConcurrency: 1 }))).ok,
+      true,
+      "the local slot is free again",
+    );
+    await store.settle("t", { tpm: 100, maxConcurrency: 2 }, "other-redis-lease", -5);
+    assert.deepEqual(redis.settles, [["redis-lease", -5]], "no settle sent to a Redis in outage");
     await store.close();
   });
 });

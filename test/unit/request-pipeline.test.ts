@@ -85,19 +85,30 @@ class ScriptedScheduler implements Scheduler {
   }
 }
 
-/** The memory store, with a log of every release and correction. */
+/** The memory store, with a log of every release, correction and store call after admission. */
 class RecordingStore extends MemoryBudgetStore {
   readonly released: string[] = [];
   readonly corrections: number[] = [];
+  /** Store calls other than admit and peek: what a request costs after its admission. */
+  readonly calls: string[] = [];
 
   override async reconcile(tenant: string, limits: BudgetLimits, delta: number): Promise<void> {
+    this.calls.push("reconcile");
     this.corrections.push(Math.round(delta));
     return super.reconcile(tenant, limits, delta);
   }
 
   override async releaseLease(tenant: string, leaseId: string): Promise<void> {
+    this.calls.push("releaseLease");
     this.released.push(leaseId);
     return super.releaseLease(tenant, leaseId);
+  }
+
+  override async settle(tenant: string, limits: BudgetLimits, leaseId: string | undefined, delta: number) {
+    this.calls.push("settle");
+    if (leaseId !== undefined) this.released.push(leaseId);
+    if (Math.round(delta) !== 0) this.corrections.push(Math.round(delta));
+    return super.settle(tenant, limits, leaseId, delta);
   }
 }
 
@@ -437,6 +448,7 @@ describe("RequestPipeline: settle releases exactly once", () => {
     assert.deepEqual(s.scheduler.releases, [{ completionTokens: 9 }]);
     assert.deepEqual(s.store.released, ["done"]);
     assert.equal(s.store.corrections.length, 1);
+    assert.deepEqual(s.store.calls, ["settle"], "the correction and the release are one store call");
     assert.equal(s.reports.length, 1);
     assert.equal(s.reports[0]?.usage?.completionTokens, 9);
   });
@@ -454,6 +466,7 @@ describe("RequestPipeline: settle releases exactly once", () => {
     assert.deepEqual(s.scheduler.releases, []);
     assert.deepEqual(s.store.released, ["left"]);
     assert.equal(s.store.corrections.length, 1);
+    assert.deepEqual(s.store.calls, ["settle"]);
     assert.deepEqual(s.reports, []);
   });
 
@@ -479,11 +492,13 @@ describe("RequestPipeline: settle releases exactly once", () => {
     request.end({ cancelled: true, responseSeen: true });
     await settled();
     assert.deepEqual(s.scheduler.releases, [], "waits for the usage report");
+    assert.deepEqual(s.store.calls, [], "the budget settles with the usage, in one call");
     s.clock.advance(300);
     await settled();
     assert.deepEqual(s.scheduler.releases, [{ completionTokens: 3 }]);
     assert.deepEqual(s.store.released, ["cut"]);
     assert.equal(s.store.corrections.length, 1);
+    assert.deepEqual(s.store.calls, ["settle"]);
   });
 
   it("a refusal after the charge releases once; the stream's end adds nothing", async () => {
@@ -531,6 +546,7 @@ describe("RequestPipeline: settle releases exactly once", () => {
           assert.ok(dispatchedOk);
           assert.equal(s.scheduler.releases.length, 1, `slot releases after ${events.join(",")}`);
           assert.deepEqual(s.store.released, ["p"], `lease releases after ${events.join(",")}`);
+          assert.deepEqual(s.store.calls, ["settle"], `store calls after ${events.join(",")}`);
           assert.ok(s.store.corrections.length <= 1);
           assert.equal(s.reports.length, 1);
         },

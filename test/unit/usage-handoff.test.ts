@@ -25,12 +25,21 @@ import { policyFrom, standardPolicyInput } from "../helpers/policy.ts";
 const TPM = 10_000;
 const CHARGED = 1_000;
 
-/** A memory store that records every reconcile delta. */
+/** A memory store that records every charge correction (reconcile, or settle's). */
 class CountingStore extends MemoryBudgetStore {
   readonly deltas: number[] = [];
   override reconcile(tenant: string, limits: BudgetLimits, delta: number): Promise<void> {
     this.deltas.push(delta);
     return super.reconcile(tenant, limits, delta);
+  }
+  override settle(
+    tenant: string,
+    limits: BudgetLimits,
+    leaseId: string | undefined,
+    delta: number,
+  ): Promise<void> {
+    if (delta !== 0) this.deltas.push(delta);
+    return super.settle(tenant, limits, leaseId, delta);
   }
 }
 
@@ -98,7 +107,7 @@ const jsonWithUsage = (prompt: number, completion: number) =>
     usage: { prompt_tokens: prompt, completion_tokens: completion },
   });
 
-/** What the main processor does when its request ends (#finishRequest). */
+/** What the main stream's settlement does when its request ends (pipeline/settlement.ts). */
 async function mainSettles(
   ticket: ReturnType<UsageRegistry["register"]>,
   budget: Awaited<ReturnType<BudgetGate["admit"]>>,
@@ -106,7 +115,7 @@ async function mainSettles(
   graceMs = 300,
 ): Promise<Usage | undefined> {
   const usage = await ticket.settle(graceMs);
-  if (usage) budget.reconcile((usage.promptTokens ?? promptTokens) + usage.completionTokens);
+  if (usage) budget.settle((usage.promptTokens ?? promptTokens) + usage.completionTokens);
   return usage;
 }
 
@@ -133,7 +142,7 @@ describe("usage handoff between the main stream and the usage stream", () => {
     assert.equal(registry.stats.reported, 1);
     assert.equal(registry.stats.orphaned, 0);
     assert.equal(registry.stats.orphanReconciled, 0);
-    budget.end();
+    budget.settle(undefined);
   });
 
   it("main stream elsewhere: its registration settles as missing (charge kept), this usage stream reconciles once", async () => {
@@ -167,7 +176,7 @@ describe("usage handoff between the main stream and the usage stream", () => {
     assert.equal(b.registry.stats.orphanReconciled, 1);
     const peek = await a.store.peek("globex", { tpm: TPM });
     assert.equal(Math.round(peek.tokens?.remaining ?? 0), TPM - 100, "the bucket holds the actual usage");
-    budget.end();
+    budget.settle(undefined);
   });
 
   it("an orphaned stream cut off mid-body reconciles its partial, with the admission's prompt count", async () => {
@@ -205,7 +214,7 @@ describe("usage handoff between the main stream and the usage stream", () => {
     assert.deepEqual(orphans, []);
     assert.equal(registry.stats.orphaned, 1);
     assert.equal(registry.stats.orphanReconciled, 0);
-    budget.end();
+    budget.settle(undefined);
   });
 
   it("an orphaned report is relayed once, with or without a budget handoff; a local one never is", async () => {
@@ -234,7 +243,7 @@ describe("usage handoff between the main stream and the usage stream", () => {
       ["remote-with-budget", 60],
       ["remote-without-budget", 60],
     ]);
-    budget.end();
+    budget.settle(undefined);
   });
 
   it("no handoff headers (no budget ticket), unknown tenants and tenants without limits are skipped", async () => {

@@ -1,8 +1,8 @@
 /**
  * The request path's use of the budget store: one atomic admit per request before it is
- * queued, a concurrency lease kept alive while the request lives and released when its
- * stream ends, the charge corrected once the response reveals its usage, and the OpenAI
- * rate-limit headers for every response.
+ * queued, a concurrency lease kept alive while the request lives, one settle when it is
+ * over (the charge corrected to what the response revealed and the lease released, in one
+ * store call), and the OpenAI rate-limit headers for every response.
  */
 import type { Clock, TimerHandle } from "../clock.ts";
 import type { TenantPolicy } from "../config/policy.ts";
@@ -28,18 +28,21 @@ export interface BudgetGateOptions {
   onReconcile?: (tenant: TenantPolicy, deltaTokens: number) => void;
 }
 
-/** What an admitted request holds. `end` must be called once when its stream ends. */
+/** What an admitted request holds. `settle` must be called once when the request is over. */
 export interface BudgetTicket {
   readonly snapshot: BudgetSnapshot;
   /** Tokens charged at admission; undefined when the tenant has no budget limits (nothing
    * was charged, nothing to reconcile). */
   readonly chargedTokens?: number;
-  /** Corrects the charge to `actualTokens` (prompt + completion really used). */
-  reconcile(actualTokens: number): void;
-  end(): void;
+  /**
+   * The request is over: corrects the charge to `actualTokens` (prompt + completion really
+   * used; undefined: the admission charge stands) and releases the lease, in one store
+   * call that nobody waits for. Later calls do nothing.
+   */
+  settle(actualTokens: number | undefined): void;
 }
 
-const NO_TICKET: BudgetTicket = { snapshot: {}, reconcile: () => {}, end: () => {} };
+const NO_TICKET: BudgetTicket = { snapshot: {}, settle: () => {} };
 
 export class BudgetGate {
   readonly #store: BudgetStore;
@@ -144,11 +147,10 @@ export class BudgetGate {
   ): BudgetTicket {
     const acquired = this.#clock.now();
     let renewal: TimerHandle | undefined;
-    let ended = false;
-    let reconciled = false;
+    let settled = false;
     const renew = () => {
       renewal = this.#clock.setTimeout(() => {
-        if (ended) return;
+        if (settled) return;
         this.#store.renewLease(tenant.id, leaseId, this.#leaseTtlMs).then(
           (alive) => {
             if (!alive) this.#logger.warn("concurrency lease expired before renewal", { tenant: tenant.id });
@@ -162,30 +164,31 @@ export class BudgetGate {
     return {
       snapshot,
       chargedTokens: charged,
-      reconcile: (actualTokens) => {
-        if (reconciled || !Number.isFinite(actualTokens)) return;
-        reconciled = true;
-        const delta = Math.round(actualTokens - charged);
-        if (delta === 0) return;
-        this.#onReconcile?.(tenant, delta);
-        this.#store.reconcile(tenant.id, limits, delta).catch((error: unknown) => {
-          this.#logger.warn("budget reconcile failed", { tenant: tenant.id, error: String(error) });
-        });
-      },
-      end: () => {
-        if (ended) return;
-        ended = true;
+      settle: (actualTokens) => {
+        if (settled) return;
+        settled = true;
         if (renewal) this.#clock.clearTimeout(renewal);
-        if (!leased) return;
-        const held = this.#clock.now() - acquired;
-        const previous = this.#holdMs.get(tenant.id);
-        this.#holdMs.set(tenant.id, previous === undefined ? held : previous + 0.2 * (held - previous));
-        if (this.#holdMs.size > 100_000) this.#holdMs.delete(this.#holdMs.keys().next().value as string);
-        this.#store.releaseLease(tenant.id, leaseId).catch(() => {
-          // The lease expires by itself within its TTL.
+        const delta =
+          actualTokens === undefined || !Number.isFinite(actualTokens)
+            ? 0
+            : Math.round(actualTokens - charged);
+        if (delta !== 0) this.#onReconcile?.(tenant, delta);
+        if (leased) this.#observeHold(tenant.id, this.#clock.now() - acquired);
+        if (delta === 0 && !leased) return;
+        this.#store.settle(tenant.id, limits, leased ? leaseId : undefined, delta).catch((error: unknown) => {
+          // A lease not released expires by itself within its TTL; a lost correction is worth a word.
+          if (delta !== 0)
+            this.#logger.warn("budget reconcile failed", { tenant: tenant.id, error: String(error) });
         });
       },
     };
+  }
+
+  /** Smooths how long this tenant's leases are held (for concurrency retry-after). */
+  #observeHold(tenantId: string, held: number): void {
+    const previous = this.#holdMs.get(tenantId);
+    this.#holdMs.set(tenantId, previous === undefined ? held : previous + 0.2 * (held - previous));
+    if (this.#holdMs.size > 100_000) this.#holdMs.delete(this.#holdMs.keys().next().value as string);
   }
 
   /** With maxConcurrency slots each held for about `hold` ms, one frees every hold / slots. */

@@ -17,6 +17,7 @@ import {
   type BudgetSnapshot,
   type BudgetStore,
   bucketCapacity,
+  hasTokenLimits,
 } from "./store.ts";
 
 export interface MemoryBudgetStoreOptions {
@@ -139,12 +140,15 @@ export class MemoryBudgetStore implements BudgetStore {
   }
 
   async reconcile(tenant: string, limits: BudgetLimits, deltaTokens: number): Promise<void> {
+    this.#reconcile(tenant, limits, deltaTokens);
+  }
+
+  #reconcile(tenant: string, limits: BudgetLimits, deltaTokens: number): void {
     const now = this.#tick();
     const wall = this.#wall();
     const delta = Math.round(deltaTokens);
     if (delta === 0) return;
-    if (limits.tpm === undefined && limits.tokensPerDay === undefined && limits.tokensPerMonth === undefined)
-      return;
+    if (!hasTokenLimits(limits)) return;
     const state = this.#tenants.get(tenant) ?? this.#create(tenant);
     if (limits.tpm !== undefined) {
       const tpm = rateOf(limits.tpm, limits.tpmBurst);
@@ -175,8 +179,22 @@ export class MemoryBudgetStore implements BudgetStore {
   }
 
   async releaseLease(tenant: string, leaseId: string): Promise<void> {
+    this.#release(tenant, leaseId);
+  }
+
+  #release(tenant: string, leaseId: string): void {
     this.#tick();
     this.#tenants.get(tenant)?.leases.delete(leaseId);
+  }
+
+  async settle(
+    tenant: string,
+    limits: BudgetLimits,
+    leaseId: string | undefined,
+    deltaTokens: number,
+  ): Promise<void> {
+    this.#reconcile(tenant, limits, deltaTokens);
+    if (leaseId !== undefined) this.#release(tenant, leaseId);
   }
 
   /**

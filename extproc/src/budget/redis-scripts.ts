@@ -46,6 +46,7 @@ const COMMANDS = {
   fairgateBudgetReconcile: { file: "reconcile", keys: 3 },
   fairgateBudgetRenew: { file: "renew", keys: 1 },
   fairgateBudgetRelease: { file: "release", keys: 1 },
+  fairgateBudgetSettle: { file: "settle", keys: 4 },
   fairgateBudgetPeek: { file: "peek", keys: 2 },
   fairgateReplicaHeartbeat: { file: "heartbeat", keys: 1 },
 } as const;
@@ -57,6 +58,7 @@ export interface BudgetCommands {
   fairgateBudgetReconcile(...args: Arg[]): Promise<number>;
   fairgateBudgetRenew(...args: Arg[]): Promise<number>;
   fairgateBudgetRelease(...args: Arg[]): Promise<number>;
+  fairgateBudgetSettle(...args: Arg[]): Promise<number>;
   fairgateBudgetPeek(...args: Arg[]): Promise<PeekReply>;
   fairgateReplicaHeartbeat(...args: Arg[]): Promise<number>;
 }

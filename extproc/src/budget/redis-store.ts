@@ -20,6 +20,7 @@ import {
   type BudgetSnapshot,
   type BudgetStore,
   bucketCapacity,
+  hasTokenLimits,
   StoreUnavailableError,
 } from "./store.ts";
 
@@ -100,8 +101,7 @@ export class RedisBudgetStore implements BudgetStore {
   async reconcile(tenant: string, limits: BudgetLimits, deltaTokens: number): Promise<void> {
     const delta = Math.round(deltaTokens);
     if (delta === 0) return;
-    if (limits.tpm === undefined && limits.tokensPerDay === undefined && limits.tokensPerMonth === undefined)
-      return;
+    if (!hasTokenLimits(limits)) return;
     await this.call("reconcile", () =>
       this.#client.fairgateBudgetReconcile(
         this.tenantKey(tenant, "tpm"),
@@ -130,6 +130,30 @@ export class RedisBudgetStore implements BudgetStore {
   async releaseLease(tenant: string, leaseId: string): Promise<void> {
     await this.call("release", () =>
       this.#client.fairgateBudgetRelease(this.tenantKey(tenant, "leases"), leaseId),
+    );
+  }
+
+  async settle(
+    tenant: string,
+    limits: BudgetLimits,
+    leaseId: string | undefined,
+    deltaTokens: number,
+  ): Promise<void> {
+    const delta = hasTokenLimits(limits) ? Math.round(deltaTokens) : 0;
+    if (delta === 0 && leaseId === undefined) return;
+    await this.call("settle", () =>
+      this.#client.fairgateBudgetSettle(
+        this.tenantKey(tenant, "tpm"),
+        this.tenantKey(tenant, "day"),
+        this.tenantKey(tenant, "month"),
+        this.tenantKey(tenant, "leases"),
+        limits.tpm ?? 0,
+        limits.tpm === undefined ? 0 : bucketCapacity(limits.tpm, limits.tpmBurst),
+        limits.tokensPerDay ?? 0,
+        limits.tokensPerMonth ?? 0,
+        delta,
+        leaseId ?? "",
+      ),
     );
   }
 

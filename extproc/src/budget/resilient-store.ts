@@ -258,6 +258,25 @@ export class ResilientBudgetStore implements BudgetStore {
     );
   }
 
+  /** One Redis call while Redis is healthy. A lease taken locally is released locally
+   * (only the tokens go to Redis); during an outage, as releaseLease and reconcile do. */
+  async settle(
+    tenant: string,
+    limits: BudgetLimits,
+    leaseId: string | undefined,
+    deltaTokens: number,
+  ): Promise<void> {
+    if (leaseId !== undefined && (this.#local.hasLease(tenant, leaseId) || this.#state === "outage")) {
+      await this.releaseLease(tenant, leaseId);
+      await this.reconcile(tenant, limits, deltaTokens);
+      return;
+    }
+    await this.#route(
+      () => this.#redis.settle(tenant, limits, leaseId, deltaTokens),
+      () => this.#local.reconcile(tenant, this.localLimits(limits), deltaTokens),
+    );
+  }
+
   async peek(tenant: string, limits: BudgetLimits): Promise<BudgetSnapshot> {
     return this.#route(
       () => this.#redis.peek(tenant, limits),

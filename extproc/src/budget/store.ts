@@ -69,9 +69,25 @@ export interface BudgetStore {
   /** Extends a lease; false if it had already expired (the slot may have been reused). */
   renewLease(tenant: string, leaseId: string, ttlMs: number): Promise<boolean>;
   releaseLease(tenant: string, leaseId: string): Promise<void>;
+  /**
+   * A finished request in one step (one round trip for a shared store): corrects its token
+   * charge by `deltaTokens` exactly as reconcile, and releases `leaseId` exactly as
+   * releaseLease when one is given.
+   */
+  settle(
+    tenant: string,
+    limits: BudgetLimits,
+    leaseId: string | undefined,
+    deltaTokens: number,
+  ): Promise<void>;
   /** The bucket state without charging anything (headers on passthrough, metrics). */
   peek(tenant: string, limits: BudgetLimits): Promise<BudgetSnapshot>;
   close(): Promise<void>;
+}
+
+/** True when the limits include a token limit, the only ones a reconcile corrects. */
+export function hasTokenLimits(limits: BudgetLimits): boolean {
+  return limits.tpm !== undefined || limits.tokensPerDay !== undefined || limits.tokensPerMonth !== undefined;
 }
 
 /** True when no limit of the set needs the store. */

@@ -41,8 +41,6 @@ export type Decision = Continue | Refuse;
 /** The request headers' decision; `readsBody` says whether the pipeline wants the body. */
 export type HeadersDecision = (Continue & { readonly readsBody: boolean }) | Refuse;
 
-export const NO_HEADER_CHANGES: HeaderChanges = Object.freeze({ set: {}, remove: [] });
-
 export function continueWith(set: Readonly<Record<string, string>>, body?: Buffer): Continue {
   return body
     ? { kind: "continue", headers: { set, remove: [] }, body }

@@ -26,7 +26,9 @@ export interface Dispatched {
  * The one owner of what a request holds — its budget ticket (lease, token charge) and,
  * once dispatched, its engine slot — and the one place that gives them back. Each is
  * released exactly once, whichever way the request ends: refused, cancelled while queued,
- * or finished (with its usage, or after the grace without it).
+ * or finished (with its usage, or after the grace without it). A dispatched request's
+ * budget settles (one store call: the charge corrected, the lease released) once both its
+ * stream has ended and its usage is known; the usage normally arrives first.
  */
 export class Settlement {
   readonly #ctx: SettlementContext;
@@ -35,6 +37,9 @@ export class Settlement {
   #ticket: BudgetTicket | undefined;
   #dispatched: Dispatched | undefined;
   #finishing = false;
+  #streamOver = false;
+  /** Set once the usage settled: the tokens really used (undefined: the charge stands). */
+  #actualTokens: { value: number | undefined } | undefined;
 
   constructor(ctx: SettlementContext, requestId: string, tenant: () => TenantPolicy | undefined) {
     this.#ctx = ctx;
@@ -64,18 +69,16 @@ export class Settlement {
   refund(): void {
     const ticket = this.#ticket;
     this.#ticket = undefined;
-    ticket?.reconcile(0);
-    ticket?.end();
+    ticket?.settle(0);
   }
 
   /** usage: frees the engine slot once the response's usage is known (or `graceMs`
-   * passed), telling the scheduler the tokens generated, corrects the budget charge, and
-   * reports the usage to onUsage. Later calls do nothing. */
+   * passed), telling the scheduler the tokens generated, settles the budget if the stream
+   * is over, and reports the usage to onUsage. Later calls do nothing. */
   responseEnded(graceMs: number): void {
     const held = this.#dispatched;
     if (!held || this.#finishing) return;
     this.#finishing = true;
-    const budget = this.#ticket;
     void held.usage.settle(graceMs).then((usage) => {
       held.dispatch.release(usage ? { completionTokens: usage.completionTokens } : undefined);
       // Its usage stream may have reached another replica, which relays the usage here.
@@ -85,7 +88,10 @@ export class Settlement {
         );
       // Budgets: charge what was really used (prompt + generated, even if cut off by a
       // cancel); without a report the admission charge stands.
-      if (usage) budget?.reconcile((usage.promptTokens ?? held.promptTokens) + usage.completionTokens);
+      this.#actualTokens = {
+        value: usage ? (usage.promptTokens ?? held.promptTokens) + usage.completionTokens : undefined,
+      };
+      this.#settleBudget();
       this.#report(held, usage);
     });
   }
@@ -96,8 +102,17 @@ export class Settlement {
       this.refund();
       return;
     }
+    this.#streamOver = true;
     this.responseEnded(graceMs);
-    this.#ticket?.end();
+    this.#settleBudget();
+  }
+
+  #settleBudget(): void {
+    const actual = this.#actualTokens;
+    if (!this.#streamOver || !actual) return;
+    const ticket = this.#ticket;
+    this.#ticket = undefined;
+    ticket?.settle(actual.value);
   }
 
   #report(held: Dispatched, usage: UsageInfo["usage"]): void {

@@ -38,7 +38,7 @@ export function callsBetween(before: RedisCounters, after: RedisCounters): Recor
   return delta;
 }
 
-const SCRIPT_FILES = ["admit", "reconcile", "renew", "release", "peek", "heartbeat"];
+const SCRIPT_FILES = ["admit", "reconcile", "renew", "release", "settle", "peek", "heartbeat"];
 const QUEUE_SYNC_LUA = join(
   import.meta.dirname,
   "..",

@@ -19,27 +19,8 @@
 ]]
 -- @include "time"
 -- @include "bucket"
+-- @include "reconcile"
 
-local tpm = tonumber(ARGV[1])
-local tpm_cap = tonumber(ARGV[2])
-local per_day = tonumber(ARGV[3])
-local per_month = tonumber(ARGV[4])
-local delta = tonumber(ARGV[5])
-local now = now_ms()
-
-if tpm > 0 then
-  local level = bucket_level(KEYS[1], tpm, tpm_cap, now) - delta
-  if level > tpm_cap then level = tpm_cap end
-  if level < -tpm_cap then level = -tpm_cap end
-  bucket_store(KEYS[1], level, tpm, tpm_cap, now)
-end
-
-local function correct(key, window, window_end)
-  local used = window_used(key, window) + delta
-  if used < 0 then used = 0 end
-  window_store(key, window, used, window_end, now)
-end
-if per_day > 0 then correct(KEYS[2], day_window(now)) end
-if per_month > 0 then correct(KEYS[3], month_window(now)) end
-
+reconcile_tokens(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
+  tonumber(ARGV[4]), tonumber(ARGV[5]), now_ms())
 return 1

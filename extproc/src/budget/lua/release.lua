@@ -8,10 +8,6 @@
   Output: 1 if the lease was live, 0 otherwise
 ]]
 -- @include "time"
+-- @include "lease"
 
-local now = now_ms()
-local expiry = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]))
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if expiry ~= nil and expiry > now then return 1 end
-return 0
+return release_lease(KEYS[1], ARGV[1], now_ms())
