@@ -1,3 +1,4 @@
+import cluster from "node:cluster";
 import { parseArgs } from "node:util";
 import { queueWaitsThatCannotFit } from "../config/envoy-timeouts.ts";
 import { formatPolicyErrors, loadPolicyFile } from "../config/load.ts";
@@ -6,9 +7,12 @@ import { PolicyHolder } from "../config/reload.ts";
 import type { ParsedPolicy } from "../config/schema.ts";
 import { startGateway } from "../gateway.ts";
 import { ENVOY_DEFAULT_MESSAGE_TIMEOUT_MS, SHIPPED_MAX_MESSAGE_TIMEOUT_MS } from "../grpc/processing-mode.ts";
-import { createLogger, type LogLevel } from "../log.ts";
+import { createLogger, type LogLevel, loggerWith } from "../log.ts";
 import { usageFilterConfig } from "../proxy/config.ts";
 import { startExtProcProxy } from "../proxy/proxy-server.ts";
+import { runPrimary, WORKER_SLOT_ENV } from "../workers/primary.ts";
+import { announceServing, answerPrimary } from "../workers/worker-answers.ts";
+import { parseWorkerCount } from "../workers/worker-count.ts";
 import { type CommandIo, parseFlags } from "./io.ts";
 
 export const SERVE_USAGE = `Usage: fairgate serve --config FILE [options]
@@ -26,6 +30,9 @@ export const SERVE_USAGE = `Usage: fairgate serve --config FILE [options]
                            server.envoy.maxMessageTimeoutMs, ${SHIPPED_MAX_MESSAGE_TIMEOUT_MS} unless set)
   --message-timeout-ms N   Envoy's ext_proc message_timeout (default: server.envoy.messageTimeoutMs,
                            ${ENVOY_DEFAULT_MESSAGE_TIMEOUT_MS}, Envoy's); the built-in proxy uses both
+  --workers N|auto         run N worker processes sharing the gRPC (and proxy) port, one
+                           replica each, with the HTTP API served for all of them; auto: one
+                           per core; N > 1 needs the Redis store (default 1: one process)
   --log-level LEVEL        debug, info, warn or error (default info)
 `;
 
@@ -51,7 +58,18 @@ export async function runServe(args: string[], io: CommandIo): Promise<number> {
     io.stderr(`fairgate serve: --log-level must be debug, info, warn or error\n`);
     return 2;
   }
-  const logger = createLogger({ level });
+  const workerCount = parseWorkerCount(values.workers);
+  if (!workerCount.ok) {
+    io.stderr(`fairgate serve: ${workerCount.message}\n`);
+    return 2;
+  }
+  const workers = workerCount.workers;
+  // A worker of `serve --workers` (cluster.fork runs this same command line again).
+  const workerSlot = cluster.isWorker ? Number(process.env[WORKER_SLOT_ENV]) : undefined;
+  const logger =
+    workerSlot === undefined
+      ? createLogger({ level })
+      : loggerWith(createLogger({ level }), { worker: workerSlot });
 
   const overrideStore = (policy: Policy): Policy => applyStoreFlags(policy, values);
   const loaded = await loadPolicyFile(configPath);
@@ -93,13 +111,29 @@ export async function runServe(args: string[], io: CommandIo): Promise<number> {
       return 2;
     }
   }
+  if (workers > 1 && "memory" in holder.current.source.store) {
+    io.stderr(
+      `fairgate serve: --workers ${workers} needs the Redis store: with store: memory each worker would keep budgets, queues and backend caps of its own. Set store.redis in ${configPath} or pass --redis URL (or run --workers 1)\n`,
+    );
+    return 2;
+  }
   const metricsListen = values["metrics-listen"] ?? server.metricsListen;
+  const httpListen = values["http-listen"] ?? server.httpListen;
+  if (workers > 1 && cluster.isPrimary) {
+    try {
+      return await runPrimary({ workers, httpListen, metricsListen, holder, logger });
+    } catch (error) {
+      io.stderr(`fairgate serve: cannot start: ${(error as Error).message}\n`);
+      return 1;
+    }
+  }
   try {
     gateway = await startGateway({
       policy: () => holder.current,
       grpcListen: values["grpc-listen"] ?? server.grpcListen,
-      httpListen: values["http-listen"] ?? server.httpListen,
-      ...(metricsListen === undefined ? {} : { metricsListen }),
+      // A worker's HTTP API is the primary's.
+      httpListen: workerSlot === undefined ? httpListen : undefined,
+      ...(metricsListen === undefined || workerSlot !== undefined ? {} : { metricsListen }),
       logger,
       maxMessageTimeoutMs,
       messageTimeoutMs,
@@ -109,7 +143,8 @@ export async function runServe(args: string[], io: CommandIo): Promise<number> {
     return 1;
   }
   holder.watch();
-  logger.info("fairgate serving", {
+  const log = workerSlot === undefined ? logger.info : logger.debug;
+  log("fairgate serving", {
     grpcPort: gateway.grpcPort,
     httpPort: gateway.httpPort,
     ...(gateway.metricsPort === undefined ? {} : { metricsPort: gateway.metricsPort }),
@@ -138,7 +173,7 @@ export async function runServe(args: string[], io: CommandIo): Promise<number> {
         observers: [{ ...usageFilterConfig(`127.0.0.1:${gateway.grpcPort}`), gracefulClose: true }],
         logger,
       });
-      logger.info("built-in proxy listening", { url: proxy.url, upstream: values.upstream });
+      log("built-in proxy listening", { url: proxy.url, upstream: values.upstream });
     } catch (error) {
       io.stderr(`fairgate serve: cannot start the proxy: ${(error as Error).message}\n`);
       await gateway.shutdown(0);
@@ -146,9 +181,16 @@ export async function runServe(args: string[], io: CommandIo): Promise<number> {
     }
   }
 
+  const stopAnswering = workerSlot === undefined ? undefined : answerPrimary(gateway.api, gateway.metrics);
+  if (workerSlot !== undefined) announceServing({ grpcPort: gateway.grpcPort, proxyUrl: proxy?.url });
+
   return await new Promise<number>((resolve) => {
     const onHup = () => void holder.reload();
+    let stopping = false;
     const stop = (signal: string) => {
+      // A worker hears both the terminal's SIGINT and the primary's SIGTERM.
+      if (stopping) return;
+      stopping = true;
       logger.info("signal received", { signal });
       process.off("SIGHUP", onHup);
       void (async () => {
@@ -157,12 +199,15 @@ export async function runServe(args: string[], io: CommandIo): Promise<number> {
         // closes only once the gateway has drained: closed first, it resets them all.
         await gateway?.shutdown();
         await proxy?.close();
+        stopAnswering?.();
         resolve(0);
       })();
     };
     process.on("SIGHUP", onHup);
     process.once("SIGTERM", () => stop("SIGTERM"));
     process.once("SIGINT", () => stop("SIGINT"));
+    // A worker whose primary is gone (killed) drains and exits rather than serve unsupervised.
+    if (workerSlot !== undefined) process.once("disconnect", () => stop("primary disconnected"));
   });
 }
 
@@ -183,6 +228,7 @@ function parse(args: string[]) {
       "max-message-timeout-ms": { type: "string" },
       "message-timeout-ms": { type: "string" },
       "log-level": { type: "string" },
+      workers: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   }).values;
