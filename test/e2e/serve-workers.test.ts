@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import type { ServerResponse } from "node:http";
+import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -233,24 +234,59 @@ describe("serve --workers 2", () => {
   });
 });
 
-describe("serve --workers with the memory store", () => {
-  it("is refused before any worker starts: exit 2, naming --workers and the store", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "fairgate-workers-"));
+/** Runs `fairgate serve` on `policyText` with `args` to its exit. */
+async function serveToExit(
+  policyText: string,
+  args: string[],
+): Promise<{ code: number | null; output: string }> {
+  const dir = mkdtempSync(join(tmpdir(), "fairgate-workers-"));
+  try {
+    const file = join(dir, "policy.yaml");
+    writeFileSync(file, policyText);
+    const child = spawn(process.execPath, [BIN, "serve", "--config", file, ...args], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let output = "";
+    child.stderr.on("data", (d) => (output += d));
+    child.stdout.on("data", (d) => (output += d));
+    const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+    const code = await new Promise<number | null>((resolve) => child.once("exit", resolve));
+    clearTimeout(timer);
+    return { code, output };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+describe("serve --workers refusing to run", () => {
+  it("refuses the memory store before any worker starts: exit 2, naming --workers and the store", async () => {
+    const { code, output } = await serveToExit(policy("{ memory: {} }"), ["--workers", "2"]);
+    assert.equal(code, 2);
+    assert.match(output, /--workers 2 needs the Redis store.*store\.redis.*--redis URL/);
+    assert.doesNotMatch(output, /fairgate serving/);
+  });
+
+  it("gives up with exit 1 when workers keep exiting before they serve (the gRPC port is taken)", async () => {
+    const redis = await startRedis();
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve));
     try {
-      const file = join(dir, "policy.yaml");
-      writeFileSync(file, policy("{ memory: {} }"));
-      const child = spawn(process.execPath, [BIN, "serve", "--config", file, "--workers", "2"], {
-        stdio: ["ignore", "pipe", "pipe"],
-      });
-      let output = "";
-      child.stderr.on("data", (d) => (output += d));
-      child.stdout.on("data", (d) => (output += d));
-      const code = await new Promise<number | null>((resolve) => child.once("exit", resolve));
-      assert.equal(code, 2);
-      assert.match(output, /--workers 2 needs the Redis store.*store\.redis.*--redis URL/);
-      assert.doesNotMatch(output, /fairgate serving/);
+      const { port } = taken.address() as AddressInfo;
+      const { code, output } = await serveToExit(policy(`{ redis: "${redis.url}" }`), [
+        "--workers",
+        "2",
+        "--grpc-listen",
+        `127.0.0.1:${port}`,
+        "--http-listen",
+        "127.0.0.1:0",
+      ]);
+      assert.equal(code, 1);
+      assert.match(output, /"msg":"worker exited; restarting","worker":\d,"pid":\d+,"code":1/);
+      assert.match(output, /"msg":"worker keeps exiting before it serves; stopping fairgate"/);
+      assert.doesNotMatch(output, /"msg":"fairgate serving"/);
     } finally {
-      rmSync(dir, { recursive: true, force: true });
+      taken.close();
+      await redis.stop();
     }
   });
 });
