@@ -32,7 +32,8 @@ export const SERVE_USAGE = `Usage: fairgate serve --config FILE [options]
                            ${ENVOY_DEFAULT_MESSAGE_TIMEOUT_MS}, Envoy's); the built-in proxy uses both
   --workers N|auto         run N worker processes sharing the gRPC (and proxy) port, one
                            replica each, with the HTTP API served for all of them; auto: one
-                           per core; N > 1 needs the Redis store (default 1: one process)
+                           per core; N > 1 needs the Redis store (default from policy
+                           server.workers, 1: one process)
   --log-level LEVEL        debug, info, warn or error (default info)
 `;
 
@@ -58,12 +59,6 @@ export async function runServe(args: string[], io: CommandIo): Promise<number> {
     io.stderr(`fairgate serve: --log-level must be debug, info, warn or error\n`);
     return 2;
   }
-  const workerCount = parseWorkerCount(values.workers);
-  if (!workerCount.ok) {
-    io.stderr(`fairgate serve: ${workerCount.message}\n`);
-    return 2;
-  }
-  const workers = workerCount.workers;
   // A worker of `serve --workers` (cluster.fork runs this same command line again).
   const workerSlot = cluster.isWorker ? Number(process.env[WORKER_SLOT_ENV]) : undefined;
   const logger =
@@ -111,9 +106,16 @@ export async function runServe(args: string[], io: CommandIo): Promise<number> {
       return 2;
     }
   }
+  const workerCount = parseWorkerCount(values.workers ?? String(server.workers));
+  if (!workerCount.ok) {
+    io.stderr(`fairgate serve: ${workerCount.message}\n`);
+    return 2;
+  }
+  const workers = workerCount.workers;
   if (workers > 1 && "memory" in holder.current.source.store) {
+    const named = values.workers === undefined ? "server.workers" : "--workers";
     io.stderr(
-      `fairgate serve: --workers ${workers} needs the Redis store: with store: memory each worker would keep budgets, queues and backend caps of its own. Set store.redis in ${configPath} or pass --redis URL (or run --workers 1)\n`,
+      `fairgate serve: ${named} ${workers} needs the Redis store: with store: memory each worker would keep budgets, queues and backend caps of its own. Set store.redis in ${configPath} or pass --redis URL (or run one worker)\n`,
     );
     return 2;
   }
