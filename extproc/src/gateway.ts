@@ -15,6 +15,7 @@ import { RedisEngineStateStore } from "./engine/redis-engine-state.ts";
 import { OverrideWatch } from "./grpc/override-watch.ts";
 import { type ExtProcServer, startExtProcServer } from "./grpc/server.ts";
 import { adminApiProtected } from "./http/admin-auth.ts";
+import { type ApiSource, localApiSource } from "./http/api-source.ts";
 import { grpcBindAddress } from "./http/listen.ts";
 import { startMetricsServer } from "./http/metrics-server.ts";
 import { type HttpApi, type Readiness, startHttpApi } from "./http/server.ts";
@@ -36,7 +37,8 @@ export interface GatewayOptions {
   /** Returns the policy in force; read on every request so a reload applies at once. */
   policy(): Policy;
   grpcListen: string;
-  httpListen: string;
+  /** undefined: no HTTP API here (a `serve --workers` worker: the primary serves it). */
+  httpListen: string | undefined;
   /** Serve /metrics on its own listener here, and not on httpListen. */
   metricsListen?: string;
   logger: Logger;
@@ -57,6 +59,7 @@ export interface GatewayOptions {
 
 export interface Gateway {
   readonly grpcPort: number;
+  /** 0 when started without an HTTP API (httpListen undefined). */
   readonly httpPort: number;
   /** The port of the separate /metrics listener, when metricsListen was given. */
   readonly metricsPort: number | undefined;
@@ -67,6 +70,8 @@ export interface Gateway {
   readonly engine: EnginePoller;
   /** usage: where the observability-mode usage streams report each response's usage. */
   readonly usage: UsageRegistry;
+  /** What the HTTP API reads (readiness, queue, estimates, metrics), for a primary to ask. */
+  readonly api: ApiSource;
   /** Called after a policy reload so tokenizer changes take effect. */
   policyChanged(policy: Policy): Promise<void>;
   readiness(): Promise<Readiness>;
@@ -292,18 +297,18 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     return { ready: Object.values(checks).every((c) => c.ok), checks, warnings };
   };
 
-  let http: HttpApi;
+  const api = localApiSource({ policy: options.policy, scheduler, metrics, readiness });
+  let http: HttpApi | undefined;
   try {
-    http = await startHttpApi({
-      listen: options.httpListen,
-      policy: options.policy,
-      scheduler,
-      metrics,
-      readiness,
-      logger: options.logger,
-      clock,
-      serveMetrics: options.metricsListen === undefined,
-    });
+    if (options.httpListen !== undefined)
+      http = await startHttpApi({
+        listen: options.httpListen,
+        policy: options.policy,
+        source: api,
+        logger: options.logger,
+        clock,
+        serveMetrics: options.metricsListen === undefined,
+      });
   } catch (error) {
     await grpc.close();
     throw error;
@@ -313,11 +318,11 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     try {
       metricsHttp = await startMetricsServer({
         listen: options.metricsListen,
-        metrics,
+        source: api,
         logger: options.logger,
       });
     } catch (error) {
-      await http.close();
+      await http?.close();
       await grpc.close();
       throw error;
     }
@@ -331,13 +336,14 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   let stopping: Promise<void> | undefined;
   return {
     grpcPort: grpc.port,
-    httpPort: http.port,
+    httpPort: http?.port ?? 0,
     metricsPort: metricsHttp?.port,
     metrics,
     scheduler,
     budgets,
     engine,
     usage,
+    api,
     readiness,
     async policyChanged(policy) {
       metrics.setPolicyVersion(policy.version);
@@ -362,7 +368,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         await grpc.close();
         await engine.stop();
         await engineStore?.stop();
-        await http.close();
+        await http?.close();
         await metricsHttp?.close();
         await store.close();
         await createdBudgets.close();

@@ -41,3 +41,13 @@ export function memoryLogger(): Logger & {
   };
   return { records, debug: push("debug"), info: push("info"), warn: push("warn"), error: push("error") };
 }
+
+/** The same logger with `fields` on every record (e.g. which `serve --workers` worker wrote it). */
+export function loggerWith(logger: Logger, fields: Record<string, unknown>): Logger {
+  return {
+    debug: (m, f) => logger.debug(m, { ...fields, ...f }),
+    info: (m, f) => logger.info(m, { ...fields, ...f }),
+    warn: (m, f) => logger.warn(m, { ...fields, ...f }),
+    error: (m, f) => logger.error(m, { ...fields, ...f }),
+  };
+}

@@ -11,9 +11,15 @@
  * chunks; closed deferred_close_timeout later). Tenants rotate over 100 API keys.
  *
  *   node --import tsx test/bench/lifecycle.ts [--quick] [--json FILE] [--cpu-prof DIR [--cpu-prof-interval US]]
- *     [--servers bare,redis,memory] [--loads open:250,open:500,open:1000,closed:1,closed:16,closed:64]
+ *     [--servers bare,redis,memory[,workers]] [--workers N]
+ *     [--loads open:250,open:500,open:1000,closed:1,closed:16,closed:64]
  *     [--clients N] [--warmup-ms N] [--measure-ms N] [--arrivals poisson|uniform]
  *     [--deferred-close-ms N]
+ *
+ * "workers" is `fairgate serve --workers N` (default 2) on Redis. Its workers share the
+ * gRPC port and the cluster hands each new connection to the next worker, so each client
+ * process (one connection per server) lands on one worker: with workers in the run there
+ * are at least N client processes, for every server alike.
  */
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
@@ -32,8 +38,9 @@ import {
   sleep,
 } from "./lifecycle/measure.ts";
 import type { Load } from "./lifecycle/protocol.ts";
-import { type CellResult, compareWithBare } from "./lifecycle/report.ts";
+import { type CellResult, compareWithBare, workersScaling } from "./lifecycle/report.ts";
 import {
+  ALL_SERVER_KINDS,
   benchApiKeys,
   fairgateBuild,
   SERVER_KINDS,
@@ -52,6 +59,7 @@ import {
   saturationNotes,
   serverLogTable,
   targetsTable,
+  workersScalingTable,
 } from "./lifecycle/tables.ts";
 
 const { values } = parseArgs({
@@ -67,6 +75,7 @@ const { values } = parseArgs({
     "measure-ms": { type: "string" },
     arrivals: { type: "string", default: "poisson" },
     "deferred-close-ms": { type: "string", default: "5000" },
+    workers: { type: "string", default: "2" },
   },
 });
 
@@ -77,12 +86,17 @@ const measureMs = Number(values["measure-ms"] ?? (values.quick ? 2_000 : 9_000))
 const primeMs = values.quick ? 1_500 : 3_000;
 const idleMs = values.quick ? 1_000 : 2_000;
 const roundTripSampleMs = values.quick ? 500 : 1_000;
-const clientCount = Number(values.clients);
 const arrivals = values.arrivals === "uniform" ? "uniform" : "poisson";
 const servers = values.servers.split(",").map((s) => s.trim()) as ServerKind[];
 for (const server of servers) {
-  if (!SERVER_KINDS.includes(server)) throw new Error(`--servers: unknown server "${server}"`);
+  if (!ALL_SERVER_KINDS.includes(server)) throw new Error(`--servers: unknown server "${server}"`);
 }
+const workerCount = Number(values.workers);
+if (!(Number.isInteger(workerCount) && workerCount >= 2))
+  throw new Error("--workers: an integer of at least 2");
+const clientCount = servers.includes("workers")
+  ? Math.max(Number(values.clients), workerCount)
+  : Number(values.clients);
 const loads = values.loads.split(",").map((spec): Load => {
   const [kind, value] = spec.trim().split(":");
   const n = Number(value);
@@ -127,7 +141,7 @@ async function main(): Promise<void> {
   process.once("SIGINT", () => process.exit(130));
   process.once("SIGTERM", () => process.exit(143));
   try {
-    if (servers.includes("redis")) {
+    if (servers.includes("redis") || servers.includes("workers")) {
       redis = await startRedis();
       redisAccess = { url: redis.url, client: new Redis(redis.url) };
     }
@@ -136,7 +150,9 @@ async function main(): Promise<void> {
         kind === "bare"
           ? await startBareServer()
           : await startFairgate({
-              store: kind === "redis" ? { kind: "redis", url: (redis as TestRedis).url } : { kind: "memory" },
+              store:
+                kind === "memory" ? { kind: "memory" } : { kind: "redis", url: (redis as TestRedis).url },
+              ...(kind === "workers" ? { workers: workerCount } : {}),
               policyPath,
               ...(cpuProfDir ? { cpuProfDir } : {}),
               ...(values["cpu-prof-interval"]
@@ -167,7 +183,7 @@ async function main(): Promise<void> {
       // Servers take turns on each load, so drift on the shared machine hits them alike.
       for (const kind of servers) {
         const server = running.get(kind) as ServerProcess;
-        const redisUse = kind === "redis" ? redisAccess : undefined;
+        const redisUse = kind === "redis" || kind === "workers" ? redisAccess : undefined;
         const cell = await measureCell(clients, server, load, planFor(kind, loadIndex + 1), redisUse);
         cells.push(cell);
         out(progressLine(cell));
@@ -191,6 +207,13 @@ async function main(): Promise<void> {
       out(comparisonTable(comparisons));
       out("\n");
       out(targetsTable(cells, comparisons));
+    }
+    const scaling = workersScaling(cells);
+    if (scaling.length > 0) {
+      out(
+        `\n\`serve --workers ${workerCount}\` against one fairgate process (Redis) and the bare server; ${clientCount} client processes share the machine's ${cpus().length} cores with the servers\n\n`,
+      );
+      out(workersScalingTable(scaling, workerCount));
     }
     if (cells.some((c) => c.redisRoundTripsByName)) {
       out("\nRedis round trips per request (MONITOR sample after each window, scripts named by file)\n\n");
@@ -216,12 +239,14 @@ async function main(): Promise<void> {
             loadAverageAfter: loadAfter,
             fairgate: build,
             clients: clientCount,
+            workers: servers.includes("workers") ? workerCount : undefined,
             warmupMs,
             measureMs,
             idleCores: Object.fromEntries(idle),
             lifecycle,
             cells,
             comparisons,
+            workersScaling: scaling,
           },
           null,
           2,

@@ -12,6 +12,8 @@ export interface ServeProcess {
   /** The built-in proxy's URL, when started with an upstream. */
   readonly proxyUrl: string | undefined;
   readonly child: ChildProcess;
+  /** The policy file it serves (edit it to hot-reload). */
+  readonly policyPath: string;
   /** Resolves when the process has exited, with how. */
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** The last 64 KiB it wrote to stdout and stderr. */
@@ -121,6 +123,7 @@ export async function startServe(options: ServeOptions): Promise<ServeProcess> {
     httpPort,
     proxyUrl: proxyPort === undefined ? undefined : `http://127.0.0.1:${proxyPort}`,
     child,
+    policyPath: file,
     exited,
     output: () => output,
     api,

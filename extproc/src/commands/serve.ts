@@ -1,3 +1,4 @@
+import cluster from "node:cluster";
 import { parseArgs } from "node:util";
 import {
   ENVOY_DEFAULT_MESSAGE_TIMEOUT_MS,
@@ -9,9 +10,12 @@ import { compilePolicy, type Policy } from "../config/policy.ts";
 import { PolicyHolder } from "../config/reload.ts";
 import type { ParsedPolicy } from "../config/schema.ts";
 import { startGateway } from "../gateway.ts";
-import { createLogger, type LogLevel } from "../log.ts";
+import { createLogger, type LogLevel, loggerWith } from "../log.ts";
 import { usageFilterConfig } from "../proxy/config.ts";
 import { startExtProcProxy } from "../proxy/proxy-server.ts";
+import { runPrimary, WORKER_SLOT_ENV } from "../workers/primary.ts";
+import { announceServing, answerPrimary } from "../workers/worker-answers.ts";
+import { parseWorkerCount } from "../workers/worker-count.ts";
 import { type CommandIo, parseFlags } from "./io.ts";
 
 export const SERVE_USAGE = `Usage: fairgate serve --config FILE [options]
@@ -29,6 +33,10 @@ export const SERVE_USAGE = `Usage: fairgate serve --config FILE [options]
                            server.envoy.maxMessageTimeoutMs, ${SHIPPED_MAX_MESSAGE_TIMEOUT_MS} unless set)
   --message-timeout-ms N   Envoy's ext_proc message_timeout (default: server.envoy.messageTimeoutMs,
                            ${ENVOY_DEFAULT_MESSAGE_TIMEOUT_MS}, Envoy's); the built-in proxy uses both
+  --workers N|auto         run N worker processes sharing the gRPC (and proxy) port, one
+                           replica each, with the HTTP API served for all of them; auto: one
+                           per core; N > 1 needs the Redis store (default from policy
+                           server.workers, 1: one process)
   --log-level LEVEL        debug, info, warn or error (default info)
 `;
 
@@ -54,7 +62,12 @@ export async function runServe(args: string[], io: CommandIo): Promise<number> {
     io.stderr(`fairgate serve: --log-level must be debug, info, warn or error\n`);
     return 2;
   }
-  const logger = createLogger({ level });
+  // A worker of `serve --workers` (cluster.fork runs this same command line again).
+  const workerSlot = cluster.isWorker ? Number(process.env[WORKER_SLOT_ENV]) : undefined;
+  const logger =
+    workerSlot === undefined
+      ? createLogger({ level })
+      : loggerWith(createLogger({ level }), { worker: workerSlot });
 
   const overrideStore = (policy: Policy): Policy => applyStoreFlags(policy, values);
   const loaded = await loadPolicyFile(configPath);
@@ -96,13 +109,36 @@ export async function runServe(args: string[], io: CommandIo): Promise<number> {
       return 2;
     }
   }
+  const workerCount = parseWorkerCount(values.workers ?? String(server.workers));
+  if (!workerCount.ok) {
+    io.stderr(`fairgate serve: ${workerCount.message}\n`);
+    return 2;
+  }
+  const workers = workerCount.workers;
+  if (workers > 1 && "memory" in holder.current.source.store) {
+    const named = values.workers === undefined ? "server.workers" : "--workers";
+    io.stderr(
+      `fairgate serve: ${named} ${workers} needs the Redis store: with store: memory each worker would keep budgets, queues and backend caps of its own. Set store.redis in ${configPath} or pass --redis URL (or run one worker)\n`,
+    );
+    return 2;
+  }
   const metricsListen = values["metrics-listen"] ?? server.metricsListen;
+  const httpListen = values["http-listen"] ?? server.httpListen;
+  if (workers > 1 && cluster.isPrimary) {
+    try {
+      return await runPrimary({ workers, httpListen, metricsListen, holder, logger });
+    } catch (error) {
+      io.stderr(`fairgate serve: cannot start: ${(error as Error).message}\n`);
+      return 1;
+    }
+  }
   try {
     gateway = await startGateway({
       policy: () => holder.current,
       grpcListen: values["grpc-listen"] ?? server.grpcListen,
-      httpListen: values["http-listen"] ?? server.httpListen,
-      ...(metricsListen === undefined ? {} : { metricsListen }),
+      // A worker's HTTP API is the primary's.
+      httpListen: workerSlot === undefined ? httpListen : undefined,
+      ...(metricsListen === undefined || workerSlot !== undefined ? {} : { metricsListen }),
       logger,
       maxMessageTimeoutMs,
       messageTimeoutMs,
@@ -112,7 +148,8 @@ export async function runServe(args: string[], io: CommandIo): Promise<number> {
     return 1;
   }
   holder.watch();
-  logger.info("fairgate serving", {
+  const log = workerSlot === undefined ? logger.info : logger.debug;
+  log("fairgate serving", {
     grpcPort: gateway.grpcPort,
     httpPort: gateway.httpPort,
     ...(gateway.metricsPort === undefined ? {} : { metricsPort: gateway.metricsPort }),
@@ -141,7 +178,7 @@ export async function runServe(args: string[], io: CommandIo): Promise<number> {
         observers: [{ ...usageFilterConfig(`127.0.0.1:${gateway.grpcPort}`), gracefulClose: true }],
         logger,
       });
-      logger.info("built-in proxy listening", { url: proxy.url, upstream: values.upstream });
+      log("built-in proxy listening", { url: proxy.url, upstream: values.upstream });
     } catch (error) {
       io.stderr(`fairgate serve: cannot start the proxy: ${(error as Error).message}\n`);
       await gateway.shutdown(0);
@@ -149,9 +186,16 @@ export async function runServe(args: string[], io: CommandIo): Promise<number> {
     }
   }
 
+  const stopAnswering = workerSlot === undefined ? undefined : answerPrimary(gateway.api, gateway.metrics);
+  if (workerSlot !== undefined) announceServing({ grpcPort: gateway.grpcPort, proxyUrl: proxy?.url });
+
   return await new Promise<number>((resolve) => {
     const onHup = () => void holder.reload();
+    let stopping = false;
     const stop = (signal: string) => {
+      // A worker hears both the terminal's SIGINT and the primary's SIGTERM.
+      if (stopping) return;
+      stopping = true;
       logger.info("signal received", { signal });
       process.off("SIGHUP", onHup);
       void (async () => {
@@ -160,12 +204,15 @@ export async function runServe(args: string[], io: CommandIo): Promise<number> {
         // closes only once the gateway has drained: closed first, it resets them all.
         await gateway?.shutdown();
         await proxy?.close();
+        stopAnswering?.();
         resolve(0);
       })();
     };
     process.on("SIGHUP", onHup);
     process.once("SIGTERM", () => stop("SIGTERM"));
     process.once("SIGINT", () => stop("SIGINT"));
+    // A worker whose primary is gone (killed) drains and exits rather than serve unsupervised.
+    if (workerSlot !== undefined) process.once("disconnect", () => stop("primary disconnected"));
   });
 }
 
@@ -186,6 +233,7 @@ function parse(args: string[]) {
       "max-message-timeout-ms": { type: "string" },
       "message-timeout-ms": { type: "string" },
       "log-level": { type: "string" },
+      workers: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   }).values;

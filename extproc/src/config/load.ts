@@ -396,6 +396,14 @@ function crossCheck(
     );
   }
 
+  const workers = asRecord(raw.server).workers;
+  if (workers !== undefined && workers !== 1 && !("redis" in asRecord(raw.store))) {
+    error(
+      ["server", "workers"],
+      "more than one worker needs the Redis store (store: { redis: URL }): with the memory store each worker would keep budgets, queues and backend caps of its own",
+    );
+  }
+
   asArray(raw.identity).forEach((value, index) => {
     const header = asRecord(asRecord(value).header);
     if ("name" in header && header.trusted !== true) {

@@ -126,6 +126,9 @@ const serverSchema = z.strictObject({
    * Redis store, publishes what it sees); external: it only reads the engine state that
    * `fairgate poll` publishes to the Redis store (needs store.redis). Read at start. */
   enginePoller: z.enum(["in-process", "external"]).default("in-process"),
+  /** Worker processes `serve` runs on this host (auto: one per core), sharing the gRPC
+   * port; more than one needs the Redis store. Read at start. */
+  workers: z.union([z.literal("auto"), positiveInt.max(256)]).default(1),
   envoy: envoySchema.prefault({}),
   /** Serve /metrics on its own HTTP listener at this address, and not on httpListen.
    * Read at start. */

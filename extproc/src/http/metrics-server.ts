@@ -2,14 +2,14 @@ import { createServer, type IncomingMessage, type ServerResponse } from "node:ht
 import type { AddressInfo } from "node:net";
 import { FairgateError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import type { GatewayMetrics } from "../metrics/gateway-metrics.ts";
+import type { ApiSource } from "./api-source.ts";
 import { listenOn } from "./listen.ts";
 import { closeServer, sendError, sendMetrics } from "./respond.ts";
 import type { HttpApi } from "./server.ts";
 
 export interface MetricsServerOptions {
   listen: string;
-  metrics: GatewayMetrics;
+  source: Pick<ApiSource, "metrics">;
   logger: Logger;
 }
 
@@ -29,7 +29,7 @@ export async function startMetricsServer(options: MetricsServerOptions): Promise
         });
       }
       if (path !== "/metrics") throw new FairgateError("not_found", { message: `No route for ${path}.` });
-      await sendMetrics(response, options.metrics);
+      await sendMetrics(response, await options.source.metrics());
     } catch (error) {
       if (error instanceof FairgateError) return sendError(response, error);
       options.logger.error("metrics request failed", { error: String(error) });

@@ -1,6 +1,6 @@
 import type { Server, ServerResponse } from "node:http";
 import type { FairgateError } from "../errors.ts";
-import type { GatewayMetrics } from "../metrics/gateway-metrics.ts";
+import type { MetricsText } from "./api-source.ts";
 
 export function sendJson(
   response: ServerResponse,
@@ -23,10 +23,9 @@ export function sendError(response: ServerResponse, error: FairgateError): void 
 }
 
 /** The Prometheus exposition. */
-export async function sendMetrics(response: ServerResponse, metrics: GatewayMetrics): Promise<void> {
-  const body = await metrics.registry.metrics();
-  response.writeHead(200, { "content-type": metrics.registry.contentType });
-  response.end(body);
+export async function sendMetrics(response: ServerResponse, metrics: MetricsText): Promise<void> {
+  response.writeHead(200, { "content-type": metrics.contentType });
+  response.end(metrics.body);
 }
 
 /** Stops accepting and drops idle keep-alive connections. */

@@ -5,26 +5,19 @@ import { ANONYMOUS_TENANT, type Policy } from "../config/policy.ts";
 import { FairgateError } from "../errors.ts";
 import type { RequestHeaders } from "../identity/identify.ts";
 import type { Logger } from "../log.ts";
-import { type GatewayMetrics, virtualCountersOf } from "../metrics/gateway-metrics.ts";
-import type { Scheduler } from "../scheduler/types.ts";
 import { adminApiProtected, authorizeApiRequest, rateLimitKey } from "./admin-auth.ts";
+import type { ApiSource, QueueState } from "./api-source.ts";
 import { CallerRateLimiter, retryAfterSeconds } from "./caller-limiter.ts";
 import { listenOn } from "./listen.ts";
 import { closeServer, sendError, sendJson, sendMetrics } from "./respond.ts";
 
-export interface Readiness {
-  ready: boolean;
-  checks: Record<string, { ok: boolean; detail?: string }>;
-  /** Problems that do not make the replica unready but need an operator. */
-  warnings?: Array<{ code: string; message: string; count: number; last_seen_ms_ago: number }>;
-}
+export type { Readiness } from "./api-source.ts";
 
 export interface HttpApiOptions {
   listen: string;
   policy(): Policy;
-  scheduler: Scheduler;
-  metrics: GatewayMetrics;
-  readiness(): Promise<Readiness>;
+  /** Where readiness, queue state, estimates and metrics come from (api-source.ts). */
+  source: ApiSource;
   logger: Logger;
   /** The /v1/estimate rate limiter's time (default the system clock). */
   clock?: Pick<Clock, "now">;
@@ -58,7 +51,7 @@ export function createHttpApiHandler(options: Omit<HttpApiOptions, "listen">) {
           sendJson(response, 200, { status: "ok" });
           return;
         case "/readyz": {
-          const readiness = await options.readiness();
+          const readiness = await options.source.readiness();
           sendJson(response, readiness.ready ? 200 : 503, {
             status: readiness.ready ? "ready" : "not_ready",
             ...readiness,
@@ -71,13 +64,13 @@ export function createHttpApiHandler(options: Omit<HttpApiOptions, "listen">) {
               message: "/metrics is served on the metrics listener (--metrics-listen), not here.",
             });
           }
-          await sendMetrics(response, options.metrics);
+          await sendMetrics(response, await options.source.metrics());
           return;
         case "/v1/queue": {
           const policy = options.policy();
           const auth = authorizeApiRequest(policy, headersOf(request), { view: "all-tenants" });
           if (!auth.ok) throw auth.error;
-          sendJson(response, 200, queueView(options, policy));
+          sendJson(response, 200, queueView(await options.source.queue(), policy));
           return;
         }
         case "/v1/estimate": {
@@ -94,7 +87,7 @@ export function createHttpApiHandler(options: Omit<HttpApiOptions, "listen">) {
               headers: { "retry-after": retryAfterSeconds(limited.retryAfterMs) },
             });
           }
-          sendJson(response, 200, estimateView(options, policy, auth.tenant, url.searchParams));
+          sendJson(response, 200, await estimateView(options, policy, auth.tenant, url.searchParams));
           return;
         }
         default:
@@ -136,9 +129,7 @@ export async function startHttpApi(options: HttpApiOptions): Promise<HttpApi> {
   return { port: (server.address() as AddressInfo).port, server, close: () => closeServer(server) };
 }
 
-function queueView(options: Omit<HttpApiOptions, "listen">, policy: Policy) {
-  const snapshot = options.scheduler.snapshot();
-  const counters = virtualCountersOf(options.scheduler)?.();
+function queueView({ snapshot, counters }: QueueState, policy: Policy) {
   /** Per tenant, its virtual counter on each backend that keeps one (VTC schedulers only). */
   const virtualCounters = (tenant: string) => {
     const byBackend: Record<string, number> = {};
@@ -173,7 +164,7 @@ function queueView(options: Omit<HttpApiOptions, "listen">, policy: Policy) {
   };
 }
 
-function estimateView(
+async function estimateView(
   options: Omit<HttpApiOptions, "listen">,
   policy: Policy,
   tenantId: string | undefined,
@@ -191,7 +182,15 @@ function estimateView(
   const promptTokens = tokenParam(params, "prompt_tokens", 0);
   const maxTokens = tokenParam(params, "max_tokens", policy.source.requests.defaultMaxTokens);
   const model = params.get("model") ?? undefined;
-  return estimateFor(options, policy, policy.tenantFor(tenantId), promptTokens, maxTokens, model, listed);
+  return await estimateFor(
+    options,
+    policy,
+    policy.tenantFor(tenantId),
+    promptTokens,
+    maxTokens,
+    model,
+    listed,
+  );
 }
 
 /** Whether some identity source could serve this id without it being listed. */
@@ -204,7 +203,7 @@ function admitsUnlisted(policy: Policy, tenantId: string): boolean {
   );
 }
 
-function estimateFor(
+async function estimateFor(
   options: Omit<HttpApiOptions, "listen">,
   policy: Policy,
   tenant: ReturnType<Policy["tenantFor"]>,
@@ -220,8 +219,8 @@ function estimateFor(
       param: "model",
     });
   }
-  const estimate = options.scheduler.estimate({
-    tenant,
+  const estimate = await options.source.estimate({
+    tenantId: tenant.id,
     backend: backend.name,
     promptTokens,
     expectedOutputTokens: maxTokens,

@@ -161,6 +161,7 @@ export class GatewayMetrics {
       help: "The policy version in force (value 1).",
       labelNames: ["version"],
       registers,
+      aggregator: "max",
     });
 
     this.budgetChecks = new Counter({
@@ -180,6 +181,8 @@ export class GatewayMetrics {
       help: "What the tenant's bucket held after its last check: limit=requests (RPM) or tokens (TPM).",
       labelNames: ["tenant", "limit"],
       registers,
+      // Across `serve --workers` processes (one shared bucket): the lowest anyone saw.
+      aggregator: "min",
     });
     this.storeLatency = new Histogram({
       name: "fairgate_store_latency_seconds",
@@ -192,6 +195,7 @@ export class GatewayMetrics {
       name: "fairgate_store_outage",
       help: "1 while the shared budget store is unreachable (fail-open: local budgets; fail-closed: 503 store_unavailable), else 0.",
       registers,
+      aggregator: "max",
     });
     this.storeOutages = new Counter({
       name: "fairgate_store_outages_total",
@@ -229,6 +233,8 @@ export class GatewayMetrics {
         help: "The tenant's virtual token counter on the backend (weighted tokens served, VTC); the backlogged tenant with the smallest goes next. Unlisted tenants past the label cap show their largest under _other.",
         labelNames: ["backend", "tenant"],
         registers,
+        // Cluster-wide counters each worker of a host learns from Redis: the freshest is the largest.
+        aggregator: "max",
         collect() {
           this.reset();
           for (const [backend, tenants] of counters()) {
@@ -360,6 +366,7 @@ export class GatewayMetrics {
         help,
         labelNames: ["tenant", "tier"],
         registers,
+        aggregator: combine,
         collect() {
           this.reset();
           const values = new Map<string, { tenant: string; tier: string; value: number }>();
@@ -453,12 +460,19 @@ export class GatewayMetrics {
 
     const signals = this.#options.engineSignals;
     if (!signals) return;
-    const engineGauge = (name: string, help: string, pick: (s: EngineSignals) => number | undefined) =>
+    // Every worker of a host sees the same engines: the most loaded view, and fresh only if all are.
+    const engineGauge = (
+      name: string,
+      help: string,
+      pick: (s: EngineSignals) => number | undefined,
+      aggregator: "max" | "min" = "max",
+    ) =>
       new Gauge({
         name,
         help,
         labelNames: ["backend"],
         registers,
+        aggregator,
         collect() {
           this.reset();
           for (const backend of backends().keys()) {
@@ -492,6 +506,7 @@ export class GatewayMetrics {
       "fairgate_engine_signals_fresh",
       "1 while the engine data is within the staleness bound, 0 when stale (the backend then counts as saturated).",
       (s) => (s.fresh ? 1 : 0),
+      "min",
     );
   }
 }

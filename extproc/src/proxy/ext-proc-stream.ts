@@ -27,6 +27,10 @@ export function createExtProcClient(target: string): ExtProcClient {
     // Envoy's gRPC client sets no message size limit of its own.
     "grpc.max_receive_message_length": -1,
     "grpc.max_send_message_length": -1,
+    // Its own connection, as each Envoy holds its own: grpc-js would otherwise share one
+    // between every proxy of a process aimed at the same target, and a `serve --workers`
+    // host spreads load by connection.
+    "grpc.use_local_subchannel_pool": 1,
   }) as unknown as ExtProcClient;
 }
 

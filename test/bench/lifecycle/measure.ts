@@ -40,6 +40,7 @@ export async function measureCell(
   const storeBefore = redis ? await storeOutageState(server) : undefined;
   const redisBefore = redis ? await redisCounters(redis.client) : undefined;
   const serverBefore = server.times();
+  const processesBefore = server.timesByProcess();
   const logBefore = server.logCounts();
   const clientsBefore = clients.pids.map(processTimes);
   const from = performance.now();
@@ -48,6 +49,10 @@ export async function measureCell(
   clients.endWindow();
   const to = performance.now();
   const serverTimes = timesBetween(serverBefore, server.times());
+  const processesAfter = server.timesByProcess();
+  const serverProcesses = processesAfter.map((after, i) =>
+    timesBetween(processesBefore[i] ?? { cpuNs: 0, waitNs: 0 }, after),
+  );
   const serverLog = countsBetween(logBefore, server.logCounts());
   const clientTimes = clients.pids.map((pid, i) =>
     timesBetween(clientsBefore[i] ?? processTimes(pid), processTimes(pid)),
@@ -70,6 +75,7 @@ export async function measureCell(
   const sample: WindowSample = {
     windowMs: to - from,
     server: serverTimes,
+    serverProcesses,
     clients: clientTimes,
     serverLog,
     storeOutage,

@@ -37,3 +37,24 @@ export function processTimes(pid: number): ProcessTimes {
 export function timesBetween(before: ProcessTimes, after: ProcessTimes): ProcessTimes {
   return { cpuNs: after.cpuNs - before.cpuNs, waitNs: after.waitNs - before.waitNs };
 }
+
+/** A process and its child processes (a `serve --workers` primary and its workers). */
+export function processTree(pid: number): number[] {
+  const children: number[] = [];
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      const listed = readFileSync(`/proc/${pid}/task/${tid}/children`, "utf8").trim();
+      if (listed) children.push(...listed.split(" ").map(Number));
+    }
+  } catch {
+    // Exited, or a kernel without the children file: the process alone.
+  }
+  return [pid, ...children.flatMap(processTree)];
+}
+
+export function sumTimes(times: readonly ProcessTimes[]): ProcessTimes {
+  return {
+    cpuNs: times.reduce((sum, t) => sum + t.cpuNs, 0),
+    waitNs: times.reduce((sum, t) => sum + t.waitNs, 0),
+  };
+}

@@ -18,6 +18,8 @@ export interface CellResult {
   serverCpuUsPerRequest: number;
   /** Server CPU over the window ÷ the window: 1 = one core busy. */
   serverCpuCores: number;
+  /** serverCpuCores per process: the primary, then each worker (`serve --workers`). */
+  serverCpuCoresByProcess: number[];
   /** Time the server's threads were runnable but got no CPU, ÷ the window (shared machine). */
   serverCpuWaitShare: number;
   /** ProcessingResponses the server sent per request on the main stream. */
@@ -37,6 +39,8 @@ export interface CellResult {
   redisRoundTripsByName?: Record<string, number>;
   /** The busiest client process's CPU ÷ the window. */
   clientCpuCores: number;
+  /** Every client process's CPU ÷ the window: what the load generator took of the machine. */
+  clientCpuCoresTotal: number;
   clientCpuWaitShare: number;
   clientLagP99Ms: number;
   refused: number;
@@ -53,6 +57,8 @@ export interface CellResult {
 export interface WindowSample {
   windowMs: number;
   server: ProcessTimes;
+  /** The same per process of the server (primary first). */
+  serverProcesses: ProcessTimes[];
   clients: ProcessTimes[];
   /** Messages the server logged during the window, by message. */
   serverLog: Record<string, number>;
@@ -81,6 +87,7 @@ export function cellResult(load: Load, server: ServerKind, sample: WindowSample,
     p99Ms: round(percentile(latencies, 99)),
     serverCpuUsPerRequest: round(perRequest(sample.server.cpuNs / 1000), 1),
     serverCpuCores: round(sample.server.cpuNs / windowNs, 3),
+    serverCpuCoresByProcess: sample.serverProcesses.map((p) => round(p.cpuNs / windowNs, 3)),
     serverCpuWaitShare: round(sample.server.waitNs / windowNs, 3),
     mainRepliesPerRequest: round(sum(reports.map((r) => r.counters.mainReplies)) / started, 3),
     overridesPerRequest: round(sum(reports.map((r) => r.counters.overrides)) / started, 3),
@@ -88,6 +95,7 @@ export function cellResult(load: Load, server: ServerKind, sample: WindowSample,
     resetsPerRequest: round(sum(reports.map((r) => r.counters.resets)) / started, 3),
     resetsInRun: sum(reports.map((r) => r.resetsInRun)),
     clientCpuCores: round(Math.max(...sample.clients.map((c) => c.cpuNs / windowNs)), 3),
+    clientCpuCoresTotal: round(sum(sample.clients.map((c) => c.cpuNs)) / windowNs, 3),
     clientCpuWaitShare: round(Math.max(...sample.clients.map((c) => c.waitNs / windowNs)), 3),
     clientLagP99Ms: round(Math.max(...reports.map((r) => r.lagP99Ms))),
     refused: sum(reports.map((r) => r.refused)),
@@ -148,4 +156,53 @@ export function compareWithBare(cells: readonly CellResult[]): Comparison[] {
 
 function sum(values: readonly number[]): number {
   return values.reduce((a, b) => a + b, 0);
+}
+
+/**
+ * `serve --workers N` against one fairgate process and the bare server on the same load.
+ * On a machine whose cores the load generator shares, throughput alone cannot show
+ * whether N workers scale: what they may use is what the clients leave. Throughput per
+ * server core (requests per CPU-second the server used) and CPU per request show whether
+ * each worker costs what one process does, which is what linear scaling needs.
+ */
+export interface WorkersScaling {
+  load: Load;
+  throughputVsOne: number;
+  throughputVsBare: number;
+  /** Requests per second per core the server kept busy: bare, one process, the workers. */
+  perServerCore: { bare: number; one: number; workers: number };
+  cpuUsPerRequest: { bare: number; one: number; workers: number };
+  serverCores: { bare: number; one: number; workers: number };
+  /** Cores each process of the workers' server used: the primary, then each worker. */
+  coresByProcess: number[];
+  /** All client processes' CPU, in cores, during the workers' window. */
+  clientCores: number;
+}
+
+export function workersScaling(cells: readonly CellResult[]): WorkersScaling[] {
+  const rows: WorkersScaling[] = [];
+  for (const cell of cells) {
+    if (cell.server !== "workers") continue;
+    const same = (server: ServerKind) =>
+      cells.find((c) => c.server === server && loadLabel(c.load) === loadLabel(cell.load));
+    const one = same("redis");
+    const bare = same("bare");
+    if (!one || !bare) continue;
+    const perCore = (c: CellResult) => round(c.serverCpuCores > 0 ? c.throughput / c.serverCpuCores : 0, 0);
+    rows.push({
+      load: cell.load,
+      throughputVsOne: round(one.throughput > 0 ? cell.throughput / one.throughput : 0, 3),
+      throughputVsBare: round(bare.throughput > 0 ? cell.throughput / bare.throughput : 0, 3),
+      perServerCore: { bare: perCore(bare), one: perCore(one), workers: perCore(cell) },
+      cpuUsPerRequest: {
+        bare: bare.serverCpuUsPerRequest,
+        one: one.serverCpuUsPerRequest,
+        workers: cell.serverCpuUsPerRequest,
+      },
+      serverCores: { bare: bare.serverCpuCores, one: one.serverCpuCores, workers: cell.serverCpuCores },
+      coresByProcess: cell.serverCpuCoresByProcess,
+      clientCores: cell.clientCpuCoresTotal,
+    });
+  }
+  return rows;
 }

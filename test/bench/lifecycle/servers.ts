@@ -5,20 +5,23 @@ import type { PolicyInput } from "../../../extproc/src/config/schema.ts";
 import { hashApiKey } from "../../../extproc/src/identity/identify.ts";
 import { freePort } from "../../helpers/redis.ts";
 import { BENCH_MODEL } from "./envoy-messages.ts";
-import { type ProcessTimes, processTimes } from "./proc-stats.ts";
+import { type ProcessTimes, processTimes, processTree, sumTimes } from "./proc-stats.ts";
 
 /**
- * The servers the lifecycle benchmark compares, each in its own process so that its CPU
- * can be read from the kernel: the bare CONTINUE server, and `fairgate serve` with the
- * Redis store or the memory store.
+ * The servers the lifecycle benchmark compares, each in its own process (or process tree)
+ * so that its CPU can be read from the kernel: the bare CONTINUE server, `fairgate serve`
+ * with the Redis store or the memory store, and `fairgate serve --workers N` with Redis.
  */
 
-export type ServerKind = "bare" | "redis" | "memory";
+export type ServerKind = "bare" | "redis" | "memory" | "workers";
+/** What a run measures unless --servers says otherwise. */
 export const SERVER_KINDS: readonly ServerKind[] = ["bare", "redis", "memory"];
+export const ALL_SERVER_KINDS: readonly ServerKind[] = [...SERVER_KINDS, "workers"];
 export const SERVER_LABELS: Record<ServerKind, string> = {
   bare: "bare CONTINUE",
   redis: "fairgate + Redis",
   memory: "fairgate + memory",
+  workers: "fairgate + Redis, workers",
 };
 
 export interface ServerProcess {
@@ -27,8 +30,10 @@ export interface ServerProcess {
   readonly pid: number;
   /** fairgate's HTTP API (/metrics); none for the bare server. */
   readonly httpPort: number | undefined;
-  /** CPU and run-queue time the process has used so far, all threads. */
+  /** CPU and run-queue time the process (and its workers) used so far, all threads. */
   times(): ProcessTimes;
+  /** The same per process: the primary, then each worker (one entry for a single process). */
+  timesByProcess(): ProcessTimes[];
   /** SIGTERM and wait for the exit (a --cpu-prof profile is written then). */
   stop(): Promise<void>;
   /** SIGKILL now (the benchmark itself is exiting abnormally). */
@@ -123,6 +128,8 @@ export async function startFairgate(options: {
   policyPath: string;
   cpuProfDir?: string;
   cpuProfIntervalUs?: number;
+  /** `serve --workers N` (kind "workers"). */
+  workers?: number;
 }): Promise<ServerProcess> {
   const grpcPort = await freePort();
   const httpPort = await freePort();
@@ -131,7 +138,10 @@ export async function startFairgate(options: {
   if (options.cpuProfDir && options.cpuProfIntervalUs)
     nodeFlags.push("--cpu-prof-interval", String(options.cpuProfIntervalUs));
   const storeFlags = options.store.kind === "redis" ? ["--redis", options.store.url] : ["--store", "memory"];
-  const kind: ServerKind = options.store.kind;
+  if (options.workers !== undefined && options.store.kind !== "redis")
+    throw new Error("fairgate --workers needs the Redis store");
+  const kind: ServerKind = options.workers === undefined ? options.store.kind : "workers";
+  const workerFlags = options.workers === undefined ? [] : ["--workers", String(options.workers)];
   const child = spawn(
     process.execPath,
     [
@@ -147,6 +157,7 @@ export async function startFairgate(options: {
       "--log-level",
       "warn",
       ...storeFlags,
+      ...workerFlags,
     ],
     { stdio: ["ignore", "ignore", "pipe"] },
   );
@@ -230,7 +241,8 @@ function serverProcess(
     port,
     pid,
     httpPort: fairgate?.httpPort,
-    times: () => processTimes(pid),
+    times: () => sumTimes(processTree(pid).map(processTimes)),
+    timesByProcess: () => processTree(pid).map(processTimes),
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill("SIGTERM");

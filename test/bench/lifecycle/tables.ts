@@ -1,5 +1,5 @@
 import { loadLabel } from "./protocol.ts";
-import type { CellResult, Comparison } from "./report.ts";
+import type { CellResult, Comparison, WorkersScaling } from "./report.ts";
 import { SERVER_LABELS, type ServerKind } from "./servers.ts";
 
 /** The lifecycle benchmark's output: a line per cell as it finishes, then markdown tables. */
@@ -14,7 +14,11 @@ export function progressLine(cell: CellResult): string {
   const logged = Object.entries(cell.serverLog)
     .map(([message, count]) => `  logged ${count}× "${message}"`)
     .join("");
-  return `${loadLabel(cell.load).padEnd(14)} ${SERVER_LABELS[cell.server].padEnd(18)} ${cell.throughput.toFixed(0).padStart(6)} req/s  p50 ${cell.p50Ms.toFixed(2)} p99 ${cell.p99Ms.toFixed(2)} ms  CPU ${cell.serverCpuUsPerRequest.toFixed(0)} µs/req  replies ${cell.mainRepliesPerRequest.toFixed(2)}/req${errors}${logged}\n`;
+  const split =
+    cell.serverCpuCoresByProcess.length > 1
+      ? `  cores by process ${cell.serverCpuCoresByProcess.map((c) => c.toFixed(2)).join("/")}`
+      : "";
+  return `${loadLabel(cell.load).padEnd(14)} ${SERVER_LABELS[cell.server].padEnd(18)} ${cell.throughput.toFixed(0).padStart(6)} req/s  p50 ${cell.p50Ms.toFixed(2)} p99 ${cell.p99Ms.toFixed(2)} ms  CPU ${cell.serverCpuUsPerRequest.toFixed(0)} µs/req  replies ${cell.mainRepliesPerRequest.toFixed(2)}/req${split}${errors}${logged}\n`;
 }
 
 export function measurementsTable(cells: readonly CellResult[]): string {
@@ -232,4 +236,32 @@ export function saturationNotes(cells: readonly CellResult[]): string {
 
 function _sum(values: readonly number[]): number {
   return values.reduce((a, b) => a + b, 0);
+}
+
+/** `serve --workers N` against one process and the bare server (report.ts: workersScaling). */
+export function workersScalingTable(rows: readonly WorkersScaling[], workers: number): string {
+  const triple = (t: { bare: number; one: number; workers: number }, digits: number) =>
+    `${t.bare.toFixed(digits)} / ${t.one.toFixed(digits)} / ${t.workers.toFixed(digits)}`;
+  return markdownTable(
+    [
+      "load",
+      `throughput ${workers} workers ÷ 1 process`,
+      `${workers} workers ÷ bare`,
+      "req/s per server core (bare / 1 / workers)",
+      "server CPU µs/req (bare / 1 / workers)",
+      "server cores (bare / 1 / workers)",
+      "workers' cores by process (primary/…)",
+      "client cores (workers' window)",
+    ],
+    rows.map((r) => [
+      loadLabel(r.load),
+      `${r.throughputVsOne.toFixed(2)}×`,
+      `${r.throughputVsBare.toFixed(2)}×`,
+      triple(r.perServerCore, 0),
+      triple(r.cpuUsPerRequest, 0),
+      triple(r.serverCores, 2),
+      r.coresByProcess.map((c) => c.toFixed(2)).join(" / "),
+      r.clientCores.toFixed(2),
+    ]),
+  );
 }
